@@ -1,0 +1,35 @@
+"""Composition of the core for one process (CLI run or window): no globals, built once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smartspec_desktop.core.config import Settings, load_settings, save_settings
+from smartspec_desktop.core.secrets import Credentials, FileStore, KeyringStore, SecretStore
+from smartspec_desktop.core.sessions import SessionManager
+from smartspec_desktop.paths import Paths
+
+
+@dataclass
+class Core:
+    paths: Paths
+    settings: Settings
+    credentials: Credentials
+    sessions: SessionManager
+    warnings: list[str]
+
+    def save_settings(self) -> None:
+        save_settings(self.paths.settings_file, self.settings)
+
+
+def build_core(
+    paths: Paths, *, backend_url: str | None = None, store: SecretStore | None = None
+) -> Core:
+    paths.ensure()
+    settings, warnings = load_settings(paths.settings_file)
+    if backend_url:
+        settings.backend_url = backend_url.rstrip("/")
+    credentials = Credentials(store or KeyringStore(), FileStore(paths.state_dir / "secrets"))
+    return Core(
+        paths, settings, credentials, SessionManager(paths, settings, credentials), warnings
+    )

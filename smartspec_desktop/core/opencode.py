@@ -1,0 +1,240 @@
+"""Finding, checking and installing the ``opencode`` binary.
+
+Order: the path in settings → the app's managed install (``opencode install``) → ``PATH``.
+Supported: OpenCode 1.18.x (tested with 1.18.33). ``opencode --version`` takes ~0.5 s, so its
+answer is cached per (real path, mtime, size).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from smartspec_desktop.core.atomic import atomic_write_json, read_json_object
+from smartspec_desktop.core.errors import (
+    OpenCodeInstallError,
+    OpenCodeNotFound,
+    OpenCodeVersionError,
+)
+
+log = logging.getLogger(__name__)
+
+NPM_PACKAGE = "opencode-ai"
+PINNED_VERSION = "1.18.33"
+SUPPORTED_SERIES = (1, 18)
+ALLOW_UNTESTED_ENV = "SMARTSPEC_ALLOW_UNTESTED_OPENCODE"
+INSTALL_HINT = (
+    "Run `smartspec-desktop opencode install` (installs "
+    f"opencode-ai@{PINNED_VERSION} with npm for this app) "
+    f"or `npm install -g opencode-ai@{PINNED_VERSION}`, or set the OpenCode path in Settings."
+)
+
+
+@dataclass(frozen=True)
+class OpenCodeBinary:
+    path: str
+    version: str
+    source: str  # "settings", "managed" or "PATH"
+    #: Set when the version is outside the supported series but allowed by the user.
+    warning: str = ""
+
+
+def managed_bin_dir(managed_dir: Path) -> Path:
+    return managed_dir / "node_modules" / ".bin"
+
+
+def managed_binary(managed_dir: Path) -> Path:
+    name = "opencode.cmd" if sys.platform == "win32" else "opencode"
+    return managed_bin_dir(managed_dir) / name
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+class VersionCache:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @staticmethod
+    def _key(binary: str) -> str:
+        real = os.path.realpath(binary)
+        st = os.stat(real)
+        return f"{real}|{st.st_mtime_ns}|{st.st_size}"
+
+    def get(self, binary: str) -> str | None:
+        data, _ = read_json_object(self.path)
+        try:
+            v = data.get(self._key(binary))
+        except OSError:
+            return None
+        return v if isinstance(v, str) else None
+
+    def put(self, binary: str, version: str) -> None:
+        data, _ = read_json_object(self.path)
+        data[self._key(binary)] = version
+        try:
+            atomic_write_json(self.path, dict(list(data.items())[-20:]))
+        except OSError as e:
+            log.debug("could not cache the opencode version: %s", e)
+
+
+def read_version(binary: str, *, timeout: float = 15.0) -> str:
+    try:
+        p = subprocess.run(
+            [binary, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except PermissionError:
+        raise OpenCodeNotFound(
+            f"{binary} is not executable.", f"Make it executable (chmod +x) or {INSTALL_HINT}"
+        ) from None
+    except OSError as e:
+        raise OpenCodeNotFound(
+            f"{binary} cannot be run ({e.strerror or e}).", INSTALL_HINT
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise OpenCodeVersionError(
+            f"`{binary} --version` did not finish within {timeout:.0f} s.",
+            f"That program does not behave like OpenCode. {INSTALL_HINT}",
+        ) from None
+    version = parse_version(p.stdout) if p.returncode == 0 else None
+    if version is None:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise OpenCodeVersionError(
+            f"`{binary} --version` failed (exit {p.returncode}: {tail[0][:200]}).",
+            f"Reinstall OpenCode: {INSTALL_HINT}",
+        )
+    return ".".join(map(str, version))
+
+
+def check_supported(binary: str, version: str, environ: dict[str, str] | None = None) -> str:
+    """Return a warning ("" if none); raise for an unsupported version."""
+    env = os.environ if environ is None else environ
+    parsed = parse_version(version)
+    if parsed and parsed[:2] == SUPPORTED_SERIES:
+        return ""
+    message = (
+        f"OpenCode {version} at {binary} is not supported; SmartSpec Desktop needs "
+        f"{SUPPORTED_SERIES[0]}.{SUPPORTED_SERIES[1]}.x (tested with {PINNED_VERSION})."
+    )
+    if env.get(ALLOW_UNTESTED_ENV) == "1":
+        log.warning("%s Continuing because %s=1.", message, ALLOW_UNTESTED_ENV)
+        return message
+    raise OpenCodeVersionError(
+        message,
+        f"Run `smartspec-desktop opencode install` to get {PINNED_VERSION} for this app "
+        f"(or set {ALLOW_UNTESTED_ENV}=1 to try this version anyway).",
+    )
+
+
+def find_opencode(
+    configured: str,
+    managed_dir: Path,
+    cache: VersionCache,
+    *,
+    which: Callable[[str], str | None] = shutil.which,
+) -> OpenCodeBinary:
+    candidates: list[tuple[str, str]] = []
+    if configured:
+        path = os.path.expanduser(configured)
+        if not os.path.exists(path):
+            raise OpenCodeNotFound(
+                f"The OpenCode path set in Settings ({configured}) does not exist.",
+                "Fix or clear Settings → OpenCode path (cleared, the app uses its own install "
+                "or PATH).",
+            )
+        candidates.append((path, "settings"))
+    else:
+        managed = managed_binary(managed_dir)
+        if managed.exists():
+            candidates.append((str(managed), "managed"))
+        on_path = which("opencode")
+        if on_path:
+            candidates.append((on_path, "PATH"))
+    if not candidates:
+        raise OpenCodeNotFound("OpenCode is not installed (no `opencode` on PATH).", INSTALL_HINT)
+    path, source = candidates[0]
+    if not os.access(path, os.X_OK):
+        raise OpenCodeNotFound(
+            f"{path} is not executable.", f"Make it executable (chmod +x) or {INSTALL_HINT}"
+        )
+    version = cache.get(path)
+    if version is None:
+        version = read_version(path)
+        cache.put(path, version)
+    warning = check_supported(path, version)
+    return OpenCodeBinary(path, version, source, warning)
+
+
+def install_opencode(
+    managed_dir: Path,
+    progress: Callable[[str], None],
+    *,
+    version: str = PINNED_VERSION,
+    which: Callable[[str], str | None] = shutil.which,
+) -> Path:
+    """``npm install opencode-ai@<pinned>`` into the app's data dir, streaming npm's output."""
+    npm = which("npm")
+    if not npm:
+        raise OpenCodeInstallError(
+            "npm was not found, so OpenCode cannot be installed automatically.",
+            "Install Node.js (it includes npm) from nodejs.org or your package manager, "
+            "then try again.",
+        )
+    managed_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        npm,
+        "install",
+        "--prefix",
+        str(managed_dir),
+        "--no-audit",
+        "--no-fund",
+        "--no-save",
+        "--loglevel",
+        "http",
+        f"{NPM_PACKAGE}@{version}",
+    ]
+    progress(f"Installing {NPM_PACKAGE}@{version} into {managed_dir} …")
+    tail: list[str] = []
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+    )
+    assert proc.stdout is not None
+    with proc:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail = (tail + [line])[-15:]
+                progress(line)
+    if proc.returncode != 0:
+        raise OpenCodeInstallError(
+            f"npm install {NPM_PACKAGE}@{version} failed (exit {proc.returncode}).",
+            "Check your network access to the npm registry and try again.",
+            details="\n".join(tail),
+        )
+    binary = managed_binary(managed_dir)
+    if not binary.exists():
+        raise OpenCodeInstallError(
+            f"npm finished but {binary} is missing.",
+            "Your platform may not have an OpenCode build; see https://opencode.ai/docs.",
+            details="\n".join(tail),
+        )
+    progress(f"Installed OpenCode {version}: {binary}")
+    return binary

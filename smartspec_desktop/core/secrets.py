@@ -1,0 +1,246 @@
+"""Secrets: the user's API key and each server's password.
+
+They live in the OS keyring (service ``smartspec-desktop``), never in settings, state files, logs
+or any child's argv. Where no keyring exists (headless Linux) the API key comes from the
+``SMARTSPEC_API_KEY`` environment variable, and server passwords fall back to 0600 files in the
+state dir so a later run can still re-adopt its servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from smartspec_desktop import APP_NAME
+from smartspec_desktop.core.errors import ApiKeyInvalid, ApiKeyMissing, KeyringUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Tests (and a second profile) may use another keyring service name.
+SERVICE_ENV = "SMARTSPEC_KEYRING_SERVICE"
+API_KEY_ENV = "SMARTSPEC_API_KEY"
+API_KEY_ENTRY = "api-key"
+#: ``sk-smartspec-`` + token_urlsafe(32) (43 chars); accept 32 or more like the backend's format.
+API_KEY_RE = re.compile(r"sk-smartspec-[A-Za-z0-9_-]{32,}")
+
+KEYRING_FIX = (
+    "Unlock or install an OS keyring (e.g. GNOME Keyring / KWallet on Linux), or set the "
+    f"{API_KEY_ENV} environment variable instead."
+)
+
+
+class SecretStore(Protocol):
+    def available(self) -> bool: ...
+    def get(self, name: str) -> str | None: ...
+    def set(self, name: str, value: str) -> None: ...
+    def delete(self, name: str) -> None: ...
+
+
+def keyring_service() -> str:
+    return os.environ.get(SERVICE_ENV) or APP_NAME
+
+
+class KeyringStore:
+    """The OS keyring via ``keyring``. Every failure becomes :class:`KeyringUnavailable`."""
+
+    def __init__(self, service: str | None = None) -> None:
+        self.service = service or keyring_service()
+
+    def available(self) -> bool:
+        import keyring
+        from keyring.backends import fail
+
+        try:
+            backend = keyring.get_keyring()
+        except Exception as e:  # a broken keyring config must not crash the app
+            log.warning("keyring backend could not be loaded: %s", e)
+            return False
+        return not isinstance(backend, fail.Keyring) and getattr(backend, "priority", 1) > 0
+
+    def _unavailable(self, e: Exception) -> KeyringUnavailable:
+        return KeyringUnavailable(
+            f"The OS keyring is not available ({type(e).__name__}).", KEYRING_FIX
+        )
+
+    def get(self, name: str) -> str | None:
+        import keyring
+        from keyring.errors import KeyringError
+
+        try:
+            return keyring.get_password(self.service, name)
+        except KeyringError as e:
+            raise self._unavailable(e) from None
+
+    def set(self, name: str, value: str) -> None:
+        import keyring
+        from keyring.errors import KeyringError
+
+        try:
+            keyring.set_password(self.service, name, value)
+        except KeyringError as e:
+            raise self._unavailable(e) from None
+
+    def delete(self, name: str) -> None:
+        import keyring
+        from keyring.errors import KeyringError, PasswordDeleteError
+
+        try:
+            keyring.delete_password(self.service, name)
+        except PasswordDeleteError:
+            pass
+        except KeyringError as e:
+            raise self._unavailable(e) from None
+
+
+class MemoryStore:
+    """For a key the user chose to use for this run only, and for unit tests."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, str] = {}
+
+    def available(self) -> bool:
+        return True
+
+    def get(self, name: str) -> str | None:
+        return self._data.get(name)
+
+    def set(self, name: str, value: str) -> None:
+        self._data[name] = value
+
+    def delete(self, name: str) -> None:
+        self._data.pop(name, None)
+
+
+class FileStore:
+    """0600 files in a 0700 folder: the fallback for server passwords when there is no keyring."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def available(self) -> bool:
+        return True
+
+    def _path(self, name: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        return self.folder / safe
+
+    def get(self, name: str) -> str | None:
+        try:
+            return self._path(name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def set(self, name: str, value: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self._path(name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(value)
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+
+def check_api_key_format(key: str) -> str:
+    key = key.strip()
+    if not API_KEY_RE.fullmatch(key):
+        raise ApiKeyInvalid(
+            "That is not a SmartSpecPro API key (expected sk-smartspec- followed by 32 or more "
+            "letters, digits, '-' or '_').",
+            "Copy the whole key from SmartSpecPro (Account → API keys), or create a new one.",
+        )
+    return key
+
+
+class Credentials:
+    """Where the API key and server passwords come from, in order of preference."""
+
+    def __init__(
+        self,
+        store: SecretStore,
+        password_fallback: SecretStore,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.password_fallback = password_fallback
+        self.environ = os.environ if environ is None else environ
+        #: A key the user chose to use for this run only (not stored anywhere).
+        self.session_key: str | None = None
+
+    def api_key(self) -> tuple[str, str]:
+        """Return ``(key, source)``; source is "this run", "keyring" or the env variable name."""
+        if self.session_key:
+            return self.session_key, "this run"
+        if self.store.available():
+            try:
+                key = self.store.get(API_KEY_ENTRY)
+            except KeyringUnavailable as e:
+                log.info("keyring read failed, trying %s: %s", API_KEY_ENV, e)
+                key = None
+            if key:
+                return key, "keyring"
+        env_key = self.environ.get(API_KEY_ENV, "").strip()
+        if env_key:
+            return env_key, API_KEY_ENV
+        if self.store.available():
+            fix = (
+                "Run `smartspec-desktop key set` (reads the key from stdin) or paste it under "
+                f"Account, or set {API_KEY_ENV}."
+            )
+        else:
+            fix = f"No OS keyring is available here: set the {API_KEY_ENV} environment variable."
+        raise ApiKeyMissing("No SmartSpecPro API key is configured.", fix)
+
+    def store_api_key(self, key: str) -> str:
+        """Validate the format and store the key in the keyring; returns the cleaned key."""
+        key = check_api_key_format(key)
+        if not self.store.available():
+            raise KeyringUnavailable("No OS keyring is available to store the key.", KEYRING_FIX)
+        self.store.set(API_KEY_ENTRY, key)
+        return key
+
+    def forget_api_key(self) -> None:
+        self.session_key = None
+        if self.store.available():
+            self.store.delete(API_KEY_ENTRY)
+
+    # Server passwords -------------------------------------------------------------------------
+
+    @staticmethod
+    def _password_entry(session_id: str) -> str:
+        return f"server-password:{session_id}"
+
+    def save_server_password(self, session_id: str, password: str) -> str:
+        """Store it; returns where ("keyring" or "file")."""
+        name = self._password_entry(session_id)
+        if self.store.available():
+            try:
+                self.store.set(name, password)
+                return "keyring"
+            except KeyringUnavailable as e:
+                log.info("keyring write failed, using a 0600 file: %s", e)
+        self.password_fallback.set(name, password)
+        return "file"
+
+    def server_password(self, session_id: str) -> str | None:
+        name = self._password_entry(session_id)
+        if self.store.available():
+            try:
+                pw = self.store.get(name)
+                if pw:
+                    return pw
+            except KeyringUnavailable:
+                pass
+        return self.password_fallback.get(name)
+
+    def delete_server_password(self, session_id: str) -> None:
+        name = self._password_entry(session_id)
+        if self.store.available():
+            with contextlib.suppress(KeyringUnavailable):
+                self.store.delete(name)
+        self.password_fallback.delete(name)
