@@ -1,0 +1,347 @@
+"""End to end: the CLI with the real opencode and the backend stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.backend_standin import ErrorChunk, HttpError, Text
+from tests.conftest import Sandbox, server_processes
+
+pytestmark = pytest.mark.integration
+
+
+def password_of(box: Sandbox, session_id: str) -> str:
+    # No keyring in the default sandbox: the password sits in a 0600 file in the state dir.
+    path = box.data_dir / "state" / "secrets" / f"server-password_{session_id}"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    return path.read_text()
+
+
+def test_start_run_stop_end_to_end(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    info = sandbox.cli_json("start", str(ws))
+    assert set(info) >= {
+        "session_id",
+        "workspace_path",
+        "port",
+        "url",
+        "pid",
+        "status",
+        "created_at",
+        "opencode_version",
+    }
+    assert info["status"] == "running" and info["reused"] is False
+    assert info["workspace_path"] == str(ws.resolve())
+    assert info["opencode_version"].startswith("1.18.")
+    assert 3795 <= info["port"] <= 3800 or info["port_note"]
+    assert info["url"] == f"http://127.0.0.1:{info['port']}"
+
+    pw = password_of(sandbox, info["session_id"])
+    assert pw not in json.dumps(info) and sandbox.api_key not in json.dumps(info)
+    health = httpx.get(info["url"] + "/global/health", auth=("opencode", pw), timeout=5)
+    assert health.status_code == 200 and health.json()["healthy"] is True
+    assert httpx.get(info["url"] + "/global/health", timeout=5).status_code == 401
+    providers = httpx.get(info["url"] + "/config/providers", auth=("opencode", pw), timeout=10)
+    assert [p["id"] for p in providers.json()["providers"]] == ["smartspec"]
+
+    before = sandbox.backend.balance(sandbox.email)
+    sandbox.backend.default_step = Text(
+        "The answer is 42.", prompt_tokens=1000, completion_tokens=500
+    )
+    r = sandbox.cli("run", str(ws), "what is the answer?")
+    assert r.returncode == 0, r.stderr
+    assert "The answer is 42." in r.stdout
+    chats = sandbox.backend.chat_requests()
+    assert chats, "OpenCode never called the gateway"
+    assert all(c.headers["authorization"] == f"Bearer {sandbox.api_key}" for c in chats)
+    assert all(c.body and c.body.get("stream") is True for c in chats)
+    assert sandbox.backend.balance(sandbox.email) < before
+
+    server = psutil.Process(info["pid"])
+    tree = [server, *server.children(recursive=True)]
+    r = sandbox.cli("stop", str(ws))
+    assert r.returncode == 0, r.stderr
+    gone, alive = psutil.wait_procs(tree, timeout=5)
+    assert not alive
+    assert not server_processes(ws)
+    assert sandbox.cli_json("status") == []
+
+
+def test_second_start_reuses_the_session(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    first = sandbox.cli_json("start", str(ws))
+    # Same folder spelled differently: trailing slash, and through a symlink.
+    link = sandbox.root / "link-to-ws"
+    link.symlink_to(ws)
+    second = sandbox.cli_json("start", str(ws) + "/")
+    third = sandbox.cli_json("start", str(link))
+    assert second["reused"] is True and third["reused"] is True
+    assert first["session_id"] == second["session_id"] == third["session_id"]
+    assert first["pid"] == second["pid"] == third["pid"]
+    assert len(server_processes(ws)) == 1
+
+
+def test_concurrent_starts_yield_one_server(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    base = [
+        sys.executable,
+        "-m",
+        "smartspec_desktop",
+        "--data-dir",
+        str(sandbox.data_dir),
+        "--backend-url",
+        sandbox.backend.url,
+        "start",
+        str(ws),
+        "--json",
+    ]
+    procs = [
+        subprocess.Popen(
+            base, env=sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    infos = [json.loads(o[0]) for o in outs]
+    assert len({i["session_id"] for i in infos}) == 1
+    assert sorted(i["reused"] for i in infos) == [False, True, True]
+    assert len(server_processes(ws)) == 1
+
+
+def test_two_workspaces_run_side_by_side(sandbox: Sandbox) -> None:
+    a = sandbox.cli_json("start", str(sandbox.workspace("a")))
+    b = sandbox.cli_json("start", str(sandbox.workspace("b")))
+    assert a["session_id"] != b["session_id"] and a["port"] != b["port"]
+    statuses = sandbox.cli_json("status")
+    assert {s["status"] for s in statuses} == {"running"} and len(statuses) == 2
+
+
+def test_busy_port_range_falls_back_to_a_free_port(sandbox: Sandbox) -> None:
+    held = []
+    for port in range(3795, 3801):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            held.append(s)
+        except OSError:
+            s.close()  # already busy: just as good for this test
+    try:
+        r = sandbox.cli("start", str(sandbox.workspace()), "--json")
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert not 3795 <= info["port"] <= 3800
+        assert "3795-3800 were busy" in r.stderr and str(info["port"]) in r.stderr
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_crashed_server_is_reported_with_its_exit_code(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    info = sandbox.cli_json("start", str(ws))
+    os.kill(info["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        (status,) = sandbox.cli_json("status")
+        if status["status"] == "crashed":
+            break
+        time.sleep(0.2)
+    assert status["status"] == "crashed"
+    assert status["exit_code"] == -signal.SIGKILL
+    text = sandbox.cli("status")
+    assert "crashed" in text.stdout and "smartspec-desktop start" in text.stdout
+    # Starting again replaces the crashed session.
+    again = sandbox.cli_json("start", str(ws))
+    assert again["status"] == "running" and again["session_id"] != info["session_id"]
+
+
+def test_stale_entry_is_cleaned_and_a_reused_pid_is_never_killed(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        state = sandbox.data_dir / "state"
+        state.mkdir(parents=True)
+        record = {
+            "session_id": "srv_stale",
+            "workspace_path": str(ws),
+            "status": "running",
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "port": 3799,
+            "url": "http://127.0.0.1:3799",
+            # A live pid that is not ours: same number, other create time (pid reuse).
+            "pid": victim.pid,
+            "create_time": psutil.Process(victim.pid).create_time() - 1000,
+            "supervisor_pid": victim.pid,
+            "supervisor_create_time": 1.0,
+        }
+        (state / "sessions.json").write_text(
+            json.dumps({"version": 1, "sessions": {"srv_stale": record}})
+        )
+        assert sandbox.cli_json("status") == []
+        assert victim.poll() is None, "a process that is not ours was killed"
+        info = sandbox.cli_json("start", str(ws))
+        assert info["status"] == "running" and info["reused"] is False
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_corrupt_state_file_is_moved_aside(sandbox: Sandbox) -> None:
+    state = sandbox.data_dir / "state"
+    state.mkdir(parents=True)
+    (state / "sessions.json").write_text('{"version": 1, "sessions": {"x": ')
+    r = sandbox.cli("status")
+    assert r.returncode == 0
+    assert "unreadable" in r.stderr and "moved aside" in r.stderr
+    assert list(state.glob("sessions.json.corrupt-*"))
+    info = sandbox.cli_json("start", str(sandbox.workspace()))
+    assert info["status"] == "running"
+
+
+def test_missing_opencode_says_how_to_install(sandbox: Sandbox) -> None:
+    env = dict(sandbox.env, PATH="/usr/bin:/bin")
+    r = sandbox.cli("start", str(sandbox.workspace()), env=env)
+    assert r.returncode == 1
+    assert "OpenCode is not installed" in r.stderr
+    assert "smartspec-desktop opencode install" in r.stderr
+    assert sandbox.state().get("sessions", {}) == {}
+
+
+def test_bad_and_malformed_keys_spawn_nothing(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    unknown = "sk-smartspec-" + "A" * 43
+    r = sandbox.cli("start", str(ws), env=dict(sandbox.env, SMARTSPEC_API_KEY=unknown))
+    assert r.returncode == 1 and "rejected the API key" in r.stderr
+    assert unknown not in r.stderr
+    r = sandbox.cli("start", str(ws), env=dict(sandbox.env, SMARTSPEC_API_KEY="sk-nope"))
+    assert r.returncode == 1 and "not a SmartSpecPro API key" in r.stderr
+    env = dict(sandbox.env)
+    env.pop("SMARTSPEC_API_KEY")
+    r = sandbox.cli("start", str(ws), env=env)
+    assert r.returncode == 1 and "No SmartSpecPro API key" in r.stderr
+    assert "SMARTSPEC_API_KEY" in r.stderr  # no keyring here: the env route is the fix
+    assert not server_processes(ws)
+    assert sandbox.state().get("sessions", {}) == {}
+
+
+def test_backend_down_spawns_nothing(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    sandbox.extra_args = ["--backend-url", dead]
+    r = sandbox.cli("start", str(ws))
+    assert r.returncode == 1
+    assert f"Cannot reach the SmartSpecPro backend at {dead}" in r.stderr
+    assert not server_processes(ws)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("missing", "does not exist"), ("file", "is a file, not a folder")],
+)
+def test_workspace_errors(sandbox: Sandbox, kind: str, expected: str) -> None:
+    target = sandbox.root / "nothing-here"
+    if kind == "file":
+        target.write_text("x")
+    r = sandbox.cli("start", str(target))
+    assert r.returncode == 1 and expected in r.stderr
+    assert r.stderr.count("\n") == 1, "one line: the problem and the fix"
+
+
+def test_workspace_with_spaces_and_non_ascii(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace("my projé ct")
+    info = sandbox.cli_json("start", str(ws))
+    assert info["workspace_path"] == str(ws.resolve())
+    assert server_processes(ws)
+
+
+def test_workspace_config_cannot_route_around_the_gateway(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    (ws / "opencode.json").write_text(
+        json.dumps(
+            {
+                "provider": {
+                    "other": {
+                        "npm": "@ai-sdk/openai-compatible",
+                        "name": "Other",
+                        "options": {"baseURL": "http://127.0.0.1:9/v1", "apiKey": "x"},
+                        "models": {"m": {"name": "m"}},
+                    }
+                },
+                "enabled_providers": ["other"],
+                "model": "other/m",
+            }
+        )
+    )
+    info = sandbox.cli_json("start", str(ws))
+    pw = password_of(sandbox, info["session_id"])
+    providers = httpx.get(info["url"] + "/config/providers", auth=("opencode", pw), timeout=10)
+    assert [p["id"] for p in providers.json()["providers"]] == ["smartspec"]
+    r = sandbox.cli("run", str(ws), "hello")
+    assert r.returncode == 0, r.stderr
+    assert sandbox.backend.chat_requests()
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (
+            HttpError(402, {"detail": "Insufficient credits. Please add credits to continue."}),
+            "Insufficient credits",
+        ),
+        (ErrorChunk("upstream exploded"), "upstream exploded"),
+        (HttpError(500, {"detail": "boom internal"}), "boom internal"),
+    ],
+    ids=["402", "error-chunk", "500"],
+)
+def test_run_reports_gateway_failures_clearly(
+    sandbox: Sandbox, step: object, expected: str
+) -> None:
+    ws = sandbox.workspace()
+    sandbox.cli_json("start", str(ws))
+    sandbox.backend.default_step = step  # type: ignore[assignment]
+    t0 = time.monotonic()
+    r = sandbox.cli("run", str(ws), "hello", timeout=90)
+    assert r.returncode == 1
+    assert expected in r.stderr and "gateway" in r.stderr.lower()
+    assert time.monotonic() - t0 < 30, "a gateway failure must not hang the run"
+
+
+def test_key_never_leaks_to_argv_logs_or_state(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    info = sandbox.cli_json("start", str(ws))
+    assert sandbox.cli("run", str(ws), "hello").returncode == 0
+    pw = password_of(sandbox, info["session_id"])
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        assert sandbox.api_key not in cmd and pw not in cmd
+    for path in sandbox.data_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert sandbox.api_key not in text, path
+            if "secrets" not in path.parts:
+                assert pw not in text, path
+    log = Path(info["log_path"]).read_text()
+    assert "opencode server listening" in log
+
+
+def test_logs_command_prints_the_server_log(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    sandbox.cli_json("start", str(ws))
+    r = sandbox.cli("logs", str(ws), "-n", "200")
+    assert r.returncode == 0 and "opencode server listening" in r.stdout
