@@ -42,11 +42,11 @@ def read_json_object(path: Path) -> tuple[dict[str, Any], str | None]:
     copy went. Never raises for bad content.
     """
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw_bytes = path.read_bytes()
     except FileNotFoundError:
         return {}, None
     try:
-        data = json.loads(raw)
+        data = json.loads(raw_bytes.decode("utf-8"))
         if not isinstance(data, dict):
             raise ValueError("top level is not an object")
         return data, None

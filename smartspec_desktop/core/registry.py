@@ -151,9 +151,11 @@ class Registry:
                 f"The session state {self.file} stayed locked for {self.lock.timeout:.0f} s.",
                 "Another SmartSpec Desktop process may be stuck; close it and try again.",
             ) from None
-        except PermissionError as e:
+        except OSError as e:
+            # PermissionError, a read-only file system, a file where a folder should be, a
+            # folder where the state file should be: all the same to the user.
             raise StateError(
-                f"Cannot use the state folder {self.file.parent} ({e.strerror or e}).",
+                f"Cannot use the state file {self.file} ({e.strerror or e}).",
                 "Make that folder writable, or run with --data-dir pointing to a writable folder.",
             ) from None
 
