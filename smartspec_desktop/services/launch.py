@@ -1,0 +1,59 @@
+"""Open OpenWork / the OpenCode TUI for a workspace, off the GUI thread (core: ``launchers``)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+
+from smartspec_desktop.core.sessions import SessionManager
+from smartspec_desktop.services.sessions import as_error
+from smartspec_desktop.services.worker import Jobs
+
+OPENWORK, CLI = "openwork", "cli"
+
+
+class LaunchService(QObject):
+    progress = Signal(str, str)  # workspace, line
+    opened = Signal(str, str, object)  # workspace, what (OPENWORK/CLI), LaunchOutcome
+    failed = Signal(str, object)  # workspace, SmartSpecError
+    busy_changed = Signal(str, str)  # workspace, what ("" when done)
+
+    def __init__(self, manager: SessionManager, jobs: Jobs, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.manager = manager
+        self.jobs = jobs
+        self.busy: dict[str, str] = {}
+
+    def open_openwork(self, workspace: str) -> None:
+        self._launch(workspace, OPENWORK)
+
+    def open_cli(self, workspace: str) -> None:
+        self._launch(workspace, CLI)
+
+    def _launch(self, workspace: str, what: str) -> None:
+        if self.busy.get(workspace):
+            return
+        self.busy[workspace] = what
+        self.busy_changed.emit(workspace, what)
+        from smartspec_desktop.core import launchers
+
+        fn = launchers.open_openwork if what == OPENWORK else launchers.open_cli
+
+        def say(line: str) -> None:
+            if line:
+                self.progress.emit(workspace, line)
+
+        def finish() -> None:
+            self.busy.pop(workspace, None)
+            self.busy_changed.emit(workspace, "")
+
+        def done(outcome: object) -> None:
+            finish()
+            self.opened.emit(workspace, what, outcome)
+
+        def failed(e: BaseException) -> None:
+            finish()
+            self.failed.emit(workspace, as_error(e))
+
+        self.jobs.submit(
+            lambda: fn(self.manager, workspace, progress=say), on_done=done, on_failed=failed
+        )

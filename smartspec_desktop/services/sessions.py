@@ -1,0 +1,237 @@
+"""The window's view of the servers: start/stop on worker threads, a cheap poll of the registry.
+
+``SessionService`` owns no process itself: the core's ``SessionManager`` does. It adds what a
+window needs: per-workspace busy states ("starting", "stopping", "installing"), progress lines,
+typed failures, and a ``records_changed`` signal fed by a registry poll (psutil only, no HTTP)
+every ``poll_ms``, so servers started from the CLI appear and a crash is noticed within a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from smartspec_desktop.core.backend import BackendClient
+from smartspec_desktop.core.errors import SmartSpecError
+from smartspec_desktop.core.opencode import install_opencode
+from smartspec_desktop.core.registry import CRASHED, SessionRecord, same_workspace
+from smartspec_desktop.core.sessions import SessionManager, StartResult, normalize_workspace
+from smartspec_desktop.services.worker import Jobs
+
+log = logging.getLogger(__name__)
+
+STARTING, STOPPING, STOPPED = "starting", "stopping", "stopped"
+
+
+def as_error(e: BaseException) -> SmartSpecError:
+    """Every failure the window shows is a SmartSpecError with a problem and a fix."""
+    if isinstance(e, SmartSpecError):
+        return e
+    log.error("unexpected error in a background job", exc_info=e)
+    return SmartSpecError(
+        f"Something went wrong: {type(e).__name__}: {e}",
+        "See the app log for details, and report it if it happens again.",
+    )
+
+
+@dataclass(frozen=True)
+class WorkspaceState:
+    """What the panel shows for one workspace."""
+
+    path: str
+    status: str  # stopped, starting, running, stopping, crashed
+    record: SessionRecord | None
+
+
+class SessionService(QObject):
+    records_changed = Signal(object)  # list[SessionRecord]
+    busy_changed = Signal(str, str)  # workspace, busy state ("" when idle)
+    progress = Signal(str, str)  # workspace, a progress line
+    started = Signal(str, object)  # workspace, StartResult
+    stopped = Signal(str)  # workspace
+    failed = Signal(str, object)  # workspace ("" for app-wide), SmartSpecError
+    crashed = Signal(object)  # SessionRecord that just became crashed
+    models_loaded = Signal(object)  # list[str]
+    install_progress = Signal(str)
+    installed = Signal(str)  # path of the installed binary
+
+    def __init__(
+        self, manager: SessionManager, jobs: Jobs, *, poll_ms: int = 700, parent: QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.manager = manager
+        self.jobs = jobs
+        self.records: list[SessionRecord] = []
+        self.busy: dict[str, str] = {}
+        self._polling = False
+        self._known_crashed: set[str] = set()
+        self._first_poll = True
+        self.timer = QTimer(self)
+        self.timer.setInterval(poll_ms)
+        self.timer.timeout.connect(self.poll)
+
+    # ----------------------------------------------------------------------------- state
+
+    def start_polling(self) -> None:
+        self.poll()
+        self.timer.start()
+
+    def record_for(self, workspace: str) -> SessionRecord | None:
+        matches = [r for r in self.records if same_workspace(r.workspace_path, workspace)]
+        active = [r for r in matches if r.active]
+        best = active or matches
+        return best[-1] if best else None
+
+    def state_of(self, workspace: str) -> WorkspaceState:
+        rec = self.record_for(workspace)
+        busy = self.busy.get(workspace, "")
+        if busy in (STARTING, STOPPING):
+            return WorkspaceState(workspace, busy, rec)
+        if rec is None:
+            return WorkspaceState(workspace, STOPPED, None)
+        return WorkspaceState(workspace, rec.status, rec)
+
+    def _set_busy(self, workspace: str, state: str) -> None:
+        if state:
+            self.busy[workspace] = state
+        else:
+            self.busy.pop(workspace, None)
+        self.busy_changed.emit(workspace, state)
+
+    # ------------------------------------------------------------------------------ poll
+
+    def poll(self) -> None:
+        if self._polling:
+            return
+        self._polling = True
+        self.jobs.submit(self.manager.refresh, on_done=self._polled, on_failed=self._poll_failed)
+
+    def _polled(self, records: list[SessionRecord]) -> None:
+        self._polling = False
+        self.records = list(records)
+        for rec in self.records:
+            if rec.status == CRASHED and rec.session_id not in self._known_crashed:
+                self._known_crashed.add(rec.session_id)
+                if not self._first_poll:
+                    self.crashed.emit(rec)
+        self._first_poll = False
+        self.records_changed.emit(self.records)
+
+    def _poll_failed(self, e: BaseException) -> None:
+        self._polling = False
+        log.warning("could not refresh the sessions: %s", e)
+
+    # ------------------------------------------------------------------------- start/stop
+
+    def start(self, workspace: str) -> None:
+        if self.busy.get(workspace):
+            return
+        self._set_busy(workspace, STARTING)
+
+        def say(message: str) -> None:
+            if message:
+                self.progress.emit(workspace, message)  # queued to the GUI thread
+
+        def work() -> StartResult:
+            return self.manager.start(workspace, progress=say)
+
+        def done(result: StartResult) -> None:
+            self._set_busy(workspace, "")
+            self.started.emit(workspace, result)
+            self.poll()
+
+        def failed(e: BaseException) -> None:
+            self._set_busy(workspace, "")
+            self.failed.emit(workspace, as_error(e))
+            self.poll()
+
+        self.jobs.submit(work, on_done=done, on_failed=failed)
+
+    def stop(self, workspace: str) -> None:
+        if self.busy.get(workspace):
+            return
+        rec = self.record_for(workspace)
+        if rec is None:
+            return
+        self._set_busy(workspace, STOPPING)
+
+        def done(_rec: object) -> None:
+            self._set_busy(workspace, "")
+            self.stopped.emit(workspace)
+            self.poll()
+
+        def failed(e: BaseException) -> None:
+            self._set_busy(workspace, "")
+            self.failed.emit(workspace, as_error(e))
+            self.poll()
+
+        self.jobs.submit(lambda: self.manager.stop(rec.session_id), on_done=done, on_failed=failed)
+
+    def clear(self, workspace: str) -> None:
+        """Forget a crashed session (its log stays on disk)."""
+        rec = self.record_for(workspace)
+        if rec is None or rec.active:
+            return
+        self.jobs.submit(
+            lambda: self.manager.stop(rec.session_id),
+            on_done=lambda _r: self.poll(),
+            on_failed=lambda e: self.poll(),
+        )
+
+    def owned_active(self) -> list[SessionRecord]:
+        return [r for r in self.records if r.active and self.manager.owns(r.session_id)]
+
+    def stop_owned(self, on_done: Callable[[], None]) -> None:
+        """Stop the servers this window started (for quit); ``on_done`` runs on the GUI thread."""
+        self.timer.stop()
+
+        def work() -> None:
+            self.manager.stop_all(owned_only=True, grace=3.0)
+
+        def finish(_result: object = None) -> None:
+            on_done()
+
+        self.jobs.submit(work, on_done=finish, on_failed=lambda e: finish())
+
+    # ----------------------------------------------------------------------- other calls
+
+    def normalize(self, path: str) -> str:
+        """Normalise a folder path (cheap local checks; raises WorkspaceError)."""
+        return normalize_workspace(path)
+
+    def load_models(self) -> None:
+        settings = self.manager.settings
+        creds = self.manager.credentials
+
+        def work() -> list[str]:
+            key, _source = creds.api_key()
+            with BackendClient(settings.backend_url) as backend:
+                return backend.models(key)
+
+        self.jobs.submit(
+            work,
+            on_done=self.models_loaded.emit,
+            on_failed=lambda e: self.failed.emit("", as_error(e)),
+        )
+
+    def install_opencode(self) -> None:
+        if self.busy.get("*install"):
+            return
+        self.busy["*install"] = "installing"
+        target = self.manager.paths.managed_opencode_dir
+
+        def work() -> str:
+            return str(install_opencode(target, lambda m: self.install_progress.emit(m)))
+
+        def done(path: str) -> None:
+            self.busy.pop("*install", None)
+            self.installed.emit(path)
+
+        def failed(e: BaseException) -> None:
+            self.busy.pop("*install", None)
+            self.failed.emit("", as_error(e))
+
+        self.jobs.submit(work, on_done=done, on_failed=failed)

@@ -1,0 +1,212 @@
+"""Composition root of the window: build the core, the services and the window; run Qt.
+
+One window per data folder: a second launch finds the first through a local socket, asks it to
+raise its window, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import signal
+import sys
+import time
+
+import psutil
+from filelock import FileLock, Timeout
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
+from PySide6.QtNetwork import QLocalServer, QLocalSocket
+from PySide6.QtWidgets import QApplication, QWidget
+
+from smartspec_desktop import APP_NAME
+from smartspec_desktop.core.context import Core, build_core
+from smartspec_desktop.core.errors import SmartSpecError
+from smartspec_desktop.logsetup import setup_logging
+from smartspec_desktop.paths import Paths
+from smartspec_desktop.resources import resource_path
+from smartspec_desktop.services.account import AccountService
+from smartspec_desktop.services.launch import LaunchService
+from smartspec_desktop.services.sessions import SessionService
+from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.ui.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+#: With this set to 1 the app prints ``window-shown-ms=<ms since process start>`` once the window
+#: is shown, then quits: used by the packaging smoke test and the cold-start benchmark.
+EXIT_AFTER_SHOWN_ENV = "SMARTSPEC_EXIT_AFTER_SHOWN"
+
+STYLE = """
+QPushButton#primary { background:#2563eb; color:white; border:none; padding:6px 14px;
+                      border-radius:4px; font-weight:600; }
+QPushButton#primary:disabled { background:#93c5fd; }
+QPushButton { padding:5px 12px; }
+"""
+
+
+def instance_name(paths: Paths) -> str:
+    digest = hashlib.sha256(str(paths.state_dir).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{APP_NAME}-{digest[:16]}"
+
+
+def ask_running_instance_to_raise(name: str, *, wait_s: float = 5.0) -> bool:
+    """Ask the window that holds the instance lock to come to the front.
+
+    It may be starting up and not listening yet, so keep trying for ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        sock = QLocalSocket()
+        sock.connectToServer(name)
+        if sock.waitForConnected(300):
+            sock.write(b"raise\n")
+            sock.flush()
+            sock.waitForBytesWritten(500)
+            sock.disconnectFromServer()
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)  # before the event loop runs: nothing to freeze yet
+
+
+def instance_lock(paths: Paths) -> FileLock:
+    """Held while a window runs on this data folder (released by the OS if it dies)."""
+    paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return FileLock(str(paths.state_dir / "window.lock"), timeout=0)
+
+
+class Application:
+    """Owns the objects of one window process (no globals)."""
+
+    def __init__(self, qapp: QApplication, core: Core, *, tray: bool = True) -> None:
+        self.qapp = qapp
+        self.core = core
+        self.jobs = Jobs(qapp)
+        self.sessions = SessionService(core.sessions, self.jobs)
+        self.account = AccountService(core.settings, core.credentials, self.jobs)
+        self.launch = LaunchService(core.sessions, self.jobs)
+        self.agent_panel = self._agent_panel()
+        icon = QIcon(str(resource_path("icon.svg")))
+        self.window = MainWindow(
+            core,
+            self.jobs,
+            self.sessions,
+            self.account,
+            launch=self.launch,
+            agent_panel=self.agent_panel,
+            icon=icon,
+            tray=tray,
+        )
+        self.window.quit_ready.connect(self.qapp.quit)
+        self.server: QLocalServer | None = None
+
+    def _agent_panel(self) -> QWidget | None:
+        return None
+
+    def listen(self, name: str) -> None:
+        """Become the single instance for this data folder."""
+        self.server = QLocalServer(self.qapp)
+        # We hold the instance lock, so a socket left by that name is a dead instance's.
+        QLocalServer.removeServer(name)
+        if not self.server.listen(name):
+            log.warning("single-instance socket %s: %s", name, self.server.errorString())
+        self.server.newConnection.connect(self._on_peer)
+
+    def _on_peer(self) -> None:
+        assert self.server is not None
+        while self.server.hasPendingConnections():
+            conn = self.server.nextPendingConnection()
+            conn.readyRead.connect(lambda c=conn: (c.readAll(), self.window.raise_window()))
+            conn.disconnected.connect(conn.deleteLater)
+
+    def start(self) -> None:
+        self.window.show()
+        self.sessions.start_polling()
+        self.account.load_key_status()
+
+    def shutdown(self) -> None:
+        self.sessions.timer.stop()
+        self.jobs.wait(5000)
+        if self.server is not None:
+            self.server.close()
+
+
+def _install_signal_handlers(window: MainWindow) -> QTimer:
+    """Route SIGINT/SIGTERM into the event loop so quitting stops owned servers cleanly."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        QTimer.singleShot(0, window.close)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    # Python runs signal handlers only when it gets control: wake it up regularly.
+    timer = QTimer()
+    timer.start(250)
+    timer.timeout.connect(lambda: None)
+    return timer
+
+
+def _folders_error(paths: Paths, e: OSError) -> int:
+    sys.stderr.write(
+        f"error: cannot create the app's folders under {paths.state_dir.parent} ({e}). "
+        "Make that folder writable, or pass --data-dir with a writable folder.\n"
+    )
+    return 1
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    paths = Paths.resolve(getattr(args, "data_dir", None))
+    qapp = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(qapp, QApplication)
+    qapp.setApplicationName("SmartSpec Desktop")
+    qapp.setOrganizationName("SmartSpecPro")
+    qapp.setDesktopFileName(APP_NAME)
+    qapp.setStyleSheet(STYLE)
+    qapp.setQuitOnLastWindowClosed(False)  # quitting is MainWindow's job (servers first)
+
+    name = instance_name(paths)
+    try:
+        lock = instance_lock(paths)
+        lock.acquire()
+    except Timeout:
+        if ask_running_instance_to_raise(name):
+            sys.stdout.write("SmartSpec Desktop is already running; raised its window.\n")
+            return 0
+        sys.stderr.write(
+            f"error: another SmartSpec Desktop holds {paths.state_dir / 'window.lock'} but does "
+            "not answer. Close it (or end its process) and start again.\n"
+        )
+        return 1
+    except OSError as e:
+        return _folders_error(paths, e)
+    try:
+        core = build_core(paths, backend_url=getattr(args, "backend_url", None))
+    except OSError as e:
+        return _folders_error(paths, e)
+    setup_logging(paths.log_dir, core.sessions.redactor(), verbose=getattr(args, "verbose", False))
+    try:
+        core.settings.validate()
+    except SmartSpecError as e:
+        core.warnings.append(str(e))
+
+    app = Application(qapp, core)
+    app.listen(name)
+    _keepalive = _install_signal_handlers(app.window)
+    if os.environ.get(EXIT_AFTER_SHOWN_ENV) == "1":
+        born = psutil.Process().create_time()
+
+        def report() -> None:
+            sys.stdout.write(f"window-shown-ms={(time.time() - born) * 1000:.0f}\n")
+            sys.stdout.flush()
+            app.window.close()
+
+        QTimer.singleShot(0, report)
+    app.start()
+    code = qapp.exec()
+    app.shutdown()
+    del _keepalive
+    lock.release()
+    return int(code)

@@ -1,0 +1,548 @@
+"""The Dev Mode panel: workspaces on the left, the selected workspace's server on the right.
+
+Widgets here only call service methods and render service state; every blocking call runs on a
+worker thread inside the services.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from smartspec_desktop.core.config import Settings
+from smartspec_desktop.core.errors import SmartSpecError
+from smartspec_desktop.core.registry import SessionRecord
+from smartspec_desktop.core.sessions import StartResult
+from smartspec_desktop.services.sessions import (
+    STARTING,
+    STOPPING,
+    SessionService,
+)
+from smartspec_desktop.ui.widgets import STATUS_LABELS, Banner, LogView, status_icon
+
+ROLE_PATH = Qt.ItemDataRole.UserRole
+
+#: Error codes → the banner's action (id, label).
+ERROR_ACTIONS = {
+    "opencode_missing": ("install", "Install OpenCode"),
+    "opencode_version": ("install", "Install OpenCode 1.18.33"),
+    "api_key_missing": ("account", "Open Account"),
+    "api_key_invalid": ("account", "Open Account"),
+    "api_key_rejected": ("account", "Open Account"),
+    "insufficient_credits": ("account", "Open Account"),
+    "keyring_unavailable": ("account", "Open Account"),
+    "backend_unreachable": ("settings", "Open Settings"),
+    "config": ("settings", "Open Settings"),
+    "no_terminal": ("settings", "Open Settings"),
+}
+
+GATEWAY_NOTE = (
+    "Dev Mode runs OpenCode through the SmartSpecPro gateway: every LLM call is charged to the "
+    "credits of your one SmartSpecPro account. No other provider is reachable."
+)
+
+
+def _uptime(created_at: str) -> str:
+    try:
+        start = datetime.fromisoformat(created_at)
+    except ValueError:
+        return ""
+    secs = max(0, int((datetime.now(timezone.utc) - start).total_seconds()))
+    h, rem = divmod(secs, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
+class DevModePanel(QWidget):
+    account_requested = Signal()
+    settings_requested = Signal()
+    workspaces_changed = Signal()  # the list was edited: persist settings
+    model_changed = Signal(str)
+
+    def __init__(
+        self,
+        sessions: SessionService,
+        settings: Settings,
+        *,
+        launch: object | None = None,
+        agent_panel: QWidget | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.sessions = sessions
+        self.settings = settings
+        self.launch = launch
+        self.current = ""
+        self._progress_line: dict[str, str] = {}
+        self._banners: dict[str, tuple[str, str, tuple[str, str] | None, str]] = {}
+        self._build(agent_panel)
+        sessions.records_changed.connect(self._on_records)
+        sessions.busy_changed.connect(self._on_busy)
+        sessions.progress.connect(self._on_progress)
+        sessions.started.connect(self._on_started)
+        sessions.stopped.connect(self._on_stopped)
+        sessions.failed.connect(self._on_failed)
+        sessions.crashed.connect(self._on_crashed)
+        sessions.models_loaded.connect(self._on_models)
+        sessions.install_progress.connect(self._on_install_progress)
+        sessions.installed.connect(self._on_installed)
+        if launch is not None:
+            launch.progress.connect(self._on_progress)  # type: ignore[attr-defined]
+            launch.opened.connect(self._on_opened)  # type: ignore[attr-defined]
+            launch.failed.connect(self._on_failed)  # type: ignore[attr-defined]
+            launch.busy_changed.connect(lambda ws, _w: self._render_detail())  # type: ignore[attr-defined]
+        self.banner.action_clicked.connect(self._on_banner_action)
+        self.uptime_timer = QTimer(self)
+        self.uptime_timer.setInterval(1000)
+        self.uptime_timer.timeout.connect(self._render_status)
+        self.uptime_timer.start()
+        self._reload_list()
+
+    # ------------------------------------------------------------------------------ layout
+
+    def _build(self, agent_panel: QWidget | None) -> None:
+        # Left: workspaces
+        self.list = QListWidget()
+        self.list.setIconSize(QSize(14, 14))
+        self.list.setAlternatingRowColors(False)
+        self.list.setMinimumWidth(220)
+        self.list.currentItemChanged.connect(self._on_select)
+        self.add_button = QPushButton("Add folder…")
+        self.add_button.clicked.connect(self._add_dialog)
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Remove from the list (stops nothing, deletes nothing)")
+        self.remove_button.clicked.connect(self._remove_current)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        title = QLabel("Workspaces")
+        title.setStyleSheet("font-weight:600;")
+        ll.addWidget(title)
+        ll.addWidget(self.list, 1)
+        lb = QHBoxLayout()
+        lb.addWidget(self.add_button)
+        lb.addWidget(self.remove_button)
+        ll.addLayout(lb)
+
+        # Right: the selected workspace
+        self.name_label = QLabel("No workspace selected")
+        self.name_label.setStyleSheet("font-size:16px; font-weight:600;")
+        self.path_label = QLabel("Add a project folder on the left to start.")
+        self.path_label.setStyleSheet("color:#6b7280;")
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner = Banner()
+
+        self.status_icon = QLabel()
+        self.status_label = QLabel("Stopped")
+        self.status_label.setStyleSheet("font-weight:600;")
+        self.port_label = QLabel("")
+        self.url_label = QLabel("")
+        self.url_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.copy_button = QToolButton()
+        self.copy_button.setText("Copy URL")
+        self.copy_button.clicked.connect(self._copy_url)
+        self.uptime_label = QLabel("")
+        self.spinner = QProgressBar()
+        self.spinner.setRange(0, 0)
+        self.spinner.setMaximumWidth(90)
+        self.spinner.setMaximumHeight(10)
+        self.spinner.setTextVisible(False)
+        self.spinner.hide()
+        self.progress_label = QLabel("")
+        self.progress_label.setStyleSheet("color:#4b5563;")
+        self.progress_label.setWordWrap(True)
+
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status_icon)
+        status_row.addWidget(self.status_label)
+        status_row.addWidget(self.spinner)
+        status_row.addSpacing(12)
+        status_row.addWidget(self.port_label)
+        status_row.addWidget(self.url_label)
+        status_row.addWidget(self.copy_button)
+        status_row.addSpacing(12)
+        status_row.addWidget(self.uptime_label)
+        status_row.addStretch(1)
+
+        self.start_button = QPushButton("Start Dev Server")
+        self.start_button.setObjectName("primary")
+        self.start_button.clicked.connect(self._start)
+        self.stop_button = QPushButton("Stop Server")
+        self.stop_button.clicked.connect(self._stop)
+        self.openwork_button = QPushButton("Open OpenWork UI")
+        self.openwork_button.clicked.connect(self._open_openwork)
+        self.cli_button = QPushButton("Open OpenCode CLI")
+        self.cli_button.clicked.connect(self._open_cli)
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumWidth(220)
+        self.model_combo.setPlaceholderText("Models load when a key is set")
+        self.model_combo.setToolTip(
+            "The model OpenCode uses, from the gateway's list. Applies to servers started after "
+            "the change."
+        )
+        self.model_combo.currentTextChanged.connect(self._on_model_picked)
+        buttons = QGridLayout()
+        buttons.addWidget(self.start_button, 0, 0)
+        buttons.addWidget(self.stop_button, 0, 1)
+        buttons.addWidget(self.openwork_button, 0, 2)
+        buttons.addWidget(self.cli_button, 0, 3)
+        model_row = QHBoxLayout()
+        model_row.addWidget(QLabel("Model:"))
+        model_row.addWidget(self.model_combo)
+        model_row.addStretch(1)
+
+        self.log_view = LogView()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.log_view, "Server log")
+        if agent_panel is not None:
+            self.tabs.addTab(agent_panel, "Agent")
+
+        note = QLabel(GATEWAY_NOTE)
+        note.setWordWrap(True)
+        note.setStyleSheet("color:#6b7280; font-size:11px;")
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(8, 0, 0, 0)
+        rl.addWidget(self.name_label)
+        rl.addWidget(self.path_label)
+        rl.addWidget(self.banner)
+        rl.addLayout(status_row)
+        rl.addWidget(self.progress_label)
+        rl.addLayout(buttons)
+        rl.addLayout(model_row)
+        rl.addWidget(self.tabs, 1)
+        line = QFrame()
+        line.setFrameShape(QFrame.Shape.HLine)
+        line.setStyleSheet("color:#e5e7eb;")
+        rl.addWidget(line)
+        rl.addWidget(note)
+
+        splitter = QSplitter()
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([240, 760])
+        lay = QVBoxLayout(self)
+        lay.addWidget(splitter)
+        self._render_detail()
+
+    # ------------------------------------------------------------------------ workspaces
+
+    def workspaces(self) -> list[str]:
+        """The list shown: remembered folders, plus any with a known session (e.g. from CLI)."""
+        out = list(self.settings.recent_workspaces)
+        for rec in self.sessions.records:
+            if rec.workspace_path not in out:
+                out.append(rec.workspace_path)
+        return out
+
+    def _reload_list(self) -> None:
+        wanted = self.workspaces()
+        have = [self.list.item(i).data(ROLE_PATH) for i in range(self.list.count())]
+        if have != wanted:
+            self.list.blockSignals(True)
+            self.list.clear()
+            for path in wanted:
+                item = QListWidgetItem()
+                item.setData(ROLE_PATH, path)
+                item.setToolTip(path)
+                self.list.addItem(item)
+            self.list.blockSignals(False)
+            if self.current in wanted:
+                self.list.setCurrentRow(wanted.index(self.current))
+            elif wanted:
+                self.list.setCurrentRow(0)
+            else:
+                self._select("")
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            path = item.data(ROLE_PATH)
+            state = self.sessions.state_of(path)
+            label = Path(path).name or path
+            if state.record is not None and state.status in ("running", "starting", "stopping"):
+                label += f"  ·  :{state.record.port}" if state.record.port else ""
+            item.setText(label)
+            item.setIcon(status_icon(state.status))
+            item.setData(Qt.ItemDataRole.AccessibleTextRole, f"{label} {state.status}")
+
+    def add_workspace(self, path: str) -> bool:
+        """Add a folder (used by the dialog and by tests); returns False with a banner if bad."""
+        try:
+            ws = self.sessions.normalize(path)
+        except SmartSpecError as e:
+            self._show_error("", e)
+            return False
+        self.settings.remember_workspace(ws)
+        self.workspaces_changed.emit()
+        self.current = ws
+        self._reload_list()
+        self._select(ws)
+        return True
+
+    def _add_dialog(self) -> None:
+        start = self.current or str(Path.home())
+        path = QFileDialog.getExistingDirectory(self, "Choose a workspace folder", start)
+        if path:
+            self.add_workspace(path)
+
+    def _remove_current(self) -> None:
+        if not self.current:
+            return
+        self.settings.forget_workspace(self.current)
+        self.workspaces_changed.emit()
+        self._reload_list()
+
+    def _on_select(self, item: QListWidgetItem | None, _prev: object = None) -> None:
+        self._select(item.data(ROLE_PATH) if item is not None else "")
+
+    def select_workspace(self, path: str) -> None:
+        for i in range(self.list.count()):
+            if self.list.item(i).data(ROLE_PATH) == path:
+                self.list.setCurrentRow(i)
+                return
+
+    def _select(self, path: str) -> None:
+        self.current = path
+        self._render_detail()
+
+    # --------------------------------------------------------------------------- actions
+
+    def _start(self) -> None:
+        if self.current:
+            self.banner.clear()
+            self._banners.pop(self.current, None)
+            self.sessions.start(self.current)
+
+    def _stop(self) -> None:
+        if self.current:
+            self.sessions.stop(self.current)
+
+    def _open_openwork(self) -> None:
+        if self.current and self.launch is not None:
+            self.launch.open_openwork(self.current)  # type: ignore[attr-defined]
+
+    def _open_cli(self) -> None:
+        if self.current and self.launch is not None:
+            self.launch.open_cli(self.current)  # type: ignore[attr-defined]
+
+    def _copy_url(self) -> None:
+        state = self.sessions.state_of(self.current) if self.current else None
+        if state and state.record and state.record.url:
+            QGuiApplication.clipboard().setText(state.record.url)
+            self.progress_label.setText(f"Copied {state.record.url}")
+
+    def _on_banner_action(self, action: str) -> None:
+        if action == "install":
+            self.sessions.install_opencode()
+            self.progress_label.setText("Installing OpenCode 1.18.33 with npm …")
+            self.spinner.show()
+        elif action == "account":
+            self.account_requested.emit()
+        elif action == "settings":
+            self.settings_requested.emit()
+        elif action == "restart":
+            self._start()
+
+    def _on_model_picked(self, model: str) -> None:
+        if model and model != self.settings.model:
+            self.settings.model = model
+            self.model_changed.emit(model)
+
+    # ------------------------------------------------------------------------ rendering
+
+    def _render_detail(self) -> None:
+        ws = self.current
+        has = bool(ws)
+        self.remove_button.setEnabled(has)
+        if not has:
+            self.name_label.setText("No workspace selected")
+            self.path_label.setText("Add a project folder on the left to start.")
+            self.log_view.follow("")
+        else:
+            self.name_label.setText(Path(ws).name or ws)
+            self.path_label.setText(ws)
+        saved = self._banners.get(ws)
+        if saved:
+            kind, text, action, details = saved
+            self.banner.show_message(kind, text, action=action, details=details)
+        elif self.banner.kind != "app":
+            self.banner.clear()
+        self._render_status()
+
+    def _render_status(self) -> None:
+        ws = self.current
+        state = self.sessions.state_of(ws) if ws else None
+        status = state.status if state else "stopped"
+        rec = state.record if state else None
+        self.status_icon.setPixmap(status_icon(status).pixmap(14, 14))
+        self.status_label.setText(STATUS_LABELS.get(status, status))
+        running = status == "running" and rec is not None
+        self.port_label.setText(f"Port {rec.port}" if running and rec else "")
+        self.url_label.setText(rec.url if running and rec else "")
+        self.copy_button.setVisible(running)
+        self.uptime_label.setText(f"Up {_uptime(rec.created_at)}" if running and rec else "")
+        launching = bool(ws) and self.launch is not None and bool(
+            self.launch.busy.get(ws)  # type: ignore[attr-defined]
+        )
+        busy = status in (STARTING, STOPPING) or launching
+        self.spinner.setVisible(busy or bool(self.sessions.busy.get("*install")))
+        self.start_button.setEnabled(bool(ws) and status in ("stopped", "crashed"))
+        self.start_button.setText("Restart Dev Server" if status == "crashed" else "Start Dev Server")
+        self.stop_button.setEnabled(bool(ws) and status in ("running", "starting") and not busy)
+        launch_ok = bool(ws) and self.launch is not None and not busy
+        for b in (self.openwork_button, self.cli_button):
+            b.setEnabled(launch_ok)
+        if self.launch is None:
+            tip = "Not available in this build."
+            self.openwork_button.setToolTip(tip)
+            self.cli_button.setToolTip(tip)
+        else:
+            self.openwork_button.setToolTip(
+                "Open OpenWork (or OpenCode's web UI) on this workspace's server; starts it "
+                "if needed."
+            )
+            self.cli_button.setToolTip(
+                "Open a terminal running the OpenCode TUI attached to this workspace's server."
+            )
+        if busy:
+            self.progress_label.setText(self._progress_line.get(ws, "Working …"))
+        elif status == "running" and ws in self._progress_line:
+            self.progress_label.setText("")
+            self._progress_line.pop(ws, None)
+        if rec is not None and rec.log_path:
+            self.log_view.follow(rec.log_path)
+        elif ws and rec is None:
+            self.log_view.follow("")
+
+    # ------------------------------------------------------------------------- signals
+
+    def _on_records(self, _records: list[SessionRecord]) -> None:
+        self._reload_list()
+        self._render_status()
+
+    def _on_busy(self, ws: str, _state: str) -> None:
+        self._reload_list()
+        if ws == self.current:
+            self._render_status()
+
+    def _on_progress(self, ws: str, line: str) -> None:
+        self._progress_line[ws] = line
+        if ws == self.current:
+            self.progress_label.setText(line)
+
+    def _on_started(self, ws: str, result: StartResult) -> None:
+        self._progress_line.pop(ws, None)
+        rec = result.record
+        verb = "Reusing the running server" if result.reused else "Started"
+        msg = f"{verb}: OpenCode {rec.opencode_version} on port {rec.port}, model {rec.model}."
+        if ws == self.current:
+            self.progress_label.setText(msg)
+        if result.warnings:
+            self._set_banner(ws, "warning", " ".join(result.warnings), None, "")
+        self._reload_list()
+        self._render_status()
+
+    def _on_stopped(self, ws: str) -> None:
+        self._progress_line.pop(ws, None)
+        if ws == self.current:
+            self.progress_label.setText("Server stopped.")
+        self._reload_list()
+        self._render_status()
+
+    def _on_failed(self, ws: str, error: SmartSpecError) -> None:
+        self._progress_line.pop(ws, None)
+        self.spinner.hide()
+        self._show_error(ws, error)
+        self._render_status()
+
+    def _show_error(self, ws: str, error: SmartSpecError) -> None:
+        action = ERROR_ACTIONS.get(error.code)
+        if error.code == "server_start":
+            action = ("restart", "Try again")
+        text = f"<b>{_esc(error.problem)}</b><br>{_esc(error.fix)}"
+        target = ws or self.current
+        self._set_banner(target, "error", text, action, error.details)
+        if ws == "":
+            self.progress_label.setText("")
+
+    def _set_banner(
+        self, ws: str, kind: str, text: str, action: tuple[str, str] | None, details: str
+    ) -> None:
+        self._banners[ws] = (kind, text, action, details)
+        if ws == self.current:
+            self.banner.show_message(kind, text, action=action, details=details)
+
+    def _on_crashed(self, rec: SessionRecord) -> None:
+        tail = ""
+        try:
+            with open(rec.log_path, encoding="utf-8", errors="replace") as f:
+                tail = "".join(f.readlines()[-12:])
+        except OSError:
+            pass
+        text = (
+            f"<b>The server for {_esc(Path(rec.workspace_path).name)} crashed "
+            f"(exit code {rec.exit_code}).</b><br>The last log lines are below; "
+            "Restart starts a fresh server."
+        )
+        self._set_banner(rec.workspace_path, "error", text, ("restart", "Restart"), tail)
+        self._reload_list()
+        self._render_status()
+
+    def _on_models(self, models: list[str]) -> None:
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems(models)
+        if self.settings.model in models:
+            self.model_combo.setCurrentText(self.settings.model)
+        elif models:
+            self.model_combo.setCurrentIndex(0)
+        self.model_combo.blockSignals(False)
+
+    def _on_install_progress(self, line: str) -> None:
+        self.progress_label.setText(line)
+
+    def _on_installed(self, path: str) -> None:
+        self.spinner.hide()
+        self.banner.clear()
+        for ws in list(self._banners):
+            if self._banners[ws][2] and self._banners[ws][2][0] == "install":
+                self._banners.pop(ws)
+        self.progress_label.setText(f"OpenCode installed at {path}. Start the server again.")
+        self._render_status()
+
+    def _on_opened(self, ws: str, what: str, outcome: object) -> None:
+        message = getattr(outcome, "message", "")
+        notice = getattr(outcome, "notice", None)
+        if ws == self.current:
+            self.progress_label.setText(message)
+        if notice:
+            self._set_banner(ws, "info", _esc(notice), None, "")
+        self._reload_list()
+
+
+def _esc(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace(os.linesep, "<br>")
+    )

@@ -1,0 +1,225 @@
+"""The main window: Dev Mode, Account and Settings tabs, a tray icon, and an orderly quit."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QIcon
+from PySide6.QtWidgets import (
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QSystemTrayIcon,
+    QTabWidget,
+    QWidget,
+)
+
+from smartspec_desktop import __version__
+from smartspec_desktop.core.atomic import atomic_write_json
+from smartspec_desktop.core.context import Core
+from smartspec_desktop.services.account import AccountService
+from smartspec_desktop.services.sessions import SessionService
+from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.ui.account import AccountPage, format_credits
+from smartspec_desktop.ui.devmode import DevModePanel
+from smartspec_desktop.ui.settings_page import SettingsPage
+from smartspec_desktop.ui.widgets import STATUS_LABELS
+
+log = logging.getLogger(__name__)
+
+#: How long quitting waits for owned servers to stop before leaving them to the next launch.
+QUIT_WAIT_MS = 10_000
+
+
+class MainWindow(QMainWindow):
+    quit_ready = Signal()  # servers handled; the app may exit
+
+    def __init__(
+        self,
+        core: Core,
+        jobs: Jobs,
+        sessions: SessionService,
+        account: AccountService,
+        *,
+        launch: Any | None = None,
+        agent_panel: QWidget | None = None,
+        icon: QIcon | None = None,
+        tray: bool = True,
+    ) -> None:
+        super().__init__()
+        self.core = core
+        self.jobs = jobs
+        self.sessions = sessions
+        self.account = account
+        self.setWindowTitle("SmartSpec Desktop")
+        if icon is not None:
+            self.setWindowIcon(icon)
+        self.resize(1120, 720)
+
+        self.devmode = DevModePanel(
+            sessions, core.settings, launch=launch, agent_panel=agent_panel
+        )
+        self.account_page = AccountPage(account)
+        self.settings_page = SettingsPage(core.settings)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.devmode, "Dev Mode")
+        self.tabs.addTab(self.account_page, "Account")
+        self.tabs.addTab(self.settings_page, "Settings")
+        self.setCentralWidget(self.tabs)
+
+        self.account_chip = QLabel("Not signed in")
+        self.statusBar().addPermanentWidget(self.account_chip)
+        self.statusBar().showMessage(f"SmartSpec Desktop {__version__}", 4000)
+
+        self.devmode.account_requested.connect(lambda: self.tabs.setCurrentWidget(self.account_page))
+        self.devmode.settings_requested.connect(
+            lambda: self.tabs.setCurrentWidget(self.settings_page)
+        )
+        self.devmode.workspaces_changed.connect(self.save_settings)
+        self.devmode.model_changed.connect(lambda _m: self.save_settings())
+        self.settings_page.applied.connect(self._settings_applied)
+        self.account_page.key_accepted.connect(sessions.load_models)
+        account.signed_in.connect(self._render_account)
+        account.signed_out.connect(self._render_account)
+        account.balance_changed.connect(self._on_balance)
+        account.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
+        sessions.started.connect(lambda _ws, _r: self.save_settings())
+        sessions.records_changed.connect(self._update_tray)
+        sessions.crashed.connect(self._notify_crash)
+
+        for w in core.warnings:
+            self.devmode.banner.show_message("warning", w)
+            self.devmode.banner.kind = "app"
+
+        self._saving = False
+        self._save_again = False
+        self._quitting = False
+        self.tray: QSystemTrayIcon | None = None
+        if tray and QSystemTrayIcon.isSystemTrayAvailable() and icon is not None:
+            self._build_tray(icon)
+
+    # ------------------------------------------------------------------------ settings
+
+    def save_settings(self) -> None:
+        """Write settings off the GUI thread; coalesces bursts, never reorders writes."""
+        if self._saving:
+            self._save_again = True
+            return
+        self._saving = True
+        snapshot = dataclasses.asdict(self.core.settings)
+        path = self.core.paths.settings_file
+
+        def finished(_r: object = None) -> None:
+            self._saving = False
+            if self._save_again:
+                self._save_again = False
+                self.save_settings()
+
+        def failed(e: BaseException) -> None:
+            self.statusBar().showMessage(f"Could not save settings to {path}: {e}", 10_000)
+            finished()
+
+        self.jobs.submit(lambda: atomic_write_json(path, snapshot), on_done=finished, on_failed=failed)
+
+    def _settings_applied(self) -> None:
+        self.save_settings()
+        self.account.load_key_status()
+
+    # ------------------------------------------------------------------------- account
+
+    def _render_account(self, *_args: object) -> None:
+        user = self.account.user
+        self.account_chip.setText(str(user.get("email", "")) if user else "Not signed in")
+
+    def _on_balance(self, balance: dict[str, Any]) -> None:
+        user = self.account.user or {}
+        self.account_chip.setText(f"{user.get('email', '')}  ·  {format_credits(balance)}")
+
+    # ---------------------------------------------------------------------------- tray
+
+    def _build_tray(self, icon: QIcon) -> None:
+        self.tray = QSystemTrayIcon(icon, self)
+        self.tray.setToolTip("SmartSpec Desktop")
+        self.tray_menu = QMenu()
+        self.tray.setContextMenu(self.tray_menu)
+        self.tray.activated.connect(lambda _reason: self.raise_window())
+        self._update_tray()
+        self.tray.show()
+
+    def _update_tray(self, *_args: object) -> None:
+        if self.tray is None:
+            return
+        menu = self.tray_menu
+        menu.clear()
+        menu.addAction("Show SmartSpec Desktop", self.raise_window)
+        menu.addSeparator()
+        running = 0
+        for ws in self.devmode.workspaces()[:8]:
+            state = self.sessions.state_of(ws)
+            name = Path(ws).name or ws
+            label = f"{name} — {STATUS_LABELS.get(state.status, state.status)}"
+            action = QAction(label, menu)
+            if state.status == "running":
+                running += 1
+                action.triggered.connect(lambda _c=False, w=ws: self.sessions.stop(w))
+                action.setText(label + " (click to stop)")
+            elif state.status in ("stopped", "crashed"):
+                action.triggered.connect(lambda _c=False, w=ws: self.sessions.start(w))
+                action.setText(label + " (click to start)")
+            else:
+                action.setEnabled(False)
+            menu.addAction(action)
+        menu.addSeparator()
+        menu.addAction("Quit", self.close)
+        self.tray.setToolTip(f"SmartSpec Desktop — {running} server(s) running")
+
+    def notify(self, title: str, message: str) -> None:
+        """A desktop notification when the window is not in front; else the status bar."""
+        if self.tray is not None and not self.isActiveWindow():
+            self.tray.showMessage(title, message, QSystemTrayIcon.MessageIcon.Information, 8000)
+        else:
+            self.statusBar().showMessage(f"{title}: {message}", 8000)
+
+    def _notify_crash(self, rec: Any) -> None:
+        self.notify(
+            "OpenCode server crashed",
+            f"{Path(rec.workspace_path).name}: exit code {rec.exit_code}. Restart it in Dev Mode.",
+        )
+
+    def raise_window(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    # ---------------------------------------------------------------------------- quit
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        if self._quitting:
+            event.ignore()
+            return
+        owned = self.sessions.owned_active()
+        if not (self.core.settings.stop_servers_on_quit and owned):
+            self._finish_quit()
+            event.accept()
+            return
+        # Stop owned servers off the GUI thread, with a bounded wait, then quit.
+        event.ignore()
+        self._quitting = True
+        self.setEnabled(False)
+        self.statusBar().showMessage(f"Stopping {len(owned)} server(s) before quitting …")
+        QTimer.singleShot(QUIT_WAIT_MS, self._finish_quit)
+        self.sessions.stop_owned(self._finish_quit)
+
+    def _finish_quit(self) -> None:
+        if getattr(self, "_quit_done", False):
+            return
+        self._quit_done = True
+        self.sessions.timer.stop()
+        if self.tray is not None:
+            self.tray.hide()
+        self.hide()
+        self.quit_ready.emit()

@@ -1,0 +1,103 @@
+"""The real window in-process (pytest-qt), over the real core, the real opencode and the backend
+stand-in. The app's environment is the sandbox's (isolated HOME/XDG dirs and data dir); secrets go
+to an in-memory store so tests never touch a keyring."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from smartspec_desktop.core.context import Core, build_core
+from smartspec_desktop.core.secrets import MemoryStore
+from smartspec_desktop.paths import Paths
+from smartspec_desktop.services.account import AccountService
+from smartspec_desktop.services.launch import LaunchService
+from smartspec_desktop.services.sessions import SessionService
+from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.ui.main_window import MainWindow
+from tests.conftest import Sandbox
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+class Heartbeat:
+    """A 10 ms QTimer; the longest gap between its ticks is how long the event loop froze."""
+
+    def __init__(self) -> None:
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+        self.last = 0.0
+        self.max_gap = 0.0
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.last:
+            self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+
+    def __enter__(self) -> Heartbeat:
+        self.last, self.max_gap = 0.0, 0.0
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.stop()
+
+
+@dataclass
+class Gui:
+    box: Sandbox
+    core: Core
+    jobs: Jobs
+    sessions: SessionService
+    account: AccountService
+    window: MainWindow
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.window.grab().save(str(path))
+        return path
+
+
+def use_sandbox_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for k in list(os.environ):
+        if k.startswith(("OPENCODE_", "SMARTSPEC_", "XDG_")) and k not in env:
+            monkeypatch.delenv(k)
+    for k, v in env.items():
+        if k not in ("PYTHONPATH",):
+            monkeypatch.setenv(k, v)
+
+
+@pytest.fixture
+def gui(qtbot, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gui]:  # type: ignore[no-untyped-def]
+    use_sandbox_env(monkeypatch, sandbox.env)
+    core = build_core(Paths.from_base(sandbox.data_dir), backend_url=sandbox.backend.url,
+                      store=MemoryStore())
+    app = QApplication.instance()
+    assert app is not None
+    jobs = Jobs()
+    sessions = SessionService(core.sessions, jobs, poll_ms=250)
+    account = AccountService(core.settings, core.credentials, jobs)
+    launch = LaunchService(core.sessions, jobs)
+    window = MainWindow(core, jobs, sessions, account, launch=launch, tray=False)
+    qtbot.addWidget(window)
+    window.show()
+    sessions.start_polling()
+    account.load_key_status()
+    g = Gui(sandbox, core, jobs, sessions, account, window)
+    try:
+        yield g
+    finally:
+        sessions.timer.stop()
+        window.devmode.log_view.timer.stop()
+        jobs.wait(60_000)
+        core.sessions.stop_all()

@@ -1,0 +1,224 @@
+"""The real window driven with pytest-qt: Dev Mode, Account, Settings, quitting."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from filelock import FileLock, Timeout
+from PySide6.QtCore import Qt
+
+from tests.conftest import server_processes
+from tests.qt.conftest import Gui, Heartbeat
+
+pytestmark = [pytest.mark.gui, pytest.mark.integration]
+
+START_MS = 60_000
+
+
+def status_text(gui: Gui) -> str:
+    return gui.window.devmode.status_label.text()
+
+
+def test_start_and_stop_from_the_window_never_freeze_it(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    ws = gui.box.workspace("alpha")
+    assert panel.add_workspace(str(ws))
+    assert panel.current == str(ws.resolve())
+    assert panel.start_button.isEnabled() and not panel.stop_button.isEnabled()
+    settings_file = gui.core.paths.settings_file
+    qtbot.waitUntil(settings_file.exists, timeout=3000)  # saved off the GUI thread
+    assert json.loads(settings_file.read_text())["recent_workspaces"] == [str(ws.resolve())]
+
+    with Heartbeat() as beat:
+        qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: panel.spinner.isVisible(), timeout=2000)
+        qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
+    start_gap = beat.max_gap
+    rec = gui.sessions.record_for(str(ws.resolve()))
+    assert rec is not None and rec.port
+    assert panel.port_label.text() == f"Port {rec.port}"
+    assert panel.url_label.text() == f"http://127.0.0.1:{rec.port}"
+    assert f":{rec.port}" in panel.list.currentItem().text()
+    assert len(server_processes(ws)) == 1
+    qtbot.waitUntil(lambda: "listening" in panel.log_view.text(), timeout=10_000)
+    assert gui.box.api_key not in panel.log_view.text()
+    qtbot.mouseClick(panel.copy_button, Qt.MouseButton.LeftButton)
+    from PySide6.QtGui import QGuiApplication
+
+    assert QGuiApplication.clipboard().text() == rec.url
+    gui.screenshot("window-running")
+
+    with Heartbeat() as beat:
+        qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: status_text(gui) == "Stopped", timeout=20_000)
+    stop_gap = beat.max_gap
+    print(f"\nlongest event-loop gap: start {start_gap * 1000:.0f} ms, stop {stop_gap * 1000:.0f} ms")
+    assert start_gap < 0.25 and stop_gap < 0.25
+    assert server_processes(ws) == []
+    assert not panel.stop_button.isEnabled() and panel.start_button.isEnabled()
+
+
+def test_a_crash_shows_the_banner_and_restart_works(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    ws = gui.box.workspace("crashy")
+    panel.add_workspace(str(ws))
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
+    rec = gui.sessions.record_for(str(ws.resolve()))
+    assert rec is not None
+    os.kill(rec.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: status_text(gui) == "Crashed", timeout=3000)
+    qtbot.waitUntil(lambda: panel.banner.isVisible(), timeout=1000)
+    assert "crashed (exit code" in panel.banner.text.text()
+    assert panel.banner.action.text() == "Restart"
+    assert panel.start_button.text() == "Restart Dev Server"
+    qtbot.mouseClick(panel.banner.action, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
+    assert not panel.banner.isVisible()
+    assert len(server_processes(ws)) == 1
+
+
+def test_a_rejected_key_points_to_account(gui: Gui, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    monkeypatch.setenv("SMARTSPEC_API_KEY", "sk-smartspec-" + "x" * 43)  # well-formed, unknown
+    ws = gui.box.workspace("badkey")
+    panel.add_workspace(str(ws))
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert status_text(gui) == "Starting…"
+    qtbot.waitUntil(lambda: status_text(gui) == "Stopped", timeout=20_000)
+    assert panel.banner.isVisible() and "rejected" in panel.banner.text.text().lower()
+    assert panel.banner.action.text() == "Open Account"
+    assert status_text(gui) == "Stopped" and server_processes(ws) == []
+    qtbot.mouseClick(panel.banner.action, Qt.MouseButton.LeftButton)
+    assert gui.window.tabs.currentWidget() is gui.window.account_page
+
+
+def test_a_missing_workspace_is_refused_with_a_message(gui: Gui) -> None:
+    panel = gui.window.devmode
+    assert not panel.add_workspace(str(gui.box.root / "nope"))
+    assert panel.banner.isVisible() and "does not exist" in panel.banner.text.text()
+    assert panel.list.count() == 0
+
+
+def test_sessions_started_from_the_cli_appear(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    ws = gui.box.workspace("from-cli")
+    info = gui.box.cli_json("start", str(ws))
+    panel = gui.window.devmode
+    qtbot.waitUntil(lambda: panel.list.count() == 1, timeout=3000)
+    panel.select_workspace(info["workspace_path"])
+    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=3000)
+    assert panel.port_label.text() == f"Port {info['port']}"
+    # A second Start from the window reuses it (one workspace = one session)
+    assert not panel.start_button.isEnabled()
+    with qtbot.waitSignal(gui.sessions.started, timeout=20_000) as blocker:
+        gui.sessions.start(info["workspace_path"])
+    assert blocker.args[1].reused is True
+    assert len(server_processes(ws)) == 1
+
+
+def test_account_sign_in_balance_and_keys(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    page = gui.window.account_page
+    gui.window.tabs.setCurrentWidget(page)
+    qtbot.waitUntil(lambda: "from SMARTSPEC_API_KEY" in page.key_label.text(), timeout=5000)
+    page.email.setText(gui.box.email)
+    page.password.setText("wrong")
+    qtbot.mouseClick(page.sign_in_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.banner.isVisible(), timeout=5000)
+    assert "Incorrect email or password" in page.banner.text.text()
+
+    page.password.setText("correct horse")
+    qtbot.mouseClick(page.sign_in_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "credits" in page.balance_label.text(), timeout=5000)
+    assert page.balance_label.text().startswith("10,000 credits")
+    assert gui.box.email in gui.window.account_chip.text()
+    qtbot.waitUntil(lambda: page.keys_table.rowCount() == 1, timeout=5000)
+
+    qtbot.mouseClick(page.create_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.keys_table.rowCount() == 2, timeout=5000)
+    assert "from keyring" in page.key_label.text()
+    stored = gui.core.credentials.store.get("api-key")
+    assert stored and stored.startswith("sk-smartspec-") and stored not in page.key_label.text()
+
+    page.key_input.setText("not-a-key")
+    qtbot.mouseClick(page.use_key_button, Qt.MouseButton.LeftButton)
+    assert "not a SmartSpecPro API key" in page.banner.text.text()
+    page.key_input.setText("sk-smartspec-" + "y" * 43)
+    qtbot.mouseClick(page.use_key_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "rejected" in page.banner.text.text().lower(), timeout=5000)
+
+
+def test_settings_are_validated_and_saved(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    page = gui.window.settings_page
+    page.backend_url.setText("localhost:8000")
+    assert not page.apply()
+    assert "not an http(s) URL" in page.banner.text.text()
+    assert gui.core.settings.backend_url == gui.box.backend.url
+    page.port_start.setValue(3900)
+    page.port_end.setValue(3800)
+    page.backend_url.setText(gui.box.backend.url)
+    assert not page.apply()
+    page.port_end.setValue(3905)
+    page.stop_on_quit.setChecked(False)
+    assert page.apply()
+    settings_file = gui.core.paths.settings_file
+    qtbot.waitUntil(
+        lambda: settings_file.exists()
+        and json.loads(settings_file.read_text()).get("port_range_start") == 3900,
+        timeout=3000,
+    )
+    assert gui.core.settings.stop_servers_on_quit is False
+
+
+def test_quitting_stops_the_servers_the_window_started(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    ws = gui.box.workspace("quit")
+    panel.add_workspace(str(ws))
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
+    other = gui.box.workspace("cli-owned")
+    gui.box.cli_json("start", str(other))
+    with qtbot.waitSignal(gui.window.quit_ready, timeout=15_000):
+        gui.window.close()
+    assert server_processes(ws) == []
+    assert len(server_processes(other)) == 1  # not ours: left running
+
+
+def test_second_launch_raises_the_first(gui: Gui, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two real app processes on one data folder: the second one hands over and exits."""
+    data = tmp_path / "single"
+    env = dict(gui.box.env, QT_QPA_PLATFORM="offscreen")
+    cmd = [sys.executable, "-m", "smartspec_desktop", "--data-dir", str(data),
+           "--backend-url", gui.box.backend.url]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lock = FileLock(str(data / "state" / "window.lock"), timeout=0)
+        deadline = time.monotonic() + 30
+        while True:  # until the first window holds the instance lock
+            assert first.poll() is None and time.monotonic() < deadline
+            try:
+                lock.acquire()
+                lock.release()
+                time.sleep(0.1)
+            except (Timeout, FileNotFoundError):
+                break
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "already running" in r.stdout
+        assert first.poll() is None  # the first one is still there
+    finally:
+        first.send_signal(signal.SIGTERM)
+        try:
+            first.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.communicate()
+            raise
+    assert first.returncode == 0
+    assert not psutil.pid_exists(first.pid) or psutil.Process(first.pid).status() == "zombie"
