@@ -27,7 +27,8 @@ class Redactor:
     def add(self, secret: str | None) -> None:
         # Very short values would mangle ordinary text; real secrets here are long and random.
         if secret and len(secret) >= 6:
-            self._secrets.add(secret)
+            # Copy on write: other threads may be redacting with the old set right now.
+            self._secrets = self._secrets | {secret}
 
     def __call__(self, text: str) -> str:
         for s in sorted(self._secrets, key=len, reverse=True):

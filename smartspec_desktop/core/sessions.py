@@ -689,8 +689,12 @@ class SessionManager:
             with contextlib.suppress(OSError):
                 Path(rec.exit_file).unlink(missing_ok=True)
 
+    def redactor_key(self) -> str:
+        """The API key to redact from logs, or "" when none is configured."""
+        try:
+            return self.credentials.api_key()[0]
+        except SmartSpecError:
+            return ""
+
     def redactor(self) -> Redactor:
-        r = Redactor()
-        with contextlib.suppress(SmartSpecError):
-            r.add(self.credentials.api_key()[0])
-        return r
+        return Redactor([self.redactor_key()])

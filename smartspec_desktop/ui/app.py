@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QApplication, QWidget
 from smartspec_desktop import APP_NAME
 from smartspec_desktop.core.context import Core, build_core
 from smartspec_desktop.core.errors import SmartSpecError
+from smartspec_desktop.core.redact import Redactor
 from smartspec_desktop.logsetup import setup_logging
 from smartspec_desktop.paths import Paths
 from smartspec_desktop.resources import resource_path
@@ -186,13 +187,16 @@ def run_gui(args: argparse.Namespace) -> int:
         core = build_core(paths, backend_url=getattr(args, "backend_url", None))
     except OSError as e:
         return _folders_error(paths, e)
-    setup_logging(paths.log_dir, core.sessions.redactor(), verbose=getattr(args, "verbose", False))
+    # The key joins the redactor once read off the GUI thread (a keyring read can take 0.3 s).
+    redactor = Redactor()
+    setup_logging(paths.log_dir, redactor, verbose=getattr(args, "verbose", False))
     try:
         core.settings.validate()
     except SmartSpecError as e:
         core.warnings.append(str(e))
 
     app = Application(qapp, core)
+    app.jobs.submit(lambda: redactor.add(core.sessions.redactor_key()))
     app.listen(name)
     _keepalive = _install_signal_handlers(app.window)
     if os.environ.get(EXIT_AFTER_SHOWN_ENV) == "1":

@@ -163,6 +163,7 @@ class DevModePanel(QWidget):
         self.copy_button.setText("Copy URL")
         self.copy_button.clicked.connect(self._copy_url)
         self.uptime_label = QLabel("")
+        self.uptime_label.setMinimumWidth(110)
         self.spinner = QProgressBar()
         self.spinner.setRange(0, 0)
         self.spinner.setMaximumWidth(90)

@@ -222,3 +222,39 @@ def test_second_launch_raises_the_first(gui: Gui, tmp_path) -> None:  # type: ig
             raise
     assert first.returncode == 0
     assert not psutil.pid_exists(first.pid) or psutil.Process(first.pid).status() == "zombie"
+
+
+REAL_NPM_CACHE = os.environ.get("npm_config_cache") or os.path.expanduser("~/.npm")
+
+
+def test_missing_opencode_is_installed_from_the_banner(gui: Gui, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No opencode anywhere → the banner offers Install; a real `npm install` (offline, from the
+    npm cache .ci/setup filled) puts the pinned OpenCode in the app's data dir; Start works."""
+    assert os.path.isdir(os.path.join(REAL_NPM_CACHE, "_cacache")), (
+        f"no npm cache at {REAL_NPM_CACHE}: run `bash .ci/setup` first"
+    )
+    bare_path = os.pathsep.join(
+        d for d in os.environ["PATH"].split(os.pathsep)
+        if d and not os.path.exists(os.path.join(d, "opencode"))
+    )
+    monkeypatch.setenv("PATH", bare_path)
+    monkeypatch.setenv("npm_config_cache", REAL_NPM_CACHE)
+    monkeypatch.setenv("npm_config_offline", "true")
+    panel = gui.window.devmode
+    ws = gui.box.workspace("fresh")
+    panel.add_workspace(str(ws))
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.banner.action.text() == "Install OpenCode", timeout=20_000)
+    assert "OpenCode is not installed" in panel.banner.text.text()
+    assert status_text(gui) == "Stopped"
+    lines: list[str] = []
+    gui.sessions.install_progress.connect(lines.append)
+    with qtbot.waitSignal(gui.sessions.installed, timeout=120_000) as blocker:
+        qtbot.mouseClick(panel.banner.action, Qt.MouseButton.LeftButton)
+    assert blocker.args[0].startswith(str(gui.core.paths.managed_opencode_dir))
+    assert any("opencode-ai@1.18.33" in ln for ln in lines)
+    assert not panel.banner.isVisible()
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
+    rec = gui.sessions.record_for(str(ws.resolve()))
+    assert rec is not None and rec.opencode_path.startswith(str(gui.core.paths.managed_opencode_dir))
