@@ -43,7 +43,7 @@ EXIT_AFTER_SHOWN_ENV = "SMARTSPEC_EXIT_AFTER_SHOWN"
 STYLE = """
 QPushButton#primary { background:#2563eb; color:white; border:none; padding:6px 14px;
                       border-radius:4px; font-weight:600; }
-QPushButton#primary:disabled { background:#93c5fd; }
+QPushButton#primary:disabled { background:#e5e7eb; color:#9ca3af; }
 QPushButton { padding:5px 12px; }
 """
 

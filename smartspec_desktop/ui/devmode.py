@@ -94,7 +94,8 @@ class DevModePanel(QWidget):
         self.settings = settings
         self.launch = launch
         self.current = ""
-        self._progress_line: dict[str, str] = {}
+        #: The latest line per workspace (progress while busy, then the outcome); "" = app-wide.
+        self._messages: dict[str, str] = {}
         self._banners: dict[str, tuple[str, str, tuple[str, str] | None, str]] = {}
         self._build(agent_panel)
         sessions.records_changed.connect(self._on_records)
@@ -262,7 +263,7 @@ class DevModePanel(QWidget):
     def _reload_list(self) -> None:
         wanted = self.workspaces()
         have = [self.list.item(i).data(ROLE_PATH) for i in range(self.list.count())]
-        if have != wanted:
+        if set(have) != set(wanted):  # same folders in another order: keep rows where they are
             self.list.blockSignals(True)
             self.list.clear()
             for path in wanted:
@@ -352,12 +353,12 @@ class DevModePanel(QWidget):
         state = self.sessions.state_of(self.current) if self.current else None
         if state and state.record and state.record.url:
             QGuiApplication.clipboard().setText(state.record.url)
-            self.progress_label.setText(f"Copied {state.record.url}")
+            self._say(self.current, f"Copied {state.record.url}")
 
     def _on_banner_action(self, action: str) -> None:
         if action == "install":
             self.sessions.install_opencode()
-            self.progress_label.setText("Installing OpenCode 1.18.33 with npm …")
+            self._say("", "Installing OpenCode 1.18.33 with npm …")
             self.spinner.show()
         elif action == "account":
             self.account_requested.emit()
@@ -427,17 +428,22 @@ class DevModePanel(QWidget):
             self.cli_button.setToolTip(
                 "Open a terminal running the OpenCode TUI attached to this workspace's server."
             )
-        if busy:
-            self.progress_label.setText(self._progress_line.get(ws, "Working …"))
-        elif status == "running" and ws in self._progress_line:
-            self.progress_label.setText("")
-            self._progress_line.pop(ws, None)
+        line = self._messages.get(ws, "")
+        if busy and not line:
+            line = {STARTING: "Starting …", STOPPING: "Stopping …"}.get(status, "Opening …")
+        installing = self._messages.get("") if self.sessions.busy.get("*install") else ""
+        self.progress_label.setText(installing or line)
         if rec is not None and rec.log_path:
             self.log_view.follow(rec.log_path)
         elif ws and rec is None:
             self.log_view.follow("")
 
     # ------------------------------------------------------------------------- signals
+
+    def _say(self, ws: str, line: str) -> None:
+        self._messages[ws] = line
+        if ws in (self.current, ""):
+            self.progress_label.setText(line)
 
     def _on_records(self, _records: list[SessionRecord]) -> None:
         self._reload_list()
@@ -449,31 +455,25 @@ class DevModePanel(QWidget):
             self._render_status()
 
     def _on_progress(self, ws: str, line: str) -> None:
-        self._progress_line[ws] = line
-        if ws == self.current:
-            self.progress_label.setText(line)
+        self._say(ws, line)
 
     def _on_started(self, ws: str, result: StartResult) -> None:
-        self._progress_line.pop(ws, None)
         rec = result.record
         verb = "Reusing the running server" if result.reused else "Started"
         msg = f"{verb}: OpenCode {rec.opencode_version} on port {rec.port}, model {rec.model}."
-        if ws == self.current:
-            self.progress_label.setText(msg)
+        self._say(ws, msg)
         if result.warnings:
             self._set_banner(ws, "warning", " ".join(result.warnings), None, "")
         self._reload_list()
         self._render_status()
 
     def _on_stopped(self, ws: str) -> None:
-        self._progress_line.pop(ws, None)
-        if ws == self.current:
-            self.progress_label.setText("Server stopped.")
+        self._say(ws, "Server stopped.")
         self._reload_list()
         self._render_status()
 
     def _on_failed(self, ws: str, error: SmartSpecError) -> None:
-        self._progress_line.pop(ws, None)
+        self._messages.pop(ws, None)
         self.spinner.hide()
         self._show_error(ws, error)
         self._render_status()
@@ -485,8 +485,6 @@ class DevModePanel(QWidget):
         text = f"<b>{_esc(error.problem)}</b><br>{_esc(error.fix)}"
         target = ws or self.current
         self._set_banner(target, "error", text, action, error.details)
-        if ws == "":
-            self.progress_label.setText("")
 
     def _set_banner(
         self, ws: str, kind: str, text: str, action: tuple[str, str] | None, details: str
@@ -522,7 +520,7 @@ class DevModePanel(QWidget):
         self.model_combo.blockSignals(False)
 
     def _on_install_progress(self, line: str) -> None:
-        self.progress_label.setText(line)
+        self._say("", line)
 
     def _on_installed(self, path: str) -> None:
         self.spinner.hide()
@@ -530,14 +528,14 @@ class DevModePanel(QWidget):
         for ws in list(self._banners):
             if self._banners[ws][2] and self._banners[ws][2][0] == "install":
                 self._banners.pop(ws)
-        self.progress_label.setText(f"OpenCode installed at {path}. Start the server again.")
+        self._messages.pop("", None)
+        self._say(self.current, f"OpenCode installed at {path}. Start the server again.")
         self._render_status()
 
     def _on_opened(self, ws: str, what: str, outcome: object) -> None:
         message = getattr(outcome, "message", "")
         notice = getattr(outcome, "notice", None)
-        if ws == self.current:
-            self.progress_label.setText(message)
+        self._say(ws, message)
         if notice:
             self._set_banner(ws, "info", _esc(notice), None, "")
         self._reload_list()
