@@ -59,7 +59,12 @@ class SessionService(QObject):
     installed = Signal(str)  # path of the installed binary
 
     def __init__(
-        self, manager: SessionManager, jobs: Jobs, *, poll_ms: int = 700, parent: QObject | None = None
+        self,
+        manager: SessionManager,
+        jobs: Jobs,
+        *,
+        poll_ms: int = 700,
+        parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self.manager = manager

@@ -120,8 +120,12 @@ class Application:
         assert self.server is not None
         while self.server.hasPendingConnections():
             conn = self.server.nextPendingConnection()
-            conn.readyRead.connect(lambda c=conn: (c.readAll(), self.window.raise_window()))
+            conn.readyRead.connect(lambda c=conn: self._raise_for(c))
             conn.disconnected.connect(conn.deleteLater)
+
+    def _raise_for(self, conn: QLocalSocket) -> None:
+        conn.readAll()
+        self.window.raise_window()
 
     def start(self) -> None:
         self.window.show()

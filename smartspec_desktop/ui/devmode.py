@@ -405,13 +405,19 @@ class DevModePanel(QWidget):
         self.url_label.setText(rec.url if running and rec else "")
         self.copy_button.setVisible(running)
         self.uptime_label.setText(f"Up {_uptime(rec.created_at)}" if running and rec else "")
-        launching = bool(ws) and self.launch is not None and bool(
-            self.launch.busy.get(ws)  # type: ignore[attr-defined]
+        launching = (
+            bool(ws)
+            and self.launch is not None
+            and bool(
+                self.launch.busy.get(ws)  # type: ignore[attr-defined]
+            )
         )
         busy = status in (STARTING, STOPPING) or launching
         self.spinner.setVisible(busy or bool(self.sessions.busy.get("*install")))
         self.start_button.setEnabled(bool(ws) and status in ("stopped", "crashed"))
-        self.start_button.setText("Restart Dev Server" if status == "crashed" else "Start Dev Server")
+        self.start_button.setText(
+            "Restart Dev Server" if status == "crashed" else "Start Dev Server"
+        )
         self.stop_button.setEnabled(bool(ws) and status in ("running", "starting") and not busy)
         launch_ok = bool(ws) and self.launch is not None and not busy
         for b in (self.openwork_button, self.cli_button):
@@ -525,8 +531,8 @@ class DevModePanel(QWidget):
     def _on_installed(self, path: str) -> None:
         self.spinner.hide()
         self.banner.clear()
-        for ws in list(self._banners):
-            if self._banners[ws][2] and self._banners[ws][2][0] == "install":
+        for ws, (_kind, _text, action, _details) in list(self._banners.items()):
+            if action is not None and action[0] == "install":
                 self._banners.pop(ws)
         self._messages.pop("", None)
         self._say(self.current, f"OpenCode installed at {path}. Start the server again.")
@@ -543,5 +549,8 @@ class DevModePanel(QWidget):
 
 def _esc(text: str) -> str:
     return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace(os.linesep, "<br>")
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace(os.linesep, "<br>")
     )

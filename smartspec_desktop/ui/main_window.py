@@ -60,9 +60,7 @@ class MainWindow(QMainWindow):
             self.setWindowIcon(icon)
         self.resize(1120, 720)
 
-        self.devmode = DevModePanel(
-            sessions, core.settings, launch=launch, agent_panel=agent_panel
-        )
+        self.devmode = DevModePanel(sessions, core.settings, launch=launch, agent_panel=agent_panel)
         self.account_page = AccountPage(account)
         self.settings_page = SettingsPage(core.settings)
         self.tabs = QTabWidget()
@@ -75,7 +73,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.account_chip)
         self.statusBar().showMessage(f"SmartSpec Desktop {__version__}", 4000)
 
-        self.devmode.account_requested.connect(lambda: self.tabs.setCurrentWidget(self.account_page))
+        self.devmode.account_requested.connect(
+            lambda: self.tabs.setCurrentWidget(self.account_page)
+        )
         self.devmode.settings_requested.connect(
             lambda: self.tabs.setCurrentWidget(self.settings_page)
         )
@@ -123,7 +123,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Could not save settings to {path}: {e}", 10_000)
             finished()
 
-        self.jobs.submit(lambda: atomic_write_json(path, snapshot), on_done=finished, on_failed=failed)
+        self.jobs.submit(
+            lambda: atomic_write_json(path, snapshot), on_done=finished, on_failed=failed
+        )
 
     def _settings_applied(self) -> None:
         self.save_settings()

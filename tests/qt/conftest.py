@@ -80,8 +80,9 @@ def use_sandbox_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Non
 @pytest.fixture
 def gui(qtbot, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gui]:  # type: ignore[no-untyped-def]
     use_sandbox_env(monkeypatch, sandbox.env)
-    core = build_core(Paths.from_base(sandbox.data_dir), backend_url=sandbox.backend.url,
-                      store=MemoryStore())
+    core = build_core(
+        Paths.from_base(sandbox.data_dir), backend_url=sandbox.backend.url, store=MemoryStore()
+    )
     app = QApplication.instance()
     assert app is not None
     jobs = Jobs()

@@ -59,7 +59,9 @@ def test_start_and_stop_from_the_window_never_freeze_it(gui: Gui, qtbot) -> None
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: status_text(gui) == "Stopped", timeout=20_000)
     stop_gap = beat.max_gap
-    print(f"\nlongest event-loop gap: start {start_gap * 1000:.0f} ms, stop {stop_gap * 1000:.0f} ms")
+    print(
+        f"\nlongest event-loop gap: start {start_gap * 1000:.0f} ms, stop {stop_gap * 1000:.0f} ms"
+    )
     assert start_gap < 0.25 and stop_gap < 0.25
     assert server_processes(ws) == []
     assert not panel.stop_button.isEnabled() and panel.start_button.isEnabled()
@@ -169,8 +171,10 @@ def test_settings_are_validated_and_saved(gui: Gui, qtbot) -> None:  # type: ign
     assert page.apply()
     settings_file = gui.core.paths.settings_file
     qtbot.waitUntil(
-        lambda: settings_file.exists()
-        and json.loads(settings_file.read_text()).get("port_range_start") == 3900,
+        lambda: (
+            settings_file.exists()
+            and json.loads(settings_file.read_text()).get("port_range_start") == 3900
+        ),
         timeout=3000,
     )
     assert gui.core.settings.stop_servers_on_quit is False
@@ -194,8 +198,15 @@ def test_second_launch_raises_the_first(gui: Gui, tmp_path) -> None:  # type: ig
     """Two real app processes on one data folder: the second one hands over and exits."""
     data = tmp_path / "single"
     env = dict(gui.box.env, QT_QPA_PLATFORM="offscreen")
-    cmd = [sys.executable, "-m", "smartspec_desktop", "--data-dir", str(data),
-           "--backend-url", gui.box.backend.url]
+    cmd = [
+        sys.executable,
+        "-m",
+        "smartspec_desktop",
+        "--data-dir",
+        str(data),
+        "--backend-url",
+        gui.box.backend.url,
+    ]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         lock = FileLock(str(data / "state" / "window.lock"), timeout=0)
@@ -224,7 +235,8 @@ def test_second_launch_raises_the_first(gui: Gui, tmp_path) -> None:  # type: ig
     assert not psutil.pid_exists(first.pid) or psutil.Process(first.pid).status() == "zombie"
 
 
-REAL_NPM_CACHE = os.environ.get("npm_config_cache") or os.path.expanduser("~/.npm")
+# npm reads the lowercase name; the capitalised one ruff suggests is not the same variable.
+REAL_NPM_CACHE = os.environ.get("npm_config_cache") or os.path.expanduser("~/.npm")  # noqa: SIM112
 
 
 def test_missing_opencode_is_installed_from_the_banner(gui: Gui, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -234,7 +246,8 @@ def test_missing_opencode_is_installed_from_the_banner(gui: Gui, qtbot, monkeypa
         f"no npm cache at {REAL_NPM_CACHE}: run `bash .ci/setup` first"
     )
     bare_path = os.pathsep.join(
-        d for d in os.environ["PATH"].split(os.pathsep)
+        d
+        for d in os.environ["PATH"].split(os.pathsep)
         if d and not os.path.exists(os.path.join(d, "opencode"))
     )
     monkeypatch.setenv("PATH", bare_path)
@@ -257,4 +270,6 @@ def test_missing_opencode_is_installed_from_the_banner(gui: Gui, qtbot, monkeypa
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
     rec = gui.sessions.record_for(str(ws.resolve()))
-    assert rec is not None and rec.opencode_path.startswith(str(gui.core.paths.managed_opencode_dir))
+    assert rec is not None and rec.opencode_path.startswith(
+        str(gui.core.paths.managed_opencode_dir)
+    )
