@@ -13,7 +13,9 @@ import psutil
 import pytest
 from filelock import FileLock, Timeout
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
 
+from smartspec_desktop.core.secrets import MemoryStore
 from tests.conftest import server_processes
 from tests.qt.conftest import Gui, Heartbeat
 
@@ -273,3 +275,43 @@ def test_missing_opencode_is_installed_from_the_banner(gui: Gui, qtbot, monkeypa
     assert rec is not None and rec.opencode_path.startswith(
         str(gui.core.paths.managed_opencode_dir)
     )
+
+
+def test_quit_can_leave_servers_running_for_the_next_launch(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    gui.core.settings.stop_servers_on_quit = False
+    panel = gui.window.devmode
+    ws = gui.box.workspace("keep")
+    panel.add_workspace(str(ws))
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
+    with qtbot.waitSignal(gui.window.quit_ready, timeout=5000):
+        gui.window.close()
+    assert len(server_processes(ws)) == 1
+    # The next launch (the CLI here, another process) adopts it: running, same port.
+    status = gui.box.cli_json("status")
+    assert [(s["workspace_path"], s["status"]) for s in status] == [(str(ws.resolve()), "running")]
+
+
+class NoKeyring(MemoryStore):
+    def available(self) -> bool:
+        return False
+
+
+def test_without_a_keyring_a_key_can_be_used_for_this_run(gui: Gui, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    gui.core.credentials.store = NoKeyring()
+    asked: list[str] = []
+
+    def answer_yes(_parent: object, _title: str, text: str, *a: object) -> object:
+        asked.append(text)
+        return QMessageBox.StandardButton.Yes
+
+    monkeypatch.setattr(QMessageBox, "question", answer_yes)
+    monkeypatch.delenv("SMARTSPEC_API_KEY")
+    page = gui.window.account_page
+    fresh = gui.box.backend.issue_api_key(gui.box.email, name="pasted")
+    page.key_input.setText(fresh)
+    qtbot.mouseClick(page.use_key_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "from this run" in page.key_label.text(), timeout=5000)
+    assert asked and "No OS keyring" in asked[0]
+    assert fresh not in page.key_label.text()
+    assert gui.core.credentials.api_key() == (fresh, "this run")
