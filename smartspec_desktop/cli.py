@@ -22,6 +22,7 @@ from smartspec_desktop.core.errors import (
     SmartSpecError,
     StateError,
 )
+from smartspec_desktop.core.launchers import OPENWORK_KIND, live_children, open_cli, open_openwork
 from smartspec_desktop.core.opencode import PINNED_VERSION, install_opencode
 from smartspec_desktop.core.redact import mask_key
 from smartspec_desktop.core.registry import SessionRecord
@@ -69,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("logs", help="print the server log of a workspace")
     s.add_argument("workspace")
     s.add_argument("-n", "--lines", type=int, default=50)
+    s.add_argument("--openwork", action="store_true", help="the openwork-server log instead")
+
+    s = sub.add_parser("open-cli", help="open OpenCode's TUI for a workspace in a new terminal")
+    s.add_argument("workspace")
+
+    s = sub.add_parser(
+        "open-openwork", help="open OpenWork (or OpenCode's web UI) for a workspace in the browser"
+    )
+    s.add_argument("workspace")
 
     k = sub.add_parser("key", help="the SmartSpecPro API key").add_subparsers(
         dest="key_command", metavar="ACTION", required=True
@@ -101,6 +111,8 @@ def _session_line(r: SessionRecord) -> str:
         bits.append(f"pid {r.pid}")
     if r.exit_code is not None:
         bits.append(f"exit code {r.exit_code}")
+    for child in live_children(r):
+        bits.append(f"{child.get('kind')} {child.get('url')} (pid {child.get('pid')})")
     return "  ".join(bits)
 
 
@@ -205,11 +217,18 @@ def cmd_logs(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     if rec is None:
         err.write(f"error: no session is known for {args.workspace}.\n")
         return EXIT_ERROR
+    log_path = rec.log_path
+    if args.openwork:
+        logs = [str(c.get("log_path")) for c in rec.children if c.get("kind") == OPENWORK_KIND]
+        if not logs:
+            err.write(f"error: no openwork-server ran for {rec.workspace_path}.\n")
+            return EXIT_ERROR
+        log_path = logs[-1]
     try:
-        with open(rec.log_path, encoding="utf-8", errors="replace") as f:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
             lines = f.readlines()[-args.lines :]
     except OSError as e:
-        err.write(f"error: cannot read {rec.log_path}: {e.strerror}\n")
+        err.write(f"error: cannot read {log_path}: {e.strerror}\n")
         return EXIT_ERROR
     out.writelines(lines)
     return EXIT_OK
@@ -255,6 +274,22 @@ def cmd_opencode(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO)
     return EXIT_OK
 
 
+def cmd_open_cli(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    outcome = open_cli(core.sessions, args.workspace, progress=_say(err))
+    core.save_settings()
+    out.write(outcome.message + "\n")
+    return EXIT_OK
+
+
+def cmd_open_openwork(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    outcome = open_openwork(core.sessions, args.workspace, progress=_say(err))
+    core.save_settings()
+    out.write(outcome.message + "\n")
+    if outcome.notice:
+        err.write(f"note: {outcome.notice}\n")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Core, argparse.Namespace, TextIO, TextIO], int]] = {
     "start": cmd_start,
     "status": cmd_status,
@@ -263,6 +298,8 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace, TextIO, TextIO], int]] =
     "logs": cmd_logs,
     "key": cmd_key,
     "opencode": cmd_opencode,
+    "open-cli": cmd_open_cli,
+    "open-openwork": cmd_open_openwork,
 }
 
 

@@ -84,6 +84,10 @@ class SessionRecord:
             "exit_code": self.exit_code,
             "error": self.error,
             "port_note": self.port_note,
+            "children": [
+                {k: c.get(k) for k in ("kind", "pid", "port", "url", "log_path")}
+                for c in self.children
+            ],
         }
 
 

@@ -609,10 +609,18 @@ class SessionManager:
     def _terminate(self, rec: SessionRecord, grace: float = 5.0) -> list[psutil.Process]:
         """Kill the server's whole tree, but only processes that are provably ours."""
         leftovers: list[psutil.Process] = []
-        for pid, ctime in (
+        pairs = []
+        # Children first (e.g. openwork-server, in process groups of their own), then the server.
+        for child in rec.children:
+            for key in ("supervisor_pid", "pid"):
+                pid, ctime = child.get(key), child.get(key.replace("pid", "create_time"))
+                if isinstance(pid, int) and isinstance(ctime, int | float):
+                    pairs.append((pid, float(ctime)))
+        pairs += [
             (rec.supervisor_pid, rec.supervisor_create_time),
             (rec.pid, rec.create_time),
-        ):
+        ]
+        for pid, ctime in pairs:
             if not pid:
                 continue
             proc = ProcIdentity(pid, ctime).process()
@@ -685,9 +693,10 @@ class SessionManager:
         log.info("forgetting session %s of %s: %s", sid, rec.workspace_path, reason)
         with contextlib.suppress(SmartSpecError, OSError):
             self.credentials.delete_server_password(sid)
-        if rec.exit_file:
-            with contextlib.suppress(OSError):
-                Path(rec.exit_file).unlink(missing_ok=True)
+        for exit_file in [rec.exit_file] + [str(c.get("exit_file", "")) for c in rec.children]:
+            if exit_file:
+                with contextlib.suppress(OSError):
+                    Path(exit_file).unlink(missing_ok=True)
 
     def redactor_key(self) -> str:
         """The API key to redact from logs, or "" when none is configured."""

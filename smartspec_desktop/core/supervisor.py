@@ -28,7 +28,14 @@ from types import FrameType
 
 from smartspec_desktop.core.redact import Redactor
 
-SECRET_ENV_VARS = ("SMARTSPEC_API_KEY", "OPENCODE_SERVER_PASSWORD")
+SECRET_ENV_VARS = (
+    "SMARTSPEC_API_KEY",
+    "OPENCODE_SERVER_PASSWORD",
+    # openwork-server, which runs under this supervisor too (core/launchers.py)
+    "OPENWORK_OPENCODE_PASSWORD",
+    "OPENWORK_TOKEN",
+    "OPENWORK_HOST_TOKEN",
+)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LOG_MAX_BYTES = 2_000_000
 LOG_BACKUPS = 3
@@ -119,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             out.info("%s", redact(line))
     code = child.wait()
     out.info(
-        "[smartspec %s] opencode exited with code %s%s",
+        "[smartspec %s] %s exited with code %s%s",
         time.strftime("%Y-%m-%d %H:%M:%S"),
+        os.path.basename(command[0]) if command else "opencode",
         code,
         " (stop requested)" if stop_requested else "",
     )

@@ -1,0 +1,282 @@
+"""Unit tests of core/launchers.py: what is handed to the terminal, the browser and
+openwork-server, and the one-shot page. The real programs are driven in
+tests/integration/test_launchers.py."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from smartspec_desktop.core import launchers
+from smartspec_desktop.core.config import Settings
+from smartspec_desktop.core.errors import LaunchError, NoTerminalError
+from smartspec_desktop.core.launchers import (
+    Handoff,
+    find_openwork_server,
+    open_cli,
+    open_openwork,
+    openwork_command,
+    openwork_env,
+    web_ui_path,
+)
+from smartspec_desktop.core.registry import RUNNING, SessionRecord
+from smartspec_desktop.core.secrets import Credentials, MemoryStore
+from smartspec_desktop.core.sessions import SessionManager
+from smartspec_desktop.paths import Paths
+
+PW = "server-password-0123456789abcdef"
+KEY = "sk-smartspec-abcdefghijklmnopqrstuvwxyz"
+
+
+def record(ws: str = "/work/my ws") -> SessionRecord:
+    return SessionRecord(
+        session_id="srv_1",
+        workspace_path=ws,
+        status=RUNNING,
+        created_at="now",
+        port=3795,
+        url="http://127.0.0.1:3795",
+        opencode_path="/opt/opencode/bin/opencode",
+    )
+
+
+@dataclass
+class FakeStart:
+    record: SessionRecord
+    warnings: list[str] = field(default_factory=list)
+
+
+class FakeSessions:
+    """Just what the launchers use of a SessionManager."""
+
+    def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.environ = environ or {
+            "PATH": "/usr/bin:/bin",
+            "SMARTSPEC_API_KEY": KEY,
+            "OPENCODE_CONFIG_CONTENT": "{}",
+            "OPENCODE_SERVER_PASSWORD": "someone-elses",
+            "LANG": "C.UTF-8",
+        }
+        self.started: list[str] = []
+
+    def start(self, workspace: str, *, progress: Any = None) -> FakeStart:
+        self.started.append(workspace)
+        return FakeStart(record(workspace))
+
+    def password(self, rec: SessionRecord) -> str:
+        return PW
+
+    def find_opencode(self) -> Any:
+        raise AssertionError("the record names the binary")
+
+
+class FakeProc:
+    def __init__(self, code: int | None) -> None:
+        self.code = code
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.code is None and timeout is None:
+            return 0  # the background reaper, once the window closes
+        if self.code is None:
+            raise subprocess.TimeoutExpired("term", timeout or 0)
+        return self.code
+
+
+# A "terminal" that exists everywhere: the custom template runs the command through Python.
+CUSTOM_TERMINAL = f"{sys.executable} -c pass {{command}}"
+
+
+def run_open_cli(code: int | None = None, **settings: Any) -> tuple[list[Any], dict[str, Any]]:
+    calls: list[tuple[list[Any], dict[str, Any]]] = []
+
+    def popen(argv: list[str], **kw: Any) -> FakeProc:
+        calls.append((argv, kw))
+        return FakeProc(code)
+
+    sessions = FakeSessions(Settings(terminal=settings.pop("terminal", CUSTOM_TERMINAL)))
+    outcome = open_cli(sessions, "/work/my ws", popen=popen)  # type: ignore[arg-type]
+    assert "Opened OpenCode CLI for /work/my ws" in outcome.message and PW not in outcome.message
+    (call,) = calls
+    return call
+
+
+def test_open_cli_hands_the_password_through_the_environment_only() -> None:
+    argv, kw = run_open_cli()
+    assert argv[-5:] == [
+        "/opt/opencode/bin/opencode",
+        "attach",
+        "http://127.0.0.1:3795",
+        "--dir",
+        "/work/my ws",
+    ]
+    assert not any(PW in a for a in argv)
+    env = kw["env"]
+    assert env["OPENCODE_SERVER_PASSWORD"] == PW
+    assert "SMARTSPEC_API_KEY" not in env and "OPENCODE_CONFIG_CONTENT" not in env
+    assert "127.0.0.1" in env["NO_PROXY"].split(",")
+    assert kw["cwd"] == "/work/my ws"
+    if sys.platform != "win32":
+        assert kw["start_new_session"] is True
+
+
+def test_open_cli_reports_a_terminal_that_fails_at_once() -> None:
+    with pytest.raises(LaunchError) as e:
+        run_open_cli(code=1)
+    assert "exited at once with code 1" in e.value.problem
+    assert "Settings → Terminal" in e.value.fix
+    run_open_cli(code=0)  # gnome-terminal style: hands off to its server and exits 0
+
+
+def test_open_cli_reports_a_terminal_that_cannot_start() -> None:
+    def popen(argv: list[str], **kw: Any) -> Any:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    sessions = FakeSessions(Settings(terminal=CUSTOM_TERMINAL))
+    with pytest.raises(LaunchError) as e:
+        open_cli(sessions, "/work/my ws", popen=popen)  # type: ignore[arg-type]
+    assert "could not be started (No such file or directory)" in e.value.problem
+    assert "Settings → Terminal" in e.value.fix
+
+
+def test_open_cli_without_the_chosen_terminal_names_the_setting() -> None:
+    sessions = FakeSessions(Settings(terminal="no-such-terminal-xyz -e {command}"))
+    with pytest.raises(NoTerminalError) as e:
+        open_cli(sessions, "/work/my ws", popen=lambda *a, **k: pytest.fail("no launch"))  # type: ignore[arg-type]
+    assert "no-such-terminal-xyz" in e.value.problem and "Settings → Terminal" in str(e.value)
+
+
+def test_openwork_command_and_env() -> None:
+    rec = record()
+    argv = openwork_command("/usr/bin/openwork-server", rec, 40123)
+    assert argv == [
+        "/usr/bin/openwork-server",
+        "web",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "40123",
+        "--workspace",
+        "/work/my ws",
+        "--opencode-base-url",
+        "http://127.0.0.1:3795",
+        "--opencode-directory",
+        "/work/my ws",
+        "--opencode-username",
+        "opencode",
+    ]
+    base = {"PATH": "/bin", "SMARTSPEC_API_KEY": KEY, "OPENWORK_SERVER_CONFIG": "/x.json"}
+    env = openwork_env(base, password=PW, opencode_bin="/opt/oc")
+    assert env["OPENWORK_OPENCODE_PASSWORD"] == PW
+    assert env["OPENWORK_OPENCODE_BIN"] == "/opt/oc" and env["OPENWORK_NO_UPDATE_CHECK"] == "1"
+    assert len(env["OPENWORK_TOKEN"]) >= 24 and env["OPENWORK_TOKEN"] != env["OPENWORK_HOST_TOKEN"]
+    assert "SMARTSPEC_API_KEY" not in env and "OPENWORK_SERVER_CONFIG" not in env
+    again = openwork_env(base, password=PW, opencode_bin="/opt/oc")
+    assert again["OPENWORK_TOKEN"] != env["OPENWORK_TOKEN"]  # fresh tokens per start
+
+
+def test_find_openwork_server(tmp_path: Path) -> None:
+    assert find_openwork_server("", lambda name: None) is None
+    assert find_openwork_server("", lambda name: f"/bin/{name}") == "/bin/openwork-server"
+    with pytest.raises(LaunchError) as e:
+        find_openwork_server(str(tmp_path / "missing"), lambda name: None)
+    assert "Settings → OpenWork server" in e.value.fix and "npm install -g" in e.value.fix
+    plain = tmp_path / "openwork-server"
+    plain.write_text("not executable")
+    plain.chmod(0o644)
+    with pytest.raises(LaunchError):
+        find_openwork_server(str(plain), lambda name: None)
+    plain.chmod(0o755)
+    assert find_openwork_server(str(plain), lambda name: None) == str(plain)
+
+
+def test_open_openwork_checks_the_mode_before_starting_anything() -> None:
+    sessions = FakeSessions(Settings(openwork_mode="fancy"))
+    with pytest.raises(LaunchError):
+        open_openwork(sessions, "/w", opener=lambda u: True)  # type: ignore[arg-type]
+    sessions = FakeSessions(Settings(openwork_mode="openwork"), environ={"PATH": ""})
+    with pytest.raises(LaunchError) as e:
+        open_openwork(sessions, "/w", opener=lambda u: True)  # type: ignore[arg-type]
+    assert "npm install -g openwork-server" in e.value.fix
+    assert sessions.started == []
+
+
+def test_web_ui_path_matches_the_ui_route_encoding() -> None:
+    # OpenCode's web UI routes a directory as base64url(UTF-8) without padding.
+    path = web_ui_path("/home/dév/my ws", "ses_1")
+    enc = path.split("/")[1]
+    assert "=" not in enc and "+" not in enc and "/" not in enc
+    assert base64.urlsafe_b64decode(enc + "=" * (-len(enc) % 4)).decode() == "/home/dév/my ws"
+    assert path.endswith("/session/ses_1")
+
+
+def test_handoff_redirects_exactly_once() -> None:
+    target = f"http://opencode:{PW}@127.0.0.1:3795/x/session/s"
+    h = Handoff(target)
+    try:
+        assert PW not in h.url
+        wrong = httpx.get(h.url + "x", follow_redirects=False, trust_env=False)
+        assert wrong.status_code == 404 and not h.used.is_set()
+        first = httpx.get(h.url, follow_redirects=False, trust_env=False)
+        assert first.status_code == 303 and first.headers["location"] == target
+        assert first.headers["cache-control"] == "no-store"
+        assert first.headers["referrer-policy"] == "no-referrer"
+        assert h.wait(5)
+        replay = httpx.get(h.url, follow_redirects=False, trust_env=False)
+        assert replay.status_code == 404 and PW not in replay.text
+    finally:
+        h.close()
+
+
+def test_handoff_refuses_another_users_socket() -> None:
+    h = Handoff("http://opencode:pw@127.0.0.1:1/", check_peer=lambda c, s: False)
+    try:
+        r = httpx.get(h.url, follow_redirects=False, trust_env=False)
+        assert r.status_code == 403 and h.refused and not h.used.is_set()
+    finally:
+        h.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/net/tcp")
+def test_peer_check_recognises_our_own_socket() -> None:
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        with socket.create_connection(srv.getsockname()) as client:
+            conn, _ = srv.accept()
+            with conn:
+                port = client.getsockname()[1]
+                assert launchers._peer_is_us(port, srv.getsockname()[1])
+
+
+def test_stop_kills_the_sessions_children(tmp_path: Path) -> None:
+    paths = Paths.from_base(tmp_path / "data")
+    paths.ensure()
+    sm = SessionManager(paths, Settings(), Credentials(MemoryStore(), MemoryStore()))
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True
+    )
+    reaper = threading.Thread(target=child.wait)
+    reaper.start()
+    try:
+        ctime = psutil.Process(child.pid).create_time()
+        rec = record()
+        rec.children = [{"kind": "openwork", "pid": child.pid, "create_time": ctime}]
+        # (stop() ends in _terminate; called directly, as the record has no real server)
+        assert sm._terminate(rec, grace=3.0) == []
+        reaper.join(timeout=10)
+        assert child.poll() is not None
+    finally:
+        if child.poll() is None:
+            child.kill()
+        reaper.join(timeout=10)
