@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from PySide6.QtCore import QObject, Signal
 
+from smartspec_desktop.core import launchers
 from smartspec_desktop.core.sessions import SessionManager
 from smartspec_desktop.services.sessions import as_error
 from smartspec_desktop.services.worker import Jobs
@@ -17,10 +21,21 @@ class LaunchService(QObject):
     failed = Signal(str, object)  # workspace, SmartSpecError
     busy_changed = Signal(str, str)  # workspace, what ("" when done)
 
-    def __init__(self, manager: SessionManager, jobs: Jobs, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        manager: SessionManager,
+        jobs: Jobs,
+        parent: QObject | None = None,
+        *,
+        opener: launchers.Opener | None = None,
+        popen: Callable[..., Any] | None = None,
+    ) -> None:
+        """``opener`` (browser) and ``popen`` (terminal) default to the system's."""
         super().__init__(parent)
         self.manager = manager
         self.jobs = jobs
+        self.opener = opener
+        self._popen: dict[str, Any] = {"popen": popen} if popen is not None else {}
         self.busy: dict[str, str] = {}
 
     def open_openwork(self, workspace: str) -> None:
@@ -34,9 +49,14 @@ class LaunchService(QObject):
             return
         self.busy[workspace] = what
         self.busy_changed.emit(workspace, what)
-        from smartspec_desktop.core import launchers
-
-        fn = launchers.open_openwork if what == OPENWORK else launchers.open_cli
+        if what == OPENWORK:
+            call = lambda: launchers.open_openwork(  # noqa: E731
+                self.manager, workspace, progress=say, opener=self.opener
+            )
+        else:
+            call = lambda: launchers.open_cli(  # noqa: E731
+                self.manager, workspace, progress=say, **self._popen
+            )
 
         def say(line: str) -> None:
             if line:
@@ -54,6 +74,4 @@ class LaunchService(QObject):
             finish()
             self.failed.emit(workspace, as_error(e))
 
-        self.jobs.submit(
-            lambda: fn(self.manager, workspace, progress=say), on_done=done, on_failed=failed
-        )
+        self.jobs.submit(call, on_done=done, on_failed=failed)

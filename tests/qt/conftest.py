@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
@@ -52,6 +53,20 @@ class Heartbeat:
         self.timer.stop()
 
 
+class BrowserStandIn:
+    """Replaces the opener only: records each URL and fetches it like a browser would (without
+    following the redirect, so the test can read where it points)."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.responses: list[httpx.Response] = []
+
+    def __call__(self, url: str) -> bool:
+        self.urls.append(url)
+        self.responses.append(httpx.get(url, timeout=10, follow_redirects=False, trust_env=False))
+        return True
+
+
 @dataclass
 class Gui:
     box: Sandbox
@@ -60,6 +75,7 @@ class Gui:
     sessions: SessionService
     account: AccountService
     window: MainWindow
+    browser: BrowserStandIn
 
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
@@ -88,13 +104,14 @@ def gui(qtbot, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gu
     jobs = Jobs()
     sessions = SessionService(core.sessions, jobs, poll_ms=250)
     account = AccountService(core.settings, core.credentials, jobs)
-    launch = LaunchService(core.sessions, jobs)
+    browser = BrowserStandIn()
+    launch = LaunchService(core.sessions, jobs, opener=browser)
     window = MainWindow(core, jobs, sessions, account, launch=launch, tray=False)
     qtbot.addWidget(window)
     window.show()
     sessions.start_polling()
     account.load_key_status()
-    g = Gui(sandbox, core, jobs, sessions, account, window)
+    g = Gui(sandbox, core, jobs, sessions, account, window, browser)
     try:
         yield g
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -315,3 +316,37 @@ def test_without_a_keyring_a_key_can_be_used_for_this_run(gui: Gui, qtbot, monke
     assert asked and "No OS keyring" in asked[0]
     assert fresh not in page.key_label.text()
     assert gui.core.credentials.api_key() == (fresh, "this run")
+
+
+def test_open_openwork_ui_starts_the_server_and_signs_the_browser_in(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    ws = gui.box.workspace("web")
+    panel.add_workspace(str(ws))
+    assert panel.openwork_button.isEnabled()
+    qtbot.mouseClick(panel.openwork_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(gui.browser.responses), timeout=START_MS)
+    rec = gui.sessions.record_for(str(ws.resolve()))
+    assert rec is not None and rec.status == "running"  # started on the way
+    password = gui.core.sessions.password(rec)
+    (url,), (resp,) = gui.browser.urls, gui.browser.responses
+    assert url.startswith("http://127.0.0.1:") and password not in url
+    assert resp.status_code == 303
+    assert resp.headers["location"].startswith(f"http://opencode:{password}@127.0.0.1:{rec.port}/")
+    qtbot.waitUntil(lambda: panel.banner.isVisible(), timeout=5000)  # once: how to get OpenWork
+    assert "npm install -g openwork-server" in panel.banner.text.text()
+    assert panel.progress_label.text().startswith("Opened OpenCode's web UI for ")
+
+
+def test_open_cli_without_a_terminal_points_to_settings(gui: Gui, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    opencode_dir = os.path.dirname(shutil.which("opencode") or "")
+    monkeypatch.setenv("PATH", opencode_dir)  # opencode, and no terminal program at all
+    monkeypatch.delenv("TERMINAL", raising=False)
+    panel = gui.window.devmode
+    ws = gui.box.workspace("tui")
+    panel.add_workspace(str(ws))
+    qtbot.mouseClick(panel.cli_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.banner.action.isVisible(), timeout=START_MS)
+    assert panel.banner.action.text() == "Open Settings"
+    assert "Terminal" in panel.banner.text.text()
+    qtbot.mouseClick(panel.banner.action, Qt.MouseButton.LeftButton)
+    assert gui.window.tabs.currentWidget() is gui.window.settings_page
