@@ -420,6 +420,7 @@ class TaskRun:
         self.backoff = backoff
         self.tracker: TaskTracker | None = None
         self._cancel = threading.Event()
+        self._detached = threading.Event()
         self._follower: EventFollower | None = None
         self._sent = False
         self._last_note = ""
@@ -436,6 +437,13 @@ class TaskRun:
             with self.client.clone(timeout=10.0) as c:
                 c.abort(self.session_id)
         elif self._follower is not None:
+            self._follower.stop()
+
+    def detach(self) -> None:
+        """Stop following (the task keeps running on the server); ``run()`` returns the state
+        as far as it got. Any thread."""
+        self._detached.set()
+        if self._follower is not None:
             self._follower.stop()
 
     def _note(self, msg: str) -> None:
@@ -550,10 +558,14 @@ class TaskRun:
         )
         if self._cancel.is_set():
             raise TaskAborted("The task was aborted.", "Run it again when you are ready.")
+        if self._detached.is_set():
+            return st
         try:
             self._follower.run()
         finally:
             self._follower.stop()
+        if self._detached.is_set():
+            return st
         if self._cancel.is_set() and not st.done:
             st.aborted = True
             raise TaskAborted("The task was aborted.", "Run it again when you are ready.")
