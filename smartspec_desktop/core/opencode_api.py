@@ -30,6 +30,10 @@ USERNAME = "opencode"
 PERMISSION_REPLIES = ("once", "always", "reject")
 
 
+class Unauthorized(ServerNotRunning):
+    """The server refused our password (401): retrying cannot help."""
+
+
 @dataclass(frozen=True)
 class SessionInfo:
     """One OpenCode session (conversation) as listed by ``GET /session``."""
@@ -163,7 +167,7 @@ class OpenCodeClient:
                 "Check its status and log; restart it with Start Dev Server.",
             ) from None
         if r.status_code == 401:
-            raise ServerNotRunning(
+            raise Unauthorized(
                 f"The OpenCode server at {self.base_url} refused our credentials (401).",
                 "Stop and start the server again so the app gets a fresh password.",
             )
@@ -259,7 +263,7 @@ class OpenCodeClient:
         timeout = httpx.Timeout(10.0, read=read_timeout)
         with self._http.stream("GET", "/event", timeout=timeout) as r:
             if r.status_code == 401:
-                raise ServerNotRunning(
+                raise Unauthorized(
                     f"The OpenCode server at {self.base_url} refused our credentials (401).",
                     "Stop and start the server again so the app gets a fresh password.",
                 )

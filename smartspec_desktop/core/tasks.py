@@ -40,7 +40,7 @@ from smartspec_desktop.core.errors import (
     TaskAborted,
     TaskError,
 )
-from smartspec_desktop.core.opencode_api import Event, OpenCodeClient
+from smartspec_desktop.core.opencode_api import Event, OpenCodeClient, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +361,8 @@ class EventFollower:
                 reason = "the server closed the event stream"
             except httpx.ReadTimeout:
                 reason = f"no event for {self.read_timeout:.0f} s"
+            except Unauthorized:
+                raise  # a wrong password does not get better by retrying
             except (httpx.HTTPError, ServerNotRunning) as e:
                 reason = f"{type(e).__name__}: {e}"
             finally:

@@ -122,6 +122,7 @@ class TaskService(QObject):
         self._pw_lock = threading.Lock()
         self._generation = 0
         self._thread: _RunThread | None = None
+        self._run_id = 0
         self._pending: TaskState | None = None
         self._pending_lock = threading.Lock()
         self._asked: set[str] = set()
@@ -272,16 +273,24 @@ class TaskService(QObject):
         if not text.strip():
             return False
         gen = self._generation
+        self._run_id += 1
+        run_id = self._run_id
         self._asked = set()
+        with self._pending_lock:
+            self._pending = None
         self.last_state = TaskState(session_id or "")
         self.last_state.status = "busy"
+
+        def store(state: TaskState) -> None:
+            if run_id == self._run_id:  # a detached run keeps quiet
+                self._store(state)
 
         def make_run() -> TaskRun:
             return TaskRun(
                 self._client(timeout=30.0),
                 text,
                 session_id=session_id,
-                on_update=self._store,
+                on_update=store,
                 timeout=self.task_timeout,
             )
 
@@ -353,15 +362,30 @@ class TaskService(QObject):
             self.finished.emit(False, str(err))
         self.refresh_sessions()
 
-    def detach(self, wait_ms: int = 5000) -> None:
-        """Stop following the running task (it keeps running on the server); for shutdown and
-        target changes. Waits up to ``wait_ms`` for the follow thread."""
+    def detach(self, wait_ms: int = 0) -> None:
+        """Stop following the running task (it keeps running on the server), e.g. when the
+        target changes. Does not block unless ``wait_ms`` > 0 (use :meth:`shutdown` on quit)."""
         thread = self._thread
         if thread is None:
             return
         self._thread = None
+        self._run_id += 1
         self._timer.stop()
-        if thread.run_obj is not None:
-            thread.run_obj.detach()
-        thread.wait(wait_ms)
+
+        def stop() -> None:
+            thread.ready.wait(30)
+            if thread.run_obj is not None:
+                thread.run_obj.detach()
+
+        if thread.ready.is_set():
+            stop()
+        else:
+            threading.Thread(target=stop, daemon=True).start()
+        if wait_ms > 0:
+            thread.wait(wait_ms)
         self.running_changed.emit(False)
+
+    def shutdown(self, wait_ms: int = 5000) -> None:
+        """For the window's close: stop following and wait (bounded) for the follow thread."""
+        self.detach(wait_ms=wait_ms)
+        self.jobs.wait(wait_ms)

@@ -329,7 +329,8 @@ class AgentPanel(QWidget):
         self._select(session_id)
 
     def _on_double_click(self, item: QTableWidgetItem) -> None:
-        sid = self.table.item(item.row(), 0).data(Qt.ItemDataRole.UserRole)
+        first = self.table.item(item.row(), 0)
+        sid = first.data(Qt.ItemDataRole.UserRole) if first is not None else None
         if sid:
             self.open_session_requested.emit(str(sid))
 

@@ -73,8 +73,7 @@ def start_rig(box: Sandbox, qtbot: object, *, permissions: str = "default") -> I
     try:
         yield rig
     finally:
-        service.detach()
-        jobs.wait(10_000)
+        service.shutdown(10_000)
 
 
 @pytest.fixture
@@ -165,8 +164,13 @@ def test_tool_call_todos_and_completion_show_in_the_activity_view(rig: Rig, qtbo
     assert len(backend.chat_requests()) == len(usage), "an unexpected extra LLM call"
     assert before - backend.balance(rig.box.email) == pytest.approx(expected)
 
-    # the sessions table lists the session, titled after the prompt, with its tokens
-    qtbot.waitUntil(lambda: p.table.rowCount() == 1, timeout=WAIT)  # type: ignore[attr-defined]
+    # the sessions table lists the session, titled after the prompt, with its tokens (the
+    # refresh after the task; the one while it ran showed it as running: "▶ …")
+    def listed() -> bool:
+        item = p.table.item(0, 0)
+        return p.table.rowCount() == 1 and item is not None and not item.text().startswith("▶")
+
+    qtbot.waitUntil(listed, timeout=WAIT)  # type: ignore[attr-defined]
     assert p.table.item(0, 0).text() == "Write hello.txt and tell me"
     assert p.table.item(0, 3).text() == f"{total_tokens:,}"
 

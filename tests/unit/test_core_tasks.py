@@ -278,3 +278,27 @@ def test_follower_gives_up_when_the_server_is_gone() -> None:
             follower.run()
     assert "Lost the event stream" in str(e.value) and "status" in str(e.value)
     assert delays[:3] == [0.01, 0.02, 0.04] and max(delays) == 0.04
+
+
+def test_follower_does_not_retry_a_refused_password() -> None:
+    class Refuse(BaseHTTPRequestHandler):
+        def log_message(self, *a: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with OpenCodeClient(url, "wrong") as client:
+            follower = EventFollower(client, lambda ev: None, backoff=(5.0, 5.0))
+            with pytest.raises(ServerNotRunning) as e:
+                follower.run()  # would sleep 5 s per retry if it retried
+        assert "refused our credentials (401)" in str(e.value)
+    finally:
+        server.shutdown()
+        server.server_close()
