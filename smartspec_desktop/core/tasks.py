@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -286,6 +287,24 @@ def title_for(prompt: str, limit: int = 60) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
+def _interrupt(response: httpx.Response) -> None:
+    """Unblock a thread reading ``response``: shut its socket down (wakes a blocked ``recv``
+    at once), then close the response on a helper thread (closing can wait for the reader)."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def close() -> None:
+        try:
+            response.close()
+        except Exception:  # noqa: BLE001 - racing the reader; the stream is dead either way
+            log.debug("closing the event stream raised", exc_info=True)
+
+    threading.Thread(target=close, name="close-event-stream", daemon=True).start()
+
+
 class EventFollower:
     """Follows ``GET /event`` of one server, reconnecting with backoff when the stream drops.
 
@@ -326,14 +345,12 @@ class EventFollower:
         return self._stop.is_set()
 
     def stop(self) -> None:
+        """End ``run()`` soon; never blocks the caller (safe on the GUI thread)."""
         self._stop.set()
         with self._lock:
             response = self._response
         if response is not None:
-            try:
-                response.close()  # unblocks the reading thread
-            except Exception:  # noqa: BLE001 - closing from another thread may race; harmless
-                log.debug("closing the event stream raised", exc_info=True)
+            _interrupt(response)
 
     def _opened(self, response: httpx.Response) -> None:
         with self._lock:

@@ -167,18 +167,25 @@ class TaskService(QObject):
         with self._pw_lock:
             self._password = None
 
-    def _client(self, timeout: float = 15.0) -> OpenCodeClient:
+    def _client(
+        self,
+        timeout: float = 15.0,
+        target: tuple[SessionRecord | None, PasswordProvider | None] | None = None,
+    ) -> OpenCodeClient:
         """A new client for the target (worker threads only: may ask the keyring)."""
-        record, provider = self._record, self._password_provider
+        record, provider = target or (self._record, self._password_provider)
         if record is None or provider is None:
             raise ServerNotRunning(
                 "No workspace server is selected.",
                 "Start the workspace's dev server first.",
             )
         with self._pw_lock:
-            if self._password is None:
-                self._password = provider(record)
-            password = self._password
+            if record is not self._record:
+                password = provider(record)  # the target changed meanwhile: do not cache
+            else:
+                if self._password is None:
+                    self._password = provider(record)
+                password = self._password
         return OpenCodeClient(record.url, password, timeout=timeout)
 
     def _submit(
@@ -189,9 +196,10 @@ class TaskService(QObject):
         refresh: bool = False,
     ) -> None:
         gen = self._generation
+        target = (self._record, self._password_provider)
 
         def job() -> Any:
-            with self._client() as client:
+            with self._client(target=target) as client:
                 result = fn(client)
                 infos = client.session_infos() if refresh else None
                 return result, infos
@@ -285,9 +293,11 @@ class TaskService(QObject):
             if run_id == self._run_id:  # a detached run keeps quiet
                 self._store(state)
 
+        target = (self._record, self._password_provider)
+
         def make_run() -> TaskRun:
             return TaskRun(
-                self._client(timeout=30.0),
+                self._client(timeout=30.0, target=target),
                 text,
                 session_id=session_id,
                 on_update=store,
