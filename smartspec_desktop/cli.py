@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TextIO
 
 from smartspec_desktop import __version__
@@ -19,6 +20,7 @@ from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.context import Core, build_core
 from smartspec_desktop.core.errors import (
     BackendUnreachable,
+    ServerNotRunning,
     SmartSpecError,
     StateError,
 )
@@ -61,10 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("workspace", nargs="?")
     s.add_argument("--all", action="store_true")
 
-    s = sub.add_parser("run", help="run one prompt through the workspace's OpenCode")
+    s = sub.add_parser("sessions", help="list the OpenCode sessions of a workspace's server")
+    s.add_argument("workspace")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser(
+        "run",
+        help="run one prompt through the workspace's OpenCode (answer on stdout, progress on "
+        "stderr)",
+    )
     s.add_argument("workspace")
     s.add_argument("prompt")
-    s.add_argument("--session", help="continue this OpenCode session id")
+    s.add_argument("--session", help="continue this OpenCode session id (see `sessions`)")
     s.add_argument("--timeout", type=float, default=900.0, help="seconds (default 900)")
 
     s = sub.add_parser("logs", help="print the server log of a workspace")
@@ -182,33 +192,92 @@ def cmd_stop(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     return EXIT_OK
 
 
+def _when(epoch: float) -> str:
+    if not epoch:
+        return "-"
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_sessions(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    rec = core.sessions.get(args.workspace)
+    if rec is None or not rec.active:
+        raise ServerNotRunning(
+            f"No OpenCode server is running for {args.workspace}.",
+            f"Start it with `smartspec-desktop start {args.workspace}`.",
+        )
+    with core.sessions.client(rec, timeout=15.0) as client:
+        infos = client.session_infos()
+    if args.json:
+        _print_json([i.public() for i in infos], out)
+    elif not infos:
+        out.write("No OpenCode sessions yet. Run a task with `smartspec-desktop run`.\n")
+    else:
+        head = ("ID", "CREATED", "LAST ACTIVITY", "TOKENS", "COST")
+        out.write("{:<32} {:<16} {:<16} {:>8} {:>8}  TITLE\n".format(*head))
+        for i in infos:
+            out.write(
+                f"{i.id:<32} {_when(i.created):<16} {_when(i.updated):<16} "
+                f"{i.tokens_input + i.tokens_output:>8} {i.cost:>8.4f}  {i.title}\n"
+            )
+    return EXIT_OK
+
+
+class _ProgressLine:
+    """The live progress line on stderr: rewritten in place on a terminal, else one line per
+    change (tool calls, todo n/m, retries)."""
+
+    def __init__(self, err: TextIO) -> None:
+        self.err = err
+        self.tty = err.isatty()
+        self.shown = False
+
+    def update(self, state: TaskState, message: str) -> None:
+        if self.tty:
+            self.err.write("\r\x1b[K… " + state.progress_line())
+            self.shown = True
+        else:
+            self.err.write(f"… {message}\n")
+        self.err.flush()
+
+    def end(self) -> None:
+        if self.shown:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+            self.shown = False
+
+
 def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = core.sessions.start(args.workspace, progress=_say(err))
     _warn(result.warnings, err)
+    line = _ProgressLine(err)
 
     def on_text(chunk: str) -> None:
+        line.end()  # a terminal shows stdout and stderr together: no half-overwritten lines
         out.write(chunk)
         out.flush()
 
-    def on_progress(_state: TaskState, message: str) -> None:
-        err.write(f"… {message}\n")
-        err.flush()
-
     with core.sessions.client(result.record, timeout=30.0) as client:
-        state = run_task(
-            client,
-            args.prompt,
-            session_id=args.session,
-            on_text=on_text,
-            on_progress=on_progress,
-            timeout=args.timeout,
-        )
+        try:
+            state = run_task(
+                client,
+                args.prompt,
+                session_id=args.session,
+                on_text=on_text,
+                on_progress=line.update,
+                timeout=args.timeout,
+            )
+        finally:
+            line.end()
     if state.text and not state.text.endswith("\n"):
         out.write("\n")
-    err.write(
-        f"session {state.session_id}: {state.tokens_input} input / {state.tokens_output} output "
-        "tokens\n"
-    )
+    summary = f"session {state.session_id}: {state.tokens_input} input / {state.tokens_output} "
+    summary += "output tokens"
+    if state.tools:
+        summary += f", {len(state.tools)} tool call(s)"
+    if state.todos:
+        done, total = state.todo_progress
+        summary += f", todo {done}/{total} done"
+    err.write(summary + "\n")
     return EXIT_OK
 
 
@@ -294,6 +363,7 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace, TextIO, TextIO], int]] =
     "start": cmd_start,
     "status": cmd_status,
     "stop": cmd_stop,
+    "sessions": cmd_sessions,
     "run": cmd_run,
     "logs": cmd_logs,
     "key": cmd_key,

@@ -38,6 +38,9 @@ class Settings:
     #: Preferred model id from the gateway's list; empty means "the first one listed".
     model: str = ""
     start_timeout: float = 30.0
+    #: "default" (OpenCode's own rules: edits and commands run without asking) or "ask" (the
+    #: agent asks before it edits a file or runs a shell command; answered in the activity view).
+    agent_permissions: str = "default"
     recent_workspaces: list[str] = field(default_factory=list)
 
     def port_range(self) -> tuple[int, int]:
@@ -56,6 +59,11 @@ class Settings:
             raise ConfigError(
                 f"The backend URL {self.backend_url!r} is not an http(s) URL.",
                 "Set it to something like http://localhost:8000 (Settings or --backend-url).",
+            )
+        if self.agent_permissions not in ("default", "ask"):
+            raise ConfigError(
+                f"The agent permission mode {self.agent_permissions!r} is not known.",
+                'Set agent_permissions to "default" or "ask" in the settings file.',
             )
         a, b = self.port_range()
         if not (1024 <= a <= b <= 65535):

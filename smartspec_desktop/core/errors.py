@@ -131,6 +131,12 @@ class TaskError(SmartSpecError):
     code = "task"
 
 
+class TaskAborted(TaskError):
+    """The task was stopped on purpose (Abort); not a failure of the gateway or OpenCode."""
+
+    code = "task_aborted"
+
+
 class LaunchError(SmartSpecError):
     """A terminal or browser could not be opened."""
 

@@ -3,13 +3,20 @@
 The server is per workspace and runs with cwd = workspace, so no ``directory`` parameter is sent.
 Requests to a server that is still starting can hang (verified on 1.18.33), so every call has a
 timeout.
+
+Routes and shapes were checked against the OpenAPI document (``GET /doc``) of opencode 1.18.33:
+``GET /session`` lists ``Session`` objects (``id``, ``title``, ``parentID``, ``cost``, ``tokens``
+``{input, output, reasoning, cache}``, ``time {created, updated}`` in ms); permissions are
+answered with ``POST /permission/{requestID}/reply`` ``{"reply": "once"|"always"|"reject"}``
+(the older ``/session/{id}/permissions/{id}`` route is deprecated); ``GET /permission`` lists the
+pending ones; ``GET /session/{id}/todo`` the todo list.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +27,58 @@ from smartspec_desktop.core.errors import ServerNotRunning, TaskError
 log = logging.getLogger(__name__)
 
 USERNAME = "opencode"
+PERMISSION_REPLIES = ("once", "always", "reject")
+
+
+class Unauthorized(ServerNotRunning):
+    """The server refused our password (401): retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One OpenCode session (conversation) as listed by ``GET /session``."""
+
+    id: str
+    title: str
+    created: float  # epoch seconds
+    updated: float
+    tokens_input: int = 0
+    tokens_output: int = 0
+    cost: float = 0.0
+    parent_id: str = ""
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> SessionInfo:
+        time_ = data.get("time") if isinstance(data.get("time"), dict) else {}
+        tokens = data.get("tokens") if isinstance(data.get("tokens"), dict) else {}
+        assert isinstance(time_, dict) and isinstance(tokens, dict)
+        created = _num(time_.get("created")) / 1000
+        return cls(
+            id=str(data.get("id", "")),
+            title=str(data.get("title") or ""),
+            created=created,
+            updated=_num(time_.get("updated")) / 1000 or created,
+            tokens_input=int(_num(tokens.get("input"))),
+            tokens_output=int(_num(tokens.get("output"))),
+            cost=_num(data.get("cost")),
+            parent_id=str(data.get("parentID") or ""),
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "created": self.created,
+            "updated": self.updated,
+            "tokens_input": self.tokens_input,
+            "tokens_output": self.tokens_output,
+            "cost": self.cost,
+            "parent_id": self.parent_id,
+        }
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +136,19 @@ class OpenCodeClient:
             base_url=self.base_url, auth=self._auth, timeout=timeout, trust_env=False
         )
 
+    def clone(self, *, timeout: float | None = None) -> OpenCodeClient:
+        """A new client for the same server (its own connections: safe for another thread)."""
+        c = OpenCodeClient.__new__(OpenCodeClient)
+        c.base_url = self.base_url
+        c._auth = self._auth
+        c._http = httpx.Client(
+            base_url=self.base_url,
+            auth=self._auth,
+            timeout=self._http.timeout if timeout is None else timeout,
+            trust_env=False,
+        )
+        return c
+
     def close(self) -> None:
         self._http.close()
 
@@ -95,7 +167,7 @@ class OpenCodeClient:
                 "Check its status and log; restart it with Start Dev Server.",
             ) from None
         if r.status_code == 401:
-            raise ServerNotRunning(
+            raise Unauthorized(
                 f"The OpenCode server at {self.base_url} refused our credentials (401).",
                 "Stop and start the server again so the app gets a fresh password.",
             )
@@ -122,6 +194,13 @@ class OpenCodeClient:
     def list_sessions(self) -> list[dict[str, Any]]:
         data = self._call("GET", "/session")
         return data if isinstance(data, list) else []
+
+    def session_infos(self, *, include_children: bool = False) -> list[SessionInfo]:
+        """Sessions, most recently updated first; sub-agent sessions only if asked for."""
+        infos = [SessionInfo.from_api(d) for d in self.list_sessions() if isinstance(d, dict)]
+        if not include_children:
+            infos = [i for i in infos if not i.parent_id]
+        return sorted(infos, key=lambda i: i.updated, reverse=True)
 
     def create_session(self, title: str | None = None) -> dict[str, Any]:
         data = self._call("POST", "/session", json={"title": title} if title else {})
@@ -158,21 +237,41 @@ class OpenCodeClient:
     def abort(self, session_id: str) -> None:
         self._call("POST", f"/session/{session_id}/abort", json={})
 
-    def reply_permission(self, session_id: str, permission_id: str, response: str) -> None:
-        """``response``: "once", "always" or "reject"."""
-        self._call(
-            "POST",
-            f"/session/{session_id}/permissions/{permission_id}",
-            json={"response": response},
-        )
+    def todos(self, session_id: str) -> list[dict[str, Any]]:
+        data = self._call("GET", f"/session/{session_id}/todo")
+        return [t for t in data if isinstance(t, dict)] if isinstance(data, list) else []
 
-    def events(self, *, read_timeout: float = 15.0) -> Iterator[Event]:
-        """Stream ``GET /event``. Raises ``httpx.ReadTimeout`` after ``read_timeout`` of silence."""
+    def pending_permissions(self) -> list[dict[str, Any]]:
+        data = self._call("GET", "/permission")
+        return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
+
+    def reply_permission(self, request_id: str, reply: str) -> None:
+        """Answer a permission request: ``reply`` is "once", "always" or "reject"."""
+        if reply not in PERMISSION_REPLIES:
+            raise ValueError(f"unknown permission reply {reply!r}")
+        self._call("POST", f"/permission/{request_id}/reply", json={"reply": reply})
+
+    def events(
+        self,
+        *,
+        read_timeout: float = 15.0,
+        on_open: Callable[[httpx.Response], None] | None = None,
+    ) -> Iterator[Event]:
+        """Stream ``GET /event``. Raises ``httpx.ReadTimeout`` after ``read_timeout`` of silence
+        (the server sends ``server.heartbeat`` about every 10 s). ``on_open`` gets the response
+        so another thread can close it to end the stream at once."""
         timeout = httpx.Timeout(10.0, read=read_timeout)
         with self._http.stream("GET", "/event", timeout=timeout) as r:
+            if r.status_code == 401:
+                raise Unauthorized(
+                    f"The OpenCode server at {self.base_url} refused our credentials (401).",
+                    "Stop and start the server again so the app gets a fresh password.",
+                )
             if r.status_code != 200:
                 raise ServerNotRunning(
                     f"OpenCode's event stream answered {r.status_code}.",
                     "Restart the server with Start Dev Server.",
                 )
+            if on_open is not None:
+                on_open(r)
             yield from parse_sse(r.iter_lines())

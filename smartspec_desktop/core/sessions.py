@@ -104,11 +104,15 @@ def normalize_workspace(path: str | os.PathLike[str]) -> str:
     return str(resolved)
 
 
-def opencode_config(gateway_url: str, models: list[str], model: str) -> str:
+def opencode_config(
+    gateway_url: str, models: list[str], model: str, *, agent_permissions: str = "default"
+) -> str:
     """The OPENCODE_CONFIG_CONTENT that makes the SmartSpecPro gateway the only provider.
 
     The key is referenced as ``{env:SMARTSPEC_API_KEY}`` so it travels only in the environment.
-    This wins over a workspace's own opencode.json (verified on 1.18.33).
+    This wins over a workspace's own opencode.json (verified on 1.18.33). With
+    ``agent_permissions="ask"`` OpenCode asks (``permission.asked`` event, answered through
+    ``POST /permission/{id}/reply``) before it edits a file or runs a shell command (verified).
     """
     config = {
         "$schema": "https://opencode.ai/config.json",
@@ -126,6 +130,8 @@ def opencode_config(gateway_url: str, models: list[str], model: str) -> str:
         "autoupdate": False,
         "share": "disabled",
     }
+    if agent_permissions == "ask":
+        config["permission"] = {"edit": "ask", "bash": "ask"}
     return json.dumps(config)
 
 
@@ -372,7 +378,12 @@ class SessionManager:
             self.environ,
             api_key=pre.api_key,
             password=password,
-            config=opencode_config(gateway, pre.models, pre.model),
+            config=opencode_config(
+                gateway,
+                pre.models,
+                pre.model,
+                agent_permissions=self.settings.agent_permissions,
+            ),
         )
         serve = [
             pre.binary.path,

@@ -1,15 +1,29 @@
 """Running a task through a workspace's OpenCode server and following it live.
 
 ``TaskTracker`` folds OpenCode's server-sent events for one session into a small state (text so
-far, tool calls, todo list, tokens/cost, status, error). ``run_task`` sends a prompt with
-``prompt_async`` and follows ``/event`` until the session is idle, so a gateway failure is
-reported with the gateway's own message instead of OpenCode retrying silently for minutes.
+far, tool calls, todo list, tokens/cost, status, error, pending permission requests).
+``EventFollower`` follows ``GET /event`` and reconnects with backoff when the stream drops.
+``TaskRun`` (and the ``run_task`` shortcut) sends a prompt with ``prompt_async`` and follows the
+events until the session is idle, so a gateway failure is reported with the gateway's own message
+instead of OpenCode retrying silently for minutes. The CLI and the window both use these; they
+are plain Python (no Qt) and block, so the window runs them on a worker thread.
+
+Event names and shapes were checked on opencode 1.18.33 (``GET /doc`` and recordings in
+``tests/fixtures/events``): ``session.status`` ``{type: busy|idle|retry}``, ``session.idle``,
+``session.error``, ``message.updated``, ``message.part.updated`` / ``message.part.delta``,
+``todo.updated`` ``{todos: [{content, status, priority}]}``, ``permission.asked``
+``{id: per_…, permission, patterns, metadata, tool}``, ``permission.replied``
+``{requestID, reply}``, ``server.connected`` and ``server.heartbeat`` (about every 10 s).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,10 +36,12 @@ from smartspec_desktop.core.errors import (
     GatewayError,
     InsufficientCredits,
     RateLimited,
+    ServerNotRunning,
     SmartSpecError,
+    TaskAborted,
     TaskError,
 )
-from smartspec_desktop.core.opencode_api import Event, OpenCodeClient
+from smartspec_desktop.core.opencode_api import Event, OpenCodeClient, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +55,10 @@ class ToolCall:
     status: str  # pending, running, completed, error
     title: str = ""
     error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "error")
 
 
 @dataclass
@@ -57,11 +77,48 @@ class TaskState:
     permissions: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen_busy: bool = False
     done: bool = False
+    aborted: bool = False
+    #: The event stream is connected (False while it reconnects).
+    connected: bool = True
+    #: Order in which tool calls were first seen (dicts keep it too; this survives updates).
+    tool_order: list[str] = field(default_factory=list)
 
     @property
     def todo_progress(self) -> tuple[int, int]:
         done = sum(1 for t in self.todos if t.get("status") == "completed")
         return done, len(self.todos)
+
+    @property
+    def busy(self) -> bool:
+        return self.status in ("busy", "retry")
+
+    def snapshot(self) -> TaskState:
+        """A copy another thread may read while this one keeps changing (the error is shared:
+        exceptions are not changed after they are made)."""
+        return dataclasses.replace(
+            self,
+            tools={k: dataclasses.replace(v) for k, v in self.tools.items()},
+            todos=[dict(t) for t in self.todos],
+            permissions={k: dict(v) for k, v in self.permissions.items()},
+            tool_order=list(self.tool_order),
+        )
+
+    def progress_line(self) -> str:
+        """One short line: status, the latest tool call, todo n/m, tokens."""
+        bits = ["working" if self.busy else ("done" if self.done else self.status)]
+        if self.tool_order:
+            last = self.tools[self.tool_order[-1]]
+            bits.append(f"{last.tool} {last.status}" + (f" ({last.title})" if last.title else ""))
+            if len(self.tool_order) > 1:
+                bits.append(f"{len(self.tool_order)} tool calls")
+        if self.todos:
+            done, total = self.todo_progress
+            bits.append(f"todo {done}/{total}")
+        if self.tokens_input or self.tokens_output:
+            bits.append(f"{self.tokens_input + self.tokens_output} tokens")
+        if self.permissions:
+            bits.append("waiting for permission")
+        return " · ".join(bits)
 
 
 def error_from_opencode(err: dict[str, Any]) -> SmartSpecError:
@@ -72,7 +129,7 @@ def error_from_opencode(err: dict[str, Any]) -> SmartSpecError:
     message = str(data.get("message") or name)
     status = data.get("statusCode")
     if name == "MessageAbortedError":
-        return TaskError("The task was aborted.", "Run it again when you are ready.")
+        return TaskAborted("The task was aborted.", "Run it again when you are ready.")
     if status == 401 or name == "ProviderAuthError":
         return ApiKeyRejected(
             f"The SmartSpecPro gateway rejected the API key: {message}",
@@ -130,6 +187,8 @@ class TaskTracker:
             st.status = str(status.get("type", st.status))
             if st.status in ("busy", "retry"):
                 st.seen_busy = True
+            elif st.status == "idle" and st.seen_busy:
+                st.done = True  # 1.18.33 sends status idle; session.idle may come later or not
             if st.status == "retry":
                 st.retry_message = str(status.get("message", ""))
                 nxt = status.get("next")
@@ -142,6 +201,7 @@ class TaskTracker:
             err = p.get("error")
             if isinstance(err, dict):
                 st.error = error_from_opencode(err)
+                st.aborted = isinstance(st.error, TaskAborted)
         elif ev.type == "message.updated":
             info = p.get("info") if isinstance(p.get("info"), dict) else {}
             assert isinstance(info, dict)
@@ -162,6 +222,7 @@ class TaskTracker:
                 err = info.get("error")
                 if isinstance(err, dict) and st.error is None:
                     st.error = error_from_opencode(err)
+                    st.aborted = isinstance(st.error, TaskAborted)
         elif ev.type == "message.part.updated":
             part = p.get("part") if isinstance(p.get("part"), dict) else {}
             assert isinstance(part, dict)
@@ -175,12 +236,12 @@ class TaskTracker:
             todos = p.get("todos")
             if isinstance(todos, list):
                 st.todos = [t for t in todos if isinstance(t, dict)]
-        elif ev.type in ("permission.updated", "permission.asked"):
+        elif ev.type == "permission.asked":
             pid = str(p.get("id", ""))
             if pid:
-                st.permissions[pid] = p
+                st.permissions[pid] = dict(p)
         elif ev.type == "permission.replied":
-            st.permissions.pop(str(p.get("permissionID", p.get("requestID", ""))), None)
+            st.permissions.pop(str(p.get("requestID", "")), None)
 
     def _part(self, part: dict[str, Any]) -> None:
         kind = part.get("type")
@@ -194,6 +255,8 @@ class TaskTracker:
             state = part.get("state") if isinstance(part.get("state"), dict) else {}
             assert isinstance(state, dict)
             call_id = str(part.get("callID") or pid)
+            if call_id not in self.state.tools:
+                self.state.tool_order.append(call_id)
             self.state.tools[call_id] = ToolCall(
                 call_id,
                 str(part.get("tool", "?")),
@@ -217,6 +280,339 @@ def _retry_error(message: str) -> GatewayError:
     )
 
 
+def title_for(prompt: str, limit: int = 60) -> str:
+    """A session title from the prompt's first line. Naming the session ourselves also spares
+    the extra LLM call (billed to the user) that OpenCode makes to invent a title."""
+    line = next((ln.strip() for ln in prompt.splitlines() if ln.strip()), "") or "Task"
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def _interrupt(response: httpx.Response) -> None:
+    """Unblock a thread reading ``response``: shut its socket down (wakes a blocked ``recv``
+    at once), then close the response on a helper thread (closing can wait for the reader)."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def close() -> None:
+        try:
+            response.close()
+        except Exception:  # noqa: BLE001 - racing the reader; the stream is dead either way
+            log.debug("closing the event stream raised", exc_info=True)
+
+    threading.Thread(target=close, name="close-event-stream", daemon=True).start()
+
+
+class EventFollower:
+    """Follows ``GET /event`` of one server, reconnecting with backoff when the stream drops.
+
+    ``run()`` blocks (call it on a worker thread) and calls ``on_event`` for every event,
+    ``on_connected(first)`` after each (re)connection (``first`` is True only once) and
+    ``on_disconnected(reason, delay)`` before waiting ``delay`` seconds to reconnect. Delays grow
+    ``backoff[0]`` → ×2 → ``backoff[1]`` and reset after a connection that delivered events. After
+    ``give_up_after`` seconds without a connection it raises :class:`ServerNotRunning`.
+    ``stop()`` may be called from any thread (or from a callback) and ends ``run()`` promptly.
+    Exceptions raised by a callback end ``run()`` and propagate.
+    """
+
+    def __init__(
+        self,
+        client: OpenCodeClient,
+        on_event: Callable[[Event], None],
+        *,
+        on_connected: Callable[[bool], None] | None = None,
+        on_disconnected: Callable[[str, float], None] | None = None,
+        read_timeout: float = 15.0,
+        backoff: tuple[float, float] = (0.5, 8.0),
+        give_up_after: float = 60.0,
+    ) -> None:
+        self.client = client
+        self.on_event = on_event
+        self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
+        self.read_timeout = read_timeout
+        self.backoff = backoff
+        self.give_up_after = give_up_after
+        self.connections = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._response: httpx.Response | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """End ``run()`` soon; never blocks the caller (safe on the GUI thread)."""
+        self._stop.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            _interrupt(response)
+
+    def _opened(self, response: httpx.Response) -> None:
+        with self._lock:
+            self._response = response
+        if self._stop.is_set():
+            response.close()
+
+    def run(self) -> None:
+        delay = self.backoff[0]
+        down_since: float | None = None
+        while not self._stop.is_set():
+            got_events = False
+            try:
+                for ev in self.client.events(read_timeout=self.read_timeout, on_open=self._opened):
+                    if self._stop.is_set():
+                        break
+                    if not got_events:
+                        got_events, down_since, delay = True, None, self.backoff[0]
+                        self.connections += 1
+                        if self.on_connected:
+                            self.on_connected(self.connections == 1)
+                    self.on_event(ev)
+                    if self._stop.is_set():
+                        break
+                reason = "the server closed the event stream"
+            except httpx.ReadTimeout:
+                reason = f"no event for {self.read_timeout:.0f} s"
+            except Unauthorized:
+                raise  # a wrong password does not get better by retrying
+            except (httpx.HTTPError, ServerNotRunning) as e:
+                reason = f"{type(e).__name__}: {e}"
+            finally:
+                with self._lock:
+                    self._response = None
+            if self._stop.is_set():
+                break
+            now = time.monotonic()
+            down_since = down_since if down_since is not None else now
+            if now - down_since > self.give_up_after:
+                raise ServerNotRunning(
+                    f"Lost the event stream of {self.client.base_url} for "
+                    f"{self.give_up_after:.0f} s ({reason}).",
+                    "Check that the server is still running (status), then run the task again.",
+                )
+            wait = 0.0 if got_events and reason.startswith("no event") else delay
+            log.info("event stream dropped (%s); reconnecting in %.1f s", reason, wait)
+            if self.on_disconnected:
+                self.on_disconnected(reason, wait)
+            if wait and self._stop.wait(wait):
+                break
+            delay = min(delay * 2, self.backoff[1])
+
+
+class TaskRun:
+    """One prompt in one session, followed until the session is idle again.
+
+    ``run()`` blocks and returns the final :class:`TaskState` or raises a typed error (gateway
+    failures, :class:`TaskAborted` after ``cancel()``, a timeout). Callbacks run on the thread
+    that called ``run()``: ``on_text(chunk)`` for streamed assistant text, ``on_update(state)``
+    after every event that concerned the session, ``on_progress(state, message)`` when a tool
+    call, the todo list or a retry changed (for one-line progress output). ``cancel()`` and
+    ``reply_permission()`` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        client: OpenCodeClient,
+        prompt: str,
+        *,
+        session_id: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+        on_progress: Callable[[TaskState, str], None] | None = None,
+        on_update: Callable[[TaskState], None] | None = None,
+        timeout: float = 900.0,
+        fail_on_gateway_retry: bool = True,
+        backoff: tuple[float, float] = (0.5, 8.0),
+    ) -> None:
+        self.client = client
+        self.prompt = prompt
+        self.session_id = session_id
+        self.on_text = on_text
+        self.on_progress = on_progress
+        self.on_update = on_update
+        self.timeout = timeout
+        self.fail_on_gateway_retry = fail_on_gateway_retry
+        self.backoff = backoff
+        self.tracker: TaskTracker | None = None
+        self._cancel = threading.Event()
+        self._detached = threading.Event()
+        self._follower: EventFollower | None = None
+        self._sent = False
+        self._last_note = ""
+        self._deadline = 0.0
+
+    @property
+    def state(self) -> TaskState | None:
+        return self.tracker.state if self.tracker else None
+
+    def cancel(self) -> None:
+        """Abort the session on the server; ``run()`` then raises :class:`TaskAborted`."""
+        self._cancel.set()
+        if self.session_id and self._sent:
+            with self.client.clone(timeout=10.0) as c:
+                c.abort(self.session_id)
+        elif self._follower is not None:
+            self._follower.stop()
+
+    def detach(self) -> None:
+        """Stop following (the task keeps running on the server); ``run()`` returns the state
+        as far as it got. Any thread."""
+        self._detached.set()
+        if self._follower is not None:
+            self._follower.stop()
+
+    def _note(self, msg: str) -> None:
+        if self.on_progress and self.tracker and msg != self._last_note:
+            self._last_note = msg
+            self.on_progress(self.tracker.state, msg)
+
+    def _on_connected(self, first: bool) -> None:
+        assert self.tracker is not None and self.session_id is not None
+        st = self.tracker.state
+        st.connected = True
+        if first and not self._sent:
+            if self._cancel.is_set():
+                raise TaskAborted("The task was aborted.", "Run it again when you are ready.")
+            self.client.prompt_async(self.session_id, self.prompt)
+            self._sent = True
+        elif self._sent:
+            self._catch_up()
+        if self.on_update:
+            self.on_update(st)
+
+    def _on_disconnected(self, reason: str, delay: float) -> None:
+        assert self.tracker is not None
+        self.tracker.state.connected = False
+        self._note(f"event stream dropped ({reason}); reconnecting")
+        if self.on_update:
+            self.on_update(self.tracker.state)
+        self._check_deadline()
+
+    def _catch_up(self) -> None:
+        """After a reconnect: events may have been missed, so ask the server directly."""
+        assert self.tracker is not None and self.session_id is not None
+        st = self.tracker.state
+        status = self.client.session_status().get(self.session_id)
+        if isinstance(status, dict) and status.get("type") in ("busy", "retry"):
+            st.status = str(status["type"])
+            st.seen_busy = True
+            return
+        with contextlib.suppress(TaskError):
+            st.todos = self.client.todos(self.session_id)
+        msgs = self.client.messages(self.session_id)
+        last = msgs[-1].get("info", {}) if msgs else {}
+        if isinstance(last, dict) and last.get("role") == "assistant":
+            st.status = "idle"
+            st.done = True
+            err = last.get("error")
+            if isinstance(err, dict) and st.error is None:
+                st.error = error_from_opencode(err)
+                st.aborted = isinstance(st.error, TaskAborted)
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() > self._deadline:
+            if self.session_id:
+                self.client.abort(self.session_id)
+            raise TaskError(
+                f"The task did not finish within {self.timeout:.0f} s and was aborted.",
+                "Run it again with a larger timeout, or split it into smaller tasks.",
+            )
+
+    def _on_event(self, ev: Event) -> None:
+        assert self.tracker is not None and self._follower is not None
+        st = self.tracker.state
+        if ev.session_id != st.session_id:
+            self._check_deadline()
+            return
+        before = {k: v.status for k, v in st.tools.items()}
+        had_todos = [(t.get("content"), t.get("status")) for t in st.todos]
+        self.tracker.feed(ev)
+        for k in st.tool_order:
+            tool = st.tools[k]
+            if before.get(k) != tool.status:
+                self._note(
+                    f"tool {tool.tool}: {tool.status}" + (f" – {tool.title}" if tool.title else "")
+                )
+        if ev.type == "todo.updated" and had_todos != [
+            (t.get("content"), t.get("status")) for t in st.todos
+        ]:
+            done, total = st.todo_progress
+            self._note(f"todo {done}/{total}")
+        if ev.type == "permission.asked":
+            self._note(f"permission asked: {ev.properties.get('permission', '?')}")
+        if self.on_update:
+            self.on_update(st)
+        if st.status == "retry" and st.retry_message:
+            if is_rate_limit(st.retry_message):
+                wait = max(0.0, st.retry_at - time.time())
+                self._note(f"rate limited, retrying in {wait:.0f} s")
+            elif self.fail_on_gateway_retry:
+                self.client.abort(st.session_id)
+                raise _retry_error(st.retry_message)
+        if st.error is not None:
+            raise st.error
+        if st.done:
+            self._follower.stop()
+            return
+        self._check_deadline()
+
+    def run(self) -> TaskState:
+        if self._cancel.is_set():
+            raise TaskAborted("The task was aborted.", "Run it again when you are ready.")
+        if not self.session_id:
+            self.session_id = str(self.client.create_session(title_for(self.prompt))["id"])
+        self.tracker = TaskTracker(self.session_id, self.on_text)
+        st = self.tracker.state
+        self._deadline = time.monotonic() + self.timeout
+        self._follower = EventFollower(
+            self.client,
+            self._on_event,
+            on_connected=self._on_connected,
+            on_disconnected=self._on_disconnected,
+            backoff=self.backoff,
+        )
+        if self._cancel.is_set():
+            raise TaskAborted("The task was aborted.", "Run it again when you are ready.")
+        if self._detached.is_set():
+            return st
+        try:
+            self._follower.run()
+        finally:
+            self._follower.stop()
+        if self._detached.is_set():
+            return st
+        if self._cancel.is_set() and not st.done:
+            st.aborted = True
+            raise TaskAborted("The task was aborted.", "Run it again when you are ready.")
+        if st.error is not None:
+            raise st.error
+        if not st.text:
+            self._text_from_messages()
+        return st
+
+    def _text_from_messages(self) -> None:
+        """Events can be missed across a reconnect; the stored messages are the record."""
+        assert self.tracker is not None and self.session_id is not None
+        st = self.tracker.state
+        for msg in reversed(self.client.messages(self.session_id)):
+            info = msg.get("info", {})
+            if isinstance(info, dict) and info.get("role") == "assistant":
+                text = "".join(
+                    str(p.get("text", ""))
+                    for p in msg.get("parts", [])
+                    if isinstance(p, dict) and p.get("type") == "text"
+                )
+                if text:
+                    st.text = text
+                    if self.on_text:
+                        self.on_text(text)
+                break
+
+
 def run_task(
     client: OpenCodeClient,
     prompt: str,
@@ -224,83 +620,18 @@ def run_task(
     session_id: str | None = None,
     on_text: Callable[[str], None] | None = None,
     on_progress: Callable[[TaskState, str], None] | None = None,
+    on_update: Callable[[TaskState], None] | None = None,
     timeout: float = 900.0,
     fail_on_gateway_retry: bool = True,
 ) -> TaskState:
     """Send ``prompt`` and follow the session until it is idle. Raises typed errors."""
-    sid = session_id or str(client.create_session()["id"])
-    tracker = TaskTracker(sid, on_text)
-    st = tracker.state
-    deadline = time.monotonic() + timeout
-    sent = False
-    last_note = ""
-
-    def note(msg: str) -> None:
-        nonlocal last_note
-        if on_progress and msg != last_note:
-            last_note = msg
-            on_progress(st, msg)
-
-    while not st.done:
-        try:
-            for ev in client.events(read_timeout=15.0):
-                if ev.type == "server.connected" and not sent:
-                    client.prompt_async(sid, prompt)
-                    sent = True
-                    continue
-                before_tools = {k: v.status for k, v in st.tools.items()}
-                tracker.feed(ev)
-                for k, tool in st.tools.items():
-                    if before_tools.get(k) != tool.status:
-                        note(
-                            f"tool {tool.tool}: {tool.status}"
-                            + (f" – {tool.title}" if tool.title else "")
-                        )
-                if ev.type == "todo.updated" and st.todos:
-                    done, total = st.todo_progress
-                    note(f"todo {done}/{total}")
-                if st.status == "retry" and st.retry_message:
-                    if is_rate_limit(st.retry_message):
-                        wait = max(0.0, st.retry_at - time.time())
-                        note(f"rate limited, retrying in {wait:.0f} s")
-                    elif fail_on_gateway_retry:
-                        client.abort(sid)
-                        raise _retry_error(st.retry_message)
-                if st.error is not None:
-                    raise st.error
-                if st.done or time.monotonic() > deadline:
-                    break
-        except httpx.ReadTimeout:
-            pass  # quiet stream: check the status below and reconnect
-        except httpx.HTTPError as e:
-            log.info("event stream dropped (%s); reconnecting", e)
-            time.sleep(0.5)
-        if st.done:
-            break
-        if time.monotonic() > deadline:
-            client.abort(sid)
-            raise TaskError(
-                f"The task did not finish within {timeout:.0f} s and was aborted.",
-                "Run it again with a larger --timeout, or split it into smaller tasks.",
-            )
-        if sent:
-            status = client.session_status().get(sid)
-            busy = isinstance(status, dict) and status.get("type") in ("busy", "retry")
-            if not busy and st.seen_busy:
-                st.done = True
-    if st.error is not None:
-        raise st.error
-    if not st.text:
-        # Events can be missed across a reconnect; the stored messages are the record.
-        for msg in reversed(client.messages(sid)):
-            info = msg.get("info", {})
-            if isinstance(info, dict) and info.get("role") == "assistant":
-                text = "".join(
-                    str(p.get("text", "")) for p in msg.get("parts", []) if p.get("type") == "text"
-                )
-                if text:
-                    st.text = text
-                    if on_text:
-                        on_text(text)
-                break
-    return st
+    return TaskRun(
+        client,
+        prompt,
+        session_id=session_id,
+        on_text=on_text,
+        on_progress=on_progress,
+        on_update=on_update,
+        timeout=timeout,
+        fail_on_gateway_retry=fail_on_gateway_retry,
+    ).run()

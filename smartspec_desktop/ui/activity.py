@@ -1,0 +1,509 @@
+"""The Dev Mode "Agent" tab: OpenCode sessions, a prompt box and the live activity of a task."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtGui import QKeyEvent, QTextCursor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from smartspec_desktop.core.errors import (
+    ApiKeyRejected,
+    GatewayError,
+    InsufficientCredits,
+    RateLimited,
+    SmartSpecError,
+    TaskAborted,
+)
+from smartspec_desktop.core.opencode_api import SessionInfo
+from smartspec_desktop.core.registry import SessionRecord
+from smartspec_desktop.core.tasks import TaskState
+from smartspec_desktop.services.tasks import PasswordProvider, TaskService
+
+TOOL_STATUS = {
+    "pending": "… pending",
+    "running": "▶ running",
+    "completed": "✔ done",
+    "error": "✖ failed",
+}
+
+
+def when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M") if epoch else "–"
+
+
+def plain_error(e: SmartSpecError) -> str:
+    """A gateway/task error in plain words: a headline, then the problem and the fix."""
+    if isinstance(e, ApiKeyRejected):
+        head = "Your SmartSpecPro API key was rejected (401)."
+    elif isinstance(e, InsufficientCredits):
+        head = "You are out of SmartSpecPro credits (402)."
+    elif isinstance(e, RateLimited):
+        head = "Too many requests: the gateway is rate limiting you (429)."
+    elif isinstance(e, GatewayError):
+        status = f" ({e.status})" if e.status else ""
+        head = f"The SmartSpecPro gateway failed{status}."
+    elif isinstance(e, TaskAborted):
+        head = "Aborted."
+    else:
+        head = "The task failed."
+    return f"{head} {e}"
+
+
+def permission_text(perm: dict[str, Any]) -> str:
+    kind = str(perm.get("permission", "something"))
+    patterns = [str(p) for p in perm.get("patterns") or []]
+    verbs = {"edit": "edit", "bash": "run", "webfetch": "fetch", "external_directory": "use"}
+    target = ", ".join(patterns) if patterns else "(no details)"
+    return f"OpenCode asks to {verbs.get(kind, kind)}: {target}"
+
+
+class _NumberItem(QTableWidgetItem):
+    """Sorts by a number kept in UserRole instead of the shown text."""
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        a = self.data(Qt.ItemDataRole.UserRole)
+        b = other.data(Qt.ItemDataRole.UserRole)
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            return a < b
+        return super().__lt__(other)
+
+
+class AgentPanel(QWidget):
+    """Sessions, a prompt box and the live activity view of one workspace's OpenCode server.
+
+    Construct with ``AgentPanel(service)`` where ``service`` is a :class:`TaskService`; then call
+    ``set_session_target(record, password_provider)`` whenever the selected workspace or its
+    server changes: ``record`` is the workspace's running :class:`SessionRecord` (or ``None``
+    when no server runs: the panel is disabled and says so) and ``password_provider`` a callable
+    ``(SessionRecord) -> str`` giving the server password (e.g. ``core.sessions.password``); it is
+    called off the GUI thread.
+
+    Signals: ``open_session_requested(session_id)`` on a double-click in the sessions table (wire
+    it to OpenWork / the web UI); ``task_finished(ok, summary)`` when a task ends (notify, refresh
+    credits once). The panel never blocks the GUI thread: every call goes through the service.
+    """
+
+    open_session_requested = Signal(str)
+    task_finished = Signal(bool, str)
+
+    COLUMNS = ("Title", "Created", "Last activity", "Tokens", "Cost")
+
+    def __init__(self, service: TaskService, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.service = service
+        self._sessions: list[SessionInfo] = []
+        self._shown_text = ""
+        self._select_after_refresh: str | None = None
+        self._perm_rows: dict[str, QWidget] = {}
+        self._build()
+        service.sessions_listed.connect(self._on_sessions)
+        service.session_created.connect(self._on_session_created)
+        service.state_changed.connect(self._on_state)
+        service.running_changed.connect(self._on_running)
+        service.finished.connect(self._on_finished)
+        service.error.connect(self._on_error)
+        self.set_session_target(None, None)
+
+    # ------------------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+        self.target_label = QLabel()
+        self.target_label.setWordWrap(True)
+        root.addWidget(self.target_label)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        root.addWidget(split, 1)
+
+        # sessions
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, len(self.COLUMNS)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.itemDoubleClicked.connect(self._on_double_click)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        tl.addWidget(self.table)
+        row = QHBoxLayout()
+        self.new_btn = QPushButton("New")
+        self.rename_btn = QPushButton("Rename…")
+        self.abort_btn = QPushButton("Abort")
+        self.delete_btn = QPushButton("Delete")
+        self.refresh_btn = QPushButton("Refresh")
+        for b, slot in (
+            (self.new_btn, self._new),
+            (self.rename_btn, self._rename),
+            (self.abort_btn, self._abort_selected),
+            (self.delete_btn, self._delete),
+            (self.refresh_btn, self.service.refresh_sessions),
+        ):
+            b.clicked.connect(slot)
+            row.addWidget(b)
+        row.addStretch(1)
+        tl.addLayout(row)
+        split.addWidget(top)
+
+        # prompt
+        mid = QWidget()
+        ml = QVBoxLayout(mid)
+        ml.setContentsMargins(0, 0, 0, 0)
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Describe a task for the agent… (Ctrl+Enter runs it)")
+        self.prompt.setMaximumHeight(110)
+        ml.addWidget(self.prompt)
+        prow = QHBoxLayout()
+        self.runs_in_label = QLabel()
+        self.send_btn = QPushButton("Run (Ctrl+Enter)")
+        self.send_btn.clicked.connect(self.send)
+        self.stop_btn = QPushButton("Stop task")
+        self.stop_btn.clicked.connect(self.service.abort_running)
+        prow.addWidget(self.runs_in_label, 1)
+        prow.addWidget(self.stop_btn)
+        prow.addWidget(self.send_btn)
+        ml.addLayout(prow)
+        self.prompt.installEventFilter(self)  # Ctrl+Enter sends (see eventFilter)
+        split.addWidget(mid)
+
+        # activity
+        act = QWidget()
+        al = QVBoxLayout(act)
+        al.setContentsMargins(0, 0, 0, 0)
+        srow = QHBoxLayout()
+        self.status_label = QLabel("Idle")
+        self.usage_label = QLabel("")
+        srow.addWidget(self.status_label, 1)
+        srow.addWidget(self.usage_label)
+        al.addLayout(srow)
+        self.error_label = QLabel()
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet(
+            "QLabel { background: #fde2e1; color: #7a1010; padding: 6px; border-radius: 4px; }"
+        )
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.hide()
+        al.addWidget(self.error_label)
+        self.perm_box = QFrame()
+        self.perm_box.setFrameShape(QFrame.Shape.StyledPanel)
+        self.perm_layout = QVBoxLayout(self.perm_box)
+        self.perm_box.hide()
+        al.addWidget(self.perm_box)
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        self.text_view = QPlainTextEdit()
+        self.text_view.setReadOnly(True)
+        self.text_view.setPlaceholderText("The agent's answer appears here as it streams.")
+        lower.addWidget(self.text_view)
+        side = QWidget()
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(0, 0, 0, 0)
+        self.tools_view = QTreeWidget()
+        self.tools_view.setHeaderLabels(["Tool", "Status", "Detail"])
+        self.tools_view.setRootIsDecorated(False)
+        sl.addWidget(self.tools_view, 1)
+        self.todo_label = QLabel("Todo")
+        sl.addWidget(self.todo_label)
+        self.todo_list = QListWidget()
+        sl.addWidget(self.todo_list, 1)
+        lower.addWidget(side)
+        al.addWidget(lower, 1)
+        split.addWidget(act)
+        split.setStretchFactor(2, 1)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if (
+            watched is self.prompt
+            and event.type() == QEvent.Type.KeyPress
+            and isinstance(event, QKeyEvent)
+            and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+            and event.modifiers() & Qt.KeyboardModifier.ControlModifier
+        ):
+            self.send()
+            return True
+        return super().eventFilter(watched, event)
+
+    # ------------------------------------------------------------------------------ target
+
+    def set_session_target(
+        self, record: SessionRecord | None, password_provider: PasswordProvider | None
+    ) -> None:
+        """Follow ``record``'s server (see the class docstring); ``None`` disables the panel."""
+        previous = self.service.record
+        self.service.set_target(record, password_provider)
+        changed = previous is None or record is None or previous.session_id != record.session_id
+        if record is None:
+            self.target_label.setText(
+                "No dev server is running for this workspace. Start it to run agent tasks."
+            )
+            self._sessions = []
+            self.table.setRowCount(0)
+        else:
+            self.target_label.setText(f"OpenCode sessions of {record.workspace_path}")
+            if changed:
+                self._sessions = []
+                self.table.setRowCount(0)
+                self._reset_activity()
+            self.service.refresh_sessions()
+        self._update_buttons()
+
+    # ---------------------------------------------------------------------------- sessions
+
+    def selected_session(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        item = self.table.item(rows[0].row(), 0)
+        return str(item.data(Qt.ItemDataRole.UserRole)) if item else None
+
+    def _on_sessions(self, infos: list[SessionInfo]) -> None:
+        keep = self._select_after_refresh or self.selected_session()
+        self._select_after_refresh = None
+        self._sessions = list(infos)
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(infos))
+        running = self.service.running_session
+        for r, info in enumerate(infos):
+            title = info.title or info.id
+            if info.id == running:
+                title = "▶ " + title
+            t = QTableWidgetItem(title)
+            t.setData(Qt.ItemDataRole.UserRole, info.id)
+            t.setToolTip(info.id)
+            self.table.setItem(r, 0, t)
+            for col, (text, value) in enumerate(
+                (
+                    (when(info.created), info.created),
+                    (when(info.updated), info.updated),
+                    (f"{info.tokens_input + info.tokens_output:,}", info.tokens_input),
+                    (f"${info.cost:.4f}", info.cost),
+                ),
+                start=1,
+            ):
+                it = _NumberItem(text)
+                it.setData(Qt.ItemDataRole.UserRole, value)
+                if col >= 3:
+                    it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(r, col, it)
+        if keep:
+            self._select(keep)
+        self._update_buttons()
+
+    def _select(self, session_id: str) -> None:
+        for r in range(self.table.rowCount()):
+            item = self.table.item(r, 0)
+            if item is not None and item.data(Qt.ItemDataRole.UserRole) == session_id:
+                self.table.selectRow(r)
+                return
+
+    def _on_session_created(self, session_id: str) -> None:
+        self._select_after_refresh = session_id
+        self._select(session_id)
+
+    def _on_double_click(self, item: QTableWidgetItem) -> None:
+        first = self.table.item(item.row(), 0)
+        sid = first.data(Qt.ItemDataRole.UserRole) if first is not None else None
+        if sid:
+            self.open_session_requested.emit(str(sid))
+
+    def _new(self) -> None:
+        self.service.new_session("")
+
+    def _rename(self) -> None:
+        sid = self.selected_session()
+        if not sid:
+            return
+        current = next((i.title for i in self._sessions if i.id == sid), "")
+        title, ok = QInputDialog.getText(self, "Rename session", "Title:", text=current)
+        if ok and title.strip():
+            self.service.rename_session(sid, title.strip())
+
+    def _abort_selected(self) -> None:
+        sid = self.selected_session()
+        if sid:
+            self.service.abort(sid)
+
+    def _delete(self) -> None:
+        sid = self.selected_session()
+        if not sid:
+            return
+        title = next((i.title for i in self._sessions if i.id == sid), sid)
+        answer = QMessageBox.question(
+            self, "Delete session", f"Delete the session “{title}” and its history?"
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.service.delete_session(sid)
+
+    def _update_buttons(self) -> None:
+        has_target = self.service.record is not None
+        selected = self.selected_session() is not None
+        running = self.service.running
+        self.new_btn.setEnabled(has_target)
+        self.refresh_btn.setEnabled(has_target)
+        self.rename_btn.setEnabled(has_target and selected)
+        self.abort_btn.setEnabled(has_target and selected)
+        self.delete_btn.setEnabled(has_target and selected)
+        self.send_btn.setEnabled(has_target and not running)
+        self.stop_btn.setEnabled(running)
+        self.prompt.setEnabled(has_target)
+        sid = self.selected_session()
+        if sid:
+            title = next((i.title for i in self._sessions if i.id == sid), sid)
+            self.runs_in_label.setText(f"Runs in: {title}")
+        else:
+            self.runs_in_label.setText("Runs in: a new session")
+
+    # ------------------------------------------------------------------------------- tasks
+
+    def send(self) -> None:
+        text = self.prompt.toPlainText().strip()
+        if not text or self.service.running or self.service.record is None:
+            return
+        self._reset_activity()
+        if self.service.run_prompt(text, self.selected_session()):
+            self.prompt.clear()
+
+    def _reset_activity(self) -> None:
+        self._shown_text = ""
+        self.text_view.clear()
+        self.tools_view.clear()
+        self.todo_list.clear()
+        self.todo_label.setText("Todo")
+        self.usage_label.clear()
+        self.error_label.hide()
+        self.status_label.setText("Idle")
+        self._set_permissions({})
+
+    def _on_running(self, running: bool) -> None:
+        self._update_buttons()
+
+    def _on_state(self, st: TaskState) -> None:
+        # status
+        if st.error is not None or st.aborted:
+            status = "Aborted" if st.aborted else "Failed"
+        elif st.status == "retry":
+            wait = max(0.0, st.retry_at - time.time()) if st.retry_at else 0.0
+            status = f"Retrying in {wait:.0f} s: {st.retry_message}"
+        elif st.busy:
+            status = "Busy: the agent is working…"
+        elif st.done:
+            status = "Done"
+        else:
+            status = "Idle" if not self.service.running else "Starting…"
+        if not st.connected:
+            status += " (event stream lost, reconnecting…)"
+        self.status_label.setText(status)
+        self.usage_label.setText(
+            f"{st.tokens_input:,} in / {st.tokens_output:,} out tokens · ${st.cost:.4f}"
+        )
+        # streamed text: append only what is new
+        if st.text != self._shown_text:
+            if st.text.startswith(self._shown_text):
+                cursor = self.text_view.textCursor()
+                cursor.movePosition(QTextCursor.MoveOperation.End)
+                cursor.insertText(st.text[len(self._shown_text) :])
+            else:
+                self.text_view.setPlainText(st.text)
+            self._shown_text = st.text
+            self.text_view.moveCursor(QTextCursor.MoveOperation.End)
+        # tools
+        for i, call_id in enumerate(st.tool_order):
+            tool = st.tools[call_id]
+            item = self.tools_view.topLevelItem(i)
+            if item is None:
+                item = QTreeWidgetItem(self.tools_view)
+            detail = tool.error or tool.title
+            item.setText(0, tool.tool)
+            item.setText(1, TOOL_STATUS.get(tool.status, tool.status))
+            item.setText(2, detail)
+            item.setToolTip(2, detail)
+        # todos
+        self.todo_list.clear()
+        for todo in st.todos:
+            it = QListWidgetItem(str(todo.get("content", "")))
+            it.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            done = todo.get("status") == "completed"
+            it.setCheckState(Qt.CheckState.Checked if done else Qt.CheckState.Unchecked)
+            if todo.get("status") == "in_progress":
+                it.setText("▶ " + it.text())
+            elif todo.get("status") == "cancelled":
+                it.setText(it.text() + " (cancelled)")
+            self.todo_list.addItem(it)
+        if st.todos:
+            done_n, total = st.todo_progress
+            self.todo_label.setText(f"Todo: {done_n} of {total} done")
+        else:
+            self.todo_label.setText("Todo")
+        # errors and permissions
+        if st.error is not None:
+            self._show_error(st.error)
+        self._set_permissions(st.permissions)
+
+    def _show_error(self, e: SmartSpecError) -> None:
+        self.error_label.setText(plain_error(e))
+        self.error_label.show()
+
+    def _set_permissions(self, perms: dict[str, dict[str, Any]]) -> None:
+        for pid in list(self._perm_rows):
+            if pid not in perms:
+                self._perm_rows.pop(pid).deleteLater()
+        for pid, perm in perms.items():
+            if pid in self._perm_rows:
+                continue
+            row = QWidget()
+            row.setObjectName(f"permission-{pid}")
+            lay = QHBoxLayout(row)
+            lay.setContentsMargins(0, 0, 0, 0)
+            label = QLabel(permission_text(perm))
+            label.setWordWrap(True)
+            lay.addWidget(label, 1)
+            for text, reply in (("Allow once", "once"), ("Always", "always"), ("Deny", "reject")):
+                b = QPushButton(text)
+                b.setObjectName(f"permission-{reply}")
+                b.clicked.connect(lambda _=False, p=pid, r=reply, w=row: self._answer(p, r, w))
+                lay.addWidget(b)
+            self.perm_layout.addWidget(row)
+            self._perm_rows[pid] = row
+        self.perm_box.setVisible(bool(self._perm_rows))
+
+    def _answer(self, request_id: str, reply: str, row: QWidget) -> None:
+        row.setEnabled(False)  # until the server confirms with permission.replied
+        self.service.reply_permission(request_id, reply)
+
+    def _on_finished(self, ok: bool, summary: str) -> None:
+        if ok:
+            self.status_label.setText("Done")
+        self._update_buttons()
+        self.task_finished.emit(ok, summary)
+
+    def _on_error(self, e: SmartSpecError) -> None:
+        self._show_error(e)
+        self._update_buttons()
