@@ -213,8 +213,12 @@ def open_openwork(
     *,
     progress: Progress | None = None,
     opener: Opener | None = None,
+    session_id: str | None = None,
 ) -> LaunchOutcome:
-    """Open OpenWork (or, without openwork-server, OpenCode's web UI) for the workspace."""
+    """Open OpenWork (or, without openwork-server, OpenCode's web UI) for the workspace.
+
+    ``session_id`` deep-links OpenCode's web UI to that session (OpenWork opens on its own
+    session list: it has no deep link for a session of a server it is attached to)."""
     say = progress or _quiet
     open_url = opener or _default_opener
     mode = (sessions.settings.openwork_mode or "auto").strip().lower()
@@ -239,7 +243,9 @@ def open_openwork(
     rec = _running_record(sessions, workspace, say)
     if binary is not None:
         return _open_with_openwork_server(sessions, rec, binary, say, open_url)
-    return _open_web_ui(sessions, rec, say, open_url, notice=mode == "auto")
+    return _open_web_ui(
+        sessions, rec, say, open_url, notice=mode == "auto", session_id=session_id
+    )
 
 
 def find_openwork_server(
@@ -527,11 +533,18 @@ def _latest_session(client: OpenCodeClient, workspace: str) -> str:
 
 
 def _open_web_ui(
-    sessions: SessionManager, rec: SessionRecord, say: Progress, open_url: Opener, *, notice: bool
+    sessions: SessionManager,
+    rec: SessionRecord,
+    say: Progress,
+    open_url: Opener,
+    *,
+    notice: bool,
+    session_id: str | None = None,
 ) -> LaunchOutcome:
     password = sessions.password(rec)
-    with OpenCodeClient(rec.url, password, timeout=15.0) as client:
-        session_id = _latest_session(client, rec.workspace_path)
+    if not session_id:
+        with OpenCodeClient(rec.url, password, timeout=15.0) as client:
+            session_id = _latest_session(client, rec.workspace_path)
     path = web_ui_path(rec.workspace_path, session_id)
     host = rec.url.split("://", 1)[1]
     target = f"http://{USERNAME}:{quote(password, safe='')}@{host}{path}"

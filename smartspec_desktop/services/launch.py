@@ -38,20 +38,21 @@ class LaunchService(QObject):
         self._popen: dict[str, Any] = {"popen": popen} if popen is not None else {}
         self.busy: dict[str, str] = {}
 
-    def open_openwork(self, workspace: str) -> None:
-        self._launch(workspace, OPENWORK)
+    def open_openwork(self, workspace: str, session_id: str | None = None) -> None:
+        """``session_id``: deep-link to that OpenCode session where the UI allows it."""
+        self._launch(workspace, OPENWORK, session_id)
 
     def open_cli(self, workspace: str) -> None:
         self._launch(workspace, CLI)
 
-    def _launch(self, workspace: str, what: str) -> None:
+    def _launch(self, workspace: str, what: str, session_id: str | None = None) -> None:
         if self.busy.get(workspace):
             return
         self.busy[workspace] = what
         self.busy_changed.emit(workspace, what)
         if what == OPENWORK:
             call = lambda: launchers.open_openwork(  # noqa: E731
-                self.manager, workspace, progress=say, opener=self.opener
+                self.manager, workspace, progress=say, opener=self.opener, session_id=session_id
             )
         else:
             call = lambda: launchers.open_cli(  # noqa: E731

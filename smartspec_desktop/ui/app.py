@@ -19,7 +19,7 @@ from filelock import FileLock, Timeout
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication
 
 from smartspec_desktop import APP_NAME
 from smartspec_desktop.core.context import Core, build_core
@@ -31,7 +31,9 @@ from smartspec_desktop.resources import resource_path
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.sessions import SessionService
+from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.ui.activity import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,8 @@ class Application:
         self.sessions = SessionService(core.sessions, self.jobs)
         self.account = AccountService(core.settings, core.credentials, self.jobs)
         self.launch = LaunchService(core.sessions, self.jobs)
-        self.agent_panel = self._agent_panel()
+        self.tasks = TaskService(self.jobs)
+        self.agent_panel = AgentPanel(self.tasks)
         icon = QIcon(str(resource_path("icon.svg")))
         self.window = MainWindow(
             core,
@@ -103,9 +106,6 @@ class Application:
         )
         self.window.quit_ready.connect(self.qapp.quit)
         self.server: QLocalServer | None = None
-
-    def _agent_panel(self) -> QWidget | None:
-        return None
 
     def listen(self, name: str) -> None:
         """Become the single instance for this data folder."""
@@ -134,6 +134,7 @@ class Application:
 
     def shutdown(self) -> None:
         self.sessions.timer.stop()
+        self.tasks.shutdown(wait_ms=3000)
         self.jobs.wait(5000)
         if self.server is not None:
             self.server.close()

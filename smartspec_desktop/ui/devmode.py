@@ -39,6 +39,7 @@ from smartspec_desktop.services.sessions import (
     STOPPING,
     SessionService,
 )
+from smartspec_desktop.ui.activity import AgentPanel
 from smartspec_desktop.ui.widgets import STATUS_LABELS, Banner, LogView, status_icon
 
 ROLE_PATH = Qt.ItemDataRole.UserRole
@@ -86,13 +87,15 @@ class DevModePanel(QWidget):
         settings: Settings,
         *,
         launch: object | None = None,
-        agent_panel: QWidget | None = None,
+        agent_panel: AgentPanel | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.sessions = sessions
         self.settings = settings
         self.launch = launch
+        self.agent_panel = agent_panel
+        self._agent_target: str | None = None  # session id the agent panel follows
         self.current = ""
         #: The latest line per workspace (progress while busy, then the outcome); "" = app-wide.
         self._messages: dict[str, str] = {}
@@ -114,6 +117,8 @@ class DevModePanel(QWidget):
             launch.failed.connect(self._on_failed)  # type: ignore[attr-defined]
             launch.busy_changed.connect(lambda ws, _w: self._render_detail())  # type: ignore[attr-defined]
         self.banner.action_clicked.connect(self._on_banner_action)
+        if agent_panel is not None:
+            agent_panel.open_session_requested.connect(self._open_session)
         self.uptime_timer = QTimer(self)
         self.uptime_timer.setInterval(1000)
         self.uptime_timer.timeout.connect(self._render_status)
@@ -349,6 +354,10 @@ class DevModePanel(QWidget):
         if self.current and self.launch is not None:
             self.launch.open_cli(self.current)  # type: ignore[attr-defined]
 
+    def _open_session(self, session_id: str) -> None:
+        if self.current and self.launch is not None:
+            self.launch.open_openwork(self.current, session_id)  # type: ignore[attr-defined]
+
     def _copy_url(self) -> None:
         state = self.sessions.state_of(self.current) if self.current else None
         if state and state.record and state.record.url:
@@ -439,12 +448,22 @@ class DevModePanel(QWidget):
             line = {STARTING: "Starting …", STOPPING: "Stopping …"}.get(status, "Opening …")
         installing = self._messages.get("") if self.sessions.busy.get("*install") else ""
         self.progress_label.setText(installing or line)
+        self._retarget_agent(rec if running else None)
         if rec is not None and rec.log_path:
             self.log_view.follow(rec.log_path)
         elif ws and rec is None:
             self.log_view.follow("")
 
     # ------------------------------------------------------------------------- signals
+
+    def _retarget_agent(self, rec: SessionRecord | None) -> None:
+        """Point the agent panel at the selected workspace's server when that changes."""
+        if self.agent_panel is None:
+            return
+        sid = rec.session_id if rec is not None else None
+        if sid != self._agent_target:
+            self._agent_target = sid
+            self.agent_panel.set_session_target(rec, self.sessions.manager.password)
 
     def _say(self, ws: str, line: str) -> None:
         self._messages[ws] = line

@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QMenu,
     QSystemTrayIcon,
     QTabWidget,
-    QWidget,
 )
 
 from smartspec_desktop import __version__
@@ -25,6 +24,7 @@ from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.sessions import SessionService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.account import AccountPage, format_credits
+from smartspec_desktop.ui.activity import AgentPanel
 from smartspec_desktop.ui.devmode import DevModePanel
 from smartspec_desktop.ui.settings_page import SettingsPage
 from smartspec_desktop.ui.widgets import STATUS_LABELS
@@ -46,7 +46,7 @@ class MainWindow(QMainWindow):
         account: AccountService,
         *,
         launch: Any | None = None,
-        agent_panel: QWidget | None = None,
+        agent_panel: AgentPanel | None = None,
         icon: QIcon | None = None,
         tray: bool = True,
     ) -> None:
@@ -90,6 +90,8 @@ class MainWindow(QMainWindow):
         sessions.started.connect(lambda _ws, _r: self.save_settings())
         sessions.records_changed.connect(self._update_tray)
         sessions.crashed.connect(self._notify_crash)
+        if agent_panel is not None:
+            agent_panel.task_finished.connect(self._task_finished)
 
         for w in core.warnings:
             self.devmode.banner.show_message("warning", w)
@@ -185,6 +187,10 @@ class MainWindow(QMainWindow):
             self.tray.showMessage(title, message, QSystemTrayIcon.MessageIcon.Information, 8000)
         else:
             self.statusBar().showMessage(f"{title}: {message}", 8000)
+
+    def _task_finished(self, ok: bool, summary: str) -> None:
+        self.notify("Task finished" if ok else "Task did not finish", summary)
+        self.account.refresh_balance()  # once per task: the backend's rate limit is shared
 
     def _notify_crash(self, rec: Any) -> None:
         self.notify(

@@ -21,7 +21,9 @@ from smartspec_desktop.paths import Paths
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.sessions import SessionService
+from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.ui.activity import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
 from tests.conftest import Sandbox
 
@@ -106,7 +108,9 @@ def gui(qtbot, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gu
     account = AccountService(core.settings, core.credentials, jobs)
     browser = BrowserStandIn()
     launch = LaunchService(core.sessions, jobs, opener=browser)
-    window = MainWindow(core, jobs, sessions, account, launch=launch, tray=False)
+    tasks = TaskService(jobs)
+    agent = AgentPanel(tasks)
+    window = MainWindow(core, jobs, sessions, account, launch=launch, agent_panel=agent, tray=False)
     qtbot.addWidget(window)
     window.show()
     sessions.start_polling()
@@ -116,6 +120,7 @@ def gui(qtbot, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gu
         yield g
     finally:
         sessions.timer.stop()
+        tasks.shutdown(wait_ms=5000)
         window.devmode.log_view.timer.stop()
         jobs.wait(60_000)
         core.sessions.stop_all()

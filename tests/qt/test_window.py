@@ -17,6 +17,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from smartspec_desktop.core.secrets import MemoryStore
+from tests.backend_standin import Text
 from tests.conftest import server_processes
 from tests.qt.conftest import Gui, Heartbeat
 
@@ -350,3 +351,27 @@ def test_open_cli_without_a_terminal_points_to_settings(gui: Gui, qtbot, monkeyp
     assert "Terminal" in panel.banner.text.text()
     qtbot.mouseClick(panel.banner.action, Qt.MouseButton.LeftButton)
     assert gui.window.tabs.currentWidget() is gui.window.settings_page
+
+
+def test_a_task_run_from_the_agent_tab_refreshes_the_balance_once(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    gui.account.sign_in(gui.box.email, "correct horse")
+    qtbot.waitUntil(lambda: "10,000 credits" in gui.window.account_chip.text(), timeout=5000)
+    gui.box.backend.default_step = Text("Done.", prompt_tokens=2000, completion_tokens=1000)
+    panel = gui.window.devmode
+    agent = gui.window.devmode.agent_panel
+    assert agent is not None
+    ws = gui.box.workspace("agent")
+    panel.add_workspace(str(ws))
+    assert not agent.send_btn.isEnabled()  # no server yet
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
+    panel.tabs.setCurrentWidget(agent)
+    agent.prompt.setPlainText("say done")
+    balance_calls = len([r for r in gui.box.backend.requests if r.path == "/api/credits/balance"])
+    with qtbot.waitSignal(agent.task_finished, timeout=START_MS) as done:
+        qtbot.mouseClick(agent.send_btn, Qt.MouseButton.LeftButton)
+    assert done.args[0] is True
+    assert "Task finished" in gui.window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: "10,000 credits" not in gui.window.account_chip.text(), timeout=5000)
+    after = [r for r in gui.box.backend.requests if r.path == "/api/credits/balance"]
+    assert len(after) == balance_calls + 1
