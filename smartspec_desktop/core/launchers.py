@@ -333,6 +333,8 @@ def _open_with_openwork_server(
             say("Reusing the running OpenWork server …")
             _open_in_browser(open_url, url + "/")
             return LaunchOutcome(f"Opened OpenWork for {rec.workspace_path} at {url}/.", url=url)
+        say("Replacing an OpenWork server that does not answer …")
+        _kill_child(child)
     _drop_children(sessions, rec.session_id, OPENWORK_KIND)
     password = sessions.password(rec)
     opencode_bin = rec.opencode_path or sessions.find_opencode().path
@@ -470,6 +472,15 @@ def _kill_popen_tree(proc: subprocess.Popen[bytes]) -> None:
         kill_tree(p, grace=3.0)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
+
+
+def _kill_child(child: Mapping[str, Any]) -> None:
+    for key in ("supervisor_pid", "pid"):
+        pid, ctime = child.get(key), child.get(key.replace("pid", "create_time"))
+        if isinstance(pid, int) and isinstance(ctime, int | float) and pid:
+            proc = ProcIdentity(pid, float(ctime)).process()
+            if proc is not None:
+                kill_tree(proc, grace=3.0)
 
 
 def _drop_children(sessions: SessionManager, session_id: str, kind: str) -> None:
