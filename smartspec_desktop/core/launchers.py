@@ -40,8 +40,11 @@ project list lives in the browser's per-origin storage, so a bare ``/`` would sh
 ``/<workspace>`` without a session fails in 1.18.33's UI). Residual risk: on macOS/Windows another
 local user who reads the token from ``ps`` before the browser requests it (a window of a second
 or so) could fetch the redirect; the user then sees "already used" and should restart the
-server. The browser keeps the password for the origin until it quits (it dies with the server's
-port anyway). Firefox asks once to confirm the sign-in as "opencode".
+server. The browser keeps the password for the origin until it quits, and Chromium also writes
+the redirected address (with the password) into the session-restore files of the user's own
+profile (its history keeps the address without it; both verified); the password is fresh per
+server start and useless once the server stops. Firefox asks once to confirm the sign-in as
+"opencode".
 """
 
 from __future__ import annotations
@@ -214,7 +217,12 @@ def open_openwork(
     progress: Progress | None = None,
     opener: Opener | None = None,
 ) -> LaunchOutcome:
-    """Open OpenWork (or, without openwork-server, OpenCode's web UI) for the workspace."""
+    """Open OpenWork (or, without openwork-server, OpenCode's web UI) for the workspace.
+
+    ``opener`` defaults to :func:`webbrowser.open`; it gets a URL without any password. On the
+    web UI path this returns once the browser fetched the one-shot page (at most
+    ``HANDOFF_TIMEOUT`` seconds).
+    """
     say = progress or _quiet
     open_url = opener or _default_opener
     mode = (sessions.settings.openwork_mode or "auto").strip().lower()
@@ -389,7 +397,7 @@ def _spawn_openwork(
     sup = SessionManager._spawn_supervisor(cmd, env, rec.workspace_path)
     # Kept so it is reaped while we live (no zombie, no ResourceWarning); stop() drops it.
     with sessions._children_lock:
-        sessions._children[f"{rec.session_id}/{OPENWORK_KIND}"] = sup
+        sessions._children[f"{rec.session_id}/{OPENWORK_KIND}/{sup.pid}"] = sup
     url = f"http://{ports.HOST}:{port}"
     try:
         pid = SessionManager._handshake(sup, log_path)

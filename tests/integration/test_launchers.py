@@ -247,6 +247,17 @@ def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
     logs = sandbox.cli("logs", str(ws), "--openwork")
     assert logs.returncode == 0 and "openwork-standin listening" in logs.stdout
 
+    # One that stopped answering is replaced (and the old one killed), not left running.
+    hung = psutil.Process(child["pid"])
+    hung.suspend()
+    replaced = open_openwork(sm, str(ws), opener=lambda url: True)
+    assert not hung.is_running() or hung.status() == psutil.STATUS_ZOMBIE
+    rec = sm.get(str(ws))
+    assert rec is not None
+    (child,) = live_children(rec, "openwork")
+    assert replaced.url == child["url"] and child["pid"] != hung.pid
+    assert len(report.read_text().splitlines()) == 2
+
     # Stopping the session stops it too.
     procs = [psutil.Process(child["pid"]), psutil.Process(child["supervisor_pid"])]
     sm.stop(str(ws))
