@@ -183,6 +183,9 @@ def open_cli(
         ) from None
     code = _early_exit_code(proc)
     if code:
+        if launch.script_path:  # never run, so it did not delete itself
+            with contextlib.suppress(OSError):
+                os.unlink(launch.script_path)
         raise LaunchError(
             f"The terminal {launch.terminal} exited at once with code {code}.",
             "Check that it can open a window here (a display is needed), or choose another "
