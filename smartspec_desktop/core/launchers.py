@@ -40,8 +40,11 @@ project list lives in the browser's per-origin storage, so a bare ``/`` would sh
 ``/<workspace>`` without a session fails in 1.18.33's UI). Residual risk: on macOS/Windows another
 local user who reads the token from ``ps`` before the browser requests it (a window of a second
 or so) could fetch the redirect; the user then sees "already used" and should restart the
-server. The browser keeps the password for the origin until it quits (it dies with the server's
-port anyway). Firefox asks once to confirm the sign-in as "opencode".
+server. The browser keeps the password for the origin until it quits, and Chromium also writes
+the redirected address (with the password) into the session-restore files of the user's own
+profile (its history keeps the address without it; both verified); the password is fresh per
+server start and useless once the server stops. Firefox asks once to confirm the sign-in as
+"opencode".
 """
 
 from __future__ import annotations
@@ -180,6 +183,9 @@ def open_cli(
         ) from None
     code = _early_exit_code(proc)
     if code:
+        if launch.script_path:  # never run, so it did not delete itself
+            with contextlib.suppress(OSError):
+                os.unlink(launch.script_path)
         raise LaunchError(
             f"The terminal {launch.terminal} exited at once with code {code}.",
             "Check that it can open a window here (a display is needed), or choose another "
@@ -217,8 +223,12 @@ def open_openwork(
 ) -> LaunchOutcome:
     """Open OpenWork (or, without openwork-server, OpenCode's web UI) for the workspace.
 
-    ``session_id`` deep-links OpenCode's web UI to that session (OpenWork opens on its own
-    session list: it has no deep link for a session of a server it is attached to)."""
+    ``opener`` defaults to :func:`webbrowser.open`; it gets a URL without any password. On the
+    web UI path this returns once the browser fetched the one-shot page (at most
+    ``HANDOFF_TIMEOUT`` seconds). ``session_id`` deep-links OpenCode's web UI to that session
+    (OpenWork opens on its own session list: it has no deep link for a session of a server it is
+    attached to).
+    """
     say = progress or _quiet
     open_url = opener or _default_opener
     mode = (sessions.settings.openwork_mode or "auto").strip().lower()
@@ -339,6 +349,8 @@ def _open_with_openwork_server(
             say("Reusing the running OpenWork server …")
             _open_in_browser(open_url, url + "/")
             return LaunchOutcome(f"Opened OpenWork for {rec.workspace_path} at {url}/.", url=url)
+        say("Replacing an OpenWork server that does not answer …")
+        _kill_child(child)
     _drop_children(sessions, rec.session_id, OPENWORK_KIND)
     password = sessions.password(rec)
     opencode_bin = rec.opencode_path or sessions.find_opencode().path
@@ -393,7 +405,7 @@ def _spawn_openwork(
     sup = SessionManager._spawn_supervisor(cmd, env, rec.workspace_path)
     # Kept so it is reaped while we live (no zombie, no ResourceWarning); stop() drops it.
     with sessions._children_lock:
-        sessions._children[f"{rec.session_id}/{OPENWORK_KIND}"] = sup
+        sessions._children[f"{rec.session_id}/{OPENWORK_KIND}/{sup.pid}"] = sup
     url = f"http://{ports.HOST}:{port}"
     try:
         pid = SessionManager._handshake(sup, log_path)
@@ -476,6 +488,15 @@ def _kill_popen_tree(proc: subprocess.Popen[bytes]) -> None:
         kill_tree(p, grace=3.0)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
+
+
+def _kill_child(child: Mapping[str, Any]) -> None:
+    for key in ("supervisor_pid", "pid"):
+        pid, ctime = child.get(key), child.get(key.replace("pid", "create_time"))
+        if isinstance(pid, int) and isinstance(ctime, int | float) and pid:
+            proc = ProcIdentity(pid, float(ctime)).process()
+            if proc is not None:
+                kill_tree(proc, grace=3.0)
 
 
 def _drop_children(sessions: SessionManager, session_id: str, kind: str) -> None:

@@ -213,7 +213,12 @@ class SessionManager:
         self._reap_children()
         with self.registry.transaction() as records:
             for sid in list(records):
-                if not self._refresh_record(records[sid]):
+                rec = records[sid]
+                keep = self._refresh_record(rec)
+                if rec.children and not (keep and rec.active):
+                    # A child (openwork-server) is useless once its server is gone.
+                    self._kill_children(rec)
+                if not keep:
                     self._forget(records, sid, reason="its processes are gone")
             return sorted(records.values(), key=lambda r: r.created_at)
 
@@ -619,25 +624,32 @@ class SessionManager:
 
     def _terminate(self, rec: SessionRecord, grace: float = 5.0) -> list[psutil.Process]:
         """Kill the server's whole tree, but only processes that are provably ours."""
-        leftovers: list[psutil.Process] = []
-        pairs = []
         # Children first (e.g. openwork-server, in process groups of their own), then the server.
-        for child in rec.children:
-            for key in ("supervisor_pid", "pid"):
-                pid, ctime = child.get(key), child.get(key.replace("pid", "create_time"))
-                if isinstance(pid, int) and isinstance(ctime, int | float):
-                    pairs.append((pid, float(ctime)))
-        pairs += [
+        leftovers = self._kill_children(rec, grace=grace)
+        for pid, ctime in (
             (rec.supervisor_pid, rec.supervisor_create_time),
             (rec.pid, rec.create_time),
-        ]
-        for pid, ctime in pairs:
+        ):
             if not pid:
                 continue
             proc = ProcIdentity(pid, ctime).process()
             if proc is not None:
                 leftovers += kill_tree(proc, grace=grace)
         self._reap_children()
+        return leftovers
+
+    @staticmethod
+    def _kill_children(rec: SessionRecord, grace: float = 5.0) -> list[psutil.Process]:
+        """Kill the processes recorded in ``rec.children`` (identity-checked)."""
+        leftovers: list[psutil.Process] = []
+        for child in rec.children:
+            for key in ("supervisor_pid", "pid"):
+                pid, ctime = child.get(key), child.get(key.replace("pid", "create_time"))
+                if not (isinstance(pid, int) and pid and isinstance(ctime, int | float)):
+                    continue
+                proc = ProcIdentity(pid, float(ctime)).process()
+                if proc is not None:
+                    leftovers += kill_tree(proc, grace=grace)
         return leftovers
 
     def _kill_supervisor_tree(self, sup: subprocess.Popen[bytes]) -> None:

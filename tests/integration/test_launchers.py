@@ -26,7 +26,7 @@ from smartspec_desktop.core.launchers import (
 )
 from smartspec_desktop.core.opencode_api import OpenCodeClient
 from smartspec_desktop.core.procs import kill_tree
-from smartspec_desktop.core.secrets import Credentials, FileStore, MemoryStore
+from smartspec_desktop.core.secrets import Credentials, FileStore
 from smartspec_desktop.core.sessions import SessionManager
 from smartspec_desktop.paths import Paths
 from tests.conftest import ROOT, Sandbox
@@ -40,7 +40,9 @@ def manager(box: Sandbox, **settings: object) -> SessionManager:
     """The core in this process, over the sandbox's data dir and environment."""
     paths = Paths.from_base(box.data_dir)
     paths.ensure()
-    creds = Credentials(MemoryStore(), FileStore(paths.state_dir / "secrets"), environ=box.env)
+    # No keyring, like the sandbox's CLI runs: passwords in the same 0600 files they read.
+    files = FileStore(paths.state_dir / "secrets")
+    creds = Credentials(files, files, environ=box.env)
     conf = Settings(backend_url=box.backend.url, **settings)  # type: ignore[arg-type]
     return SessionManager(paths, conf, creds, environ=box.env)
 
@@ -127,14 +129,9 @@ def test_open_openwork_falls_back_to_opencode_web_ui_signed_in(
 
     assert open_openwork(sm, str(ws), opener=http_opener).notice is None
 
-
-def test_open_openwork_without_a_browser_says_so(
-    sandbox: Sandbox, sm_stop: list[SessionManager]
-) -> None:
-    sm = manager(sandbox, openwork_mode="web")
-    sm_stop.append(sm)
+    # No browser at all: said so, with the fix (same server, to keep the test short).
     with pytest.raises(LaunchError) as e:
-        open_openwork(sm, str(sandbox.workspace()), opener=lambda _url: False)
+        open_openwork(sm, str(ws), opener=lambda _url: False)
     assert "No web browser" in e.value.problem and "BROWSER" in e.value.fix
 
 
@@ -177,6 +174,9 @@ def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
     sandbox.env["OPENWORK_STANDIN_REPORT"] = str(report)
     sm = manager(sandbox, openwork_server_path=str(binary))
     sm_stop.append(sm)
+    (sandbox.data_dir / "config" / "settings.json").write_text(
+        json.dumps({"openwork_server_path": str(binary)})  # the same, for CLI runs
+    )
     opened: list[str] = []
 
     def opener(url: str) -> bool:
@@ -226,6 +226,17 @@ def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
     again = open_openwork(sm, str(ws), opener=opener)
     assert again.url == outcome.url and len(report.read_text().splitlines()) == 1
 
+    # The CLI command, with the default opener (webbrowser honours $BROWSER).
+    browser = tmp_path / "browser"
+    seen = tmp_path / "browser-urls"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {seen}\n')
+    browser.chmod(0o755)
+    r = sandbox.cli("open-openwork", str(ws), env=dict(sandbox.env, BROWSER=str(browser)))
+    assert r.returncode == 0, r.stderr
+    assert f"Opened OpenWork for {ws} at http://127.0.0.1:{port}/" in r.stdout
+    assert seen.read_text().split() == [f"http://127.0.0.1:{port}/"]
+    assert len(report.read_text().splitlines()) == 1
+
     # Shown in status, its (redacted) output in a log the log view and `logs --openwork` read.
     status = sandbox.cli("status")
     assert f"openwork http://127.0.0.1:{port} (pid {child['pid']})" in status.stdout
@@ -235,6 +246,17 @@ def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
     assert "client token: ***" in log_text and env["OPENWORK_TOKEN"] not in log_text
     logs = sandbox.cli("logs", str(ws), "--openwork")
     assert logs.returncode == 0 and "openwork-standin listening" in logs.stdout
+
+    # One that stopped answering is replaced (and the old one killed), not left running.
+    hung = psutil.Process(child["pid"])
+    hung.suspend()
+    replaced = open_openwork(sm, str(ws), opener=lambda url: True)
+    assert not hung.is_running() or hung.status() == psutil.STATUS_ZOMBIE
+    rec = sm.get(str(ws))
+    assert rec is not None
+    (child,) = live_children(rec, "openwork")
+    assert replaced.url == child["url"] and child["pid"] != hung.pid
+    assert len(report.read_text().splitlines()) == 2
 
     # Stopping the session stops it too.
     procs = [psutil.Process(child["pid"]), psutil.Process(child["supervisor_pid"])]

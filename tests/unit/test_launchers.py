@@ -259,7 +259,8 @@ def test_peer_check_recognises_our_own_socket() -> None:
                 assert launchers._peer_is_us(port, srv.getsockname()[1])
 
 
-def test_stop_kills_the_sessions_children(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["stop", "server gone"])
+def test_the_sessions_children_die_with_it(tmp_path: Path, how: str) -> None:
     paths = Paths.from_base(tmp_path / "data")
     paths.ensure()
     sm = SessionManager(paths, Settings(), Credentials(MemoryStore(), MemoryStore()))
@@ -272,8 +273,14 @@ def test_stop_kills_the_sessions_children(tmp_path: Path) -> None:
         ctime = psutil.Process(child.pid).create_time()
         rec = record()
         rec.children = [{"kind": "openwork", "pid": child.pid, "create_time": ctime}]
-        # (stop() ends in _terminate; called directly, as the record has no real server)
-        assert sm._terminate(rec, grace=3.0) == []
+        if how == "stop":
+            # stop() ends in _terminate; called directly, as the record has no real server.
+            assert sm._terminate(rec, grace=3.0) == []
+        else:
+            # The record's server (pid 0 here) is gone: refresh forgets it and kills the child.
+            with sm.registry.transaction() as records:
+                records[rec.session_id] = rec
+            assert sm.refresh() == []
         reaper.join(timeout=10)
         assert child.poll() is not None
     finally:
