@@ -175,10 +175,9 @@ def test_concurrent_transactions_do_not_lose_updates(registry: Registry) -> None
 def test_a_stuck_lock_becomes_a_state_error(tmp_path: Path) -> None:
     holder = Registry(tmp_path / "sessions.json")
     waiter = Registry(tmp_path / "sessions.json", lock_timeout=0.1)
-    with holder.transaction():
-        # filelock locks are per-object within a process, like two processes.
-        with pytest.raises(StateError) as ei, waiter.transaction():
-            pass
+    # filelock locks are per-object within a process, like two processes.
+    with holder.transaction(), pytest.raises(StateError) as ei, waiter.transaction():
+        pass
     assert "stayed locked" in ei.value.problem
     assert "close it and try again" in ei.value.fix
 
