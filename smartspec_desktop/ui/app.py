@@ -163,8 +163,25 @@ def _folders_error(paths: Paths, e: OSError) -> int:
     return 1
 
 
+def no_display_error(environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
+    """On Linux/BSD without a display Qt aborts the process: say so instead, with the fix."""
+    if sys.platform in ("win32", "darwin") or environ.get("QT_QPA_PLATFORM"):
+        return None
+    if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "error: no display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set). "
+        "Run it from a desktop session, or use the command line: smartspec-desktop --help "
+        "(start, status, run, stop …).\n"
+    )
+
+
 def run_gui(args: argparse.Namespace) -> int:
     paths = Paths.resolve(getattr(args, "data_dir", None))
+    problem = no_display_error()
+    if problem:
+        sys.stderr.write(problem)
+        return 1
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(qapp, QApplication)
     qapp.setApplicationName("SmartSpec Desktop")
