@@ -37,7 +37,13 @@ LOG_BACKUPS = 3
 def command_prefix() -> list[str]:
     """How to run the supervisor: the frozen app re-executes itself with a hidden flag."""
     if getattr(sys, "frozen", False):
-        return [sys.executable, "--supervise"]
+        exe = Path(sys.executable)
+        # A windowed Windows executable has no stdout for the handshake: use its console twin
+        # (built beside it by build.spec; started with CREATE_NO_WINDOW, so no window flashes).
+        twin = exe.with_name(exe.stem + "-cli" + exe.suffix)
+        if sys.platform == "win32" and twin.exists():
+            exe = twin
+        return [str(exe), "--supervise"]
     return [sys.executable, "-m", "smartspec_desktop.core.supervisor"]
 
 
