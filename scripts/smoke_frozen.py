@@ -139,7 +139,8 @@ def main() -> int:
             assert r.returncode == 0, f"stop failed: {r.stderr}"
             _, alive = psutil.wait_procs(tree, timeout=10)
             assert not alive, f"left running: {[p.pid for p in alive]}"
-            return f"opencode {info['opencode_version']} on port {info['port']} via the frozen supervisor"
+            version, port = info["opencode_version"], info["port"]
+            return f"opencode {version} on port {port} via the frozen supervisor"
 
         def window() -> str:
             if not (ROOT / "smartspec_desktop" / "ui" / "app.py").exists():
