@@ -649,7 +649,12 @@ class SessionManager:
         server_alive = bool(rec.pid) and ProcIdentity(rec.pid, rec.create_time).alive()
         if rec.status == STARTING and not rec.pid:
             owner = ProcIdentity(rec.owner_pid, rec.owner_create_time)
-            return owner.alive()  # its starter died before the server was even spawned
+            if owner.alive():
+                return True
+            # Its starter died before it could record the server: a supervisor (and server) it
+            # spawned may be running unrecorded. Reap them, or they would be orphans for good.
+            self._reap_unrecorded(rec)
+            return False
         if server_alive:
             return True
         info = self._read_exit(rec)
@@ -677,6 +682,24 @@ class SessionManager:
             rec.ended_at = datetime.fromtimestamp(ended, timezone.utc).isoformat(timespec="seconds")
         rec.error = f"OpenCode exited unexpectedly (exit code {rec.exit_code})."
         return True
+
+    @staticmethod
+    def _reap_unrecorded(rec: SessionRecord) -> None:
+        """Kill the supervisor of ``rec`` found by its argv (``--exit-file <this session's
+        file>``): the only identity an unrecorded supervisor has, and one no other program
+        carries, so a reused pid is never hit."""
+        if not rec.exit_file:
+            return
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            for i, arg in enumerate(cmd[:-1]):
+                if arg == "--exit-file" and cmd[i + 1] == rec.exit_file:
+                    log.warning(
+                        "reaping the unrecorded server of %s (its start was interrupted)",
+                        rec.workspace_path,
+                    )
+                    kill_tree(proc, grace=3.0)
+                    break
 
     def _forget(self, records: dict[str, SessionRecord], sid: str, *, reason: str) -> None:
         rec = records.pop(sid, None)

@@ -81,8 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     out.info("[smartspec %s] starting: %s (in %s)", stamp, redact(" ".join(command)), args.cwd)
 
     def handshake(payload: dict[str, object]) -> None:
-        sys.stdout.write(json.dumps(payload) + "\n")
-        sys.stdout.flush()
+        # Whoever started us may be gone (a CLI killed mid-start): keep supervising anyway, so
+        # the server stays logged and the next run can adopt or reap it.
+        try:
+            sys.stdout.write(json.dumps(payload) + "\n")
+            sys.stdout.flush()
+        except OSError:
+            out.info("[smartspec] the starter is gone; supervising on")
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.close(devnull)
