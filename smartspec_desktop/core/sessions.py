@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psutil
@@ -62,6 +63,7 @@ from smartspec_desktop.paths import Paths
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 #: Variables of the user's environment that would change what the server does behind our back.
 SCRUBBED_ENV = (
@@ -336,7 +338,7 @@ class SessionManager:
         api_key = check_api_key_format(api_key)
         say(f"Checking the SmartSpecPro backend at {self.settings.backend_url} …")
         with self.backend_factory(self.settings.backend_url) as backend:
-            backend.gateway_health()
+            self._with_rate_limit_retry(backend.gateway_health, say)
             models = self._with_rate_limit_retry(lambda: backend.models(api_key), say)
         if not models:
             raise ApiKeyRejected(
@@ -347,7 +349,7 @@ class SessionManager:
         return Preflight(binary, api_key, models, model)
 
     @staticmethod
-    def _with_rate_limit_retry(call: Callable[[], list[str]], say: Progress) -> list[str]:
+    def _with_rate_limit_retry(call: Callable[[], T], say: Progress) -> T:
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             try:
                 return call()

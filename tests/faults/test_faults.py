@@ -299,6 +299,15 @@ def test_slow_backend_times_out_with_a_clear_message(sandbox: Sandbox, core: Cor
     assert_nothing_spawned(sandbox, ws)
 
 
+def test_rate_limit_with_retry_after_is_waited_out(sandbox: Sandbox) -> None:
+    ws = sandbox.workspace()
+    sandbox.backend.force_429(1, retry_after=1)
+    r = sandbox.cli("start", str(ws), "--json")
+    assert r.returncode == 0, r.stderr
+    assert "Rate limited" in r.stderr and "retrying in 1 s" in r.stderr
+    assert json.loads(r.stdout)["status"] == "running"
+
+
 def test_rate_limit_that_does_not_end_fails_clearly(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
     sandbox.backend.force_429(1, retry_after=120)
