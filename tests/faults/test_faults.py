@@ -258,10 +258,10 @@ def test_damaged_state_file_is_survived(sandbox: Sandbox) -> None:
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout) == [], content
         assert "unreadable" in r.stderr and "moved aside" in r.stderr
+        # Started afresh: a valid, empty state was written back (a later start records into it;
+        # test_corrupt_state_file_is_moved_aside starts a server after the same recovery).
+        assert sandbox.state() == {"version": 1, "sessions": {}}
     assert len(list(state.glob("sessions.json.corrupt-*"))) >= 1  # kept for a bug report
-    info = sandbox.cli_json("start", str(sandbox.workspace()))
-    assert info["status"] == "running"
-    assert [s["session_id"] for s in sandbox.cli_json("status")] == [info["session_id"]]
 
 
 @pytest.mark.parametrize("blocker", ["state-dir-is-a-file", "state-file-is-a-dir"])
