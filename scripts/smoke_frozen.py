@@ -64,9 +64,8 @@ def run(
 
 
 def main() -> int:
-    exe = Path(
-        sys.argv[1] if len(sys.argv) > 1 else ROOT / "dist/smartspec-desktop/smartspec-desktop"
-    )
+    default = ROOT / "dist" / "smartspec-desktop" / "smartspec-desktop"
+    exe = (Path(sys.argv[1]) if len(sys.argv) > 1 else default).absolute()
     if not exe.exists():
         print(f"FAIL  no frozen app at {exe}: build it first (scripts/build-app)")
         return 1
