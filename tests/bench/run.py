@@ -7,7 +7,9 @@ or PATH; ``bash tests/run-tests`` puts the pinned one first, or run
 tests.bench.run``).
 
 1. click→ready: ``SessionManager.start`` until healthy vs bare ``opencode serve`` until healthy
-   (median of ``--runs`` each, alternating; one warm-up of each first), and the ratio;
+   (median of ``--runs`` each, alternating; one warm-up of each first), and the ratio. Both sides
+   get ports nobody else uses (a private preferred range for ours, an OS-picked one for bare),
+   so programs on 3795-3800 (e.g. tests running at the same time) cannot force retries;
 2. stop: ``SessionManager.stop`` until stopped, and processes of the tree left afterwards;
 3. GUI event-loop gap while 3 workspaces start/stop at once: placeholder (see below);
 4. app cold start to window shown (``SMARTSPEC_EXIT_AFTER_SHOWN=1`` hook) and the app process's
@@ -22,6 +24,7 @@ import argparse
 import contextlib
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -48,6 +51,10 @@ from tests.backend_standin import BackendStandIn
 from tests.conftest import find_test_opencode, reap, sandbox_env
 
 MB = 1024 * 1024
+
+
+class _PortConflict(Exception):
+    pass
 
 
 @dataclass
@@ -105,8 +112,20 @@ class Bench:
 
     # --------------------------------------------------------------------- 1 and 2: ours
 
+    def use_private_ports(self, n: int) -> None:
+        """Point the preferred range at ``n`` free ports of our own: other programs using
+        3795-3800 (tests running at the same time) would otherwise make starts retry."""
+        for _ in range(100):
+            base = random.randrange(40000, 60000)
+            if all(ports.port_is_free(p) for p in range(base, base + n)):
+                self.core.settings.port_range_start = base
+                self.core.settings.port_range_end = base + n - 1
+                return
+        raise RuntimeError("no block of free ports found")
+
     def ours_start_stop(self, ws: str) -> tuple[float, float, int]:
         """(seconds to healthy, seconds to stopped, processes left after stop)."""
+        self.use_private_ports(1)
         t0 = time.perf_counter()
         result = self.core.sessions.start(ws)
         ready = time.perf_counter() - t0
@@ -122,8 +141,17 @@ class Bench:
     # ------------------------------------------------------------------------- 1: bare
 
     def bare_start(self, ws: str) -> float:
-        """Bare ``opencode serve`` (same config, password and port choice) until healthy."""
-        port, _ = ports.pick_port(self.core.settings.port_range())
+        """Bare ``opencode serve`` (same config and password) until healthy. The port is one the
+        OS picks, so other programs using 3795-3800 do not collide with it; a failed attempt
+        (port taken between pick and bind) is retried, like the app does."""
+        for _ in range(3):
+            try:
+                return self._bare_start_once(ws, ports.os_assigned_port())
+            except _PortConflict as e:
+                print(f"  bare: {e}; retrying on another port", file=sys.stderr)
+        raise RuntimeError("bare opencode failed three times")
+
+    def _bare_start_once(self, ws: str, port: int) -> float:
         password = "bench-" + os.urandom(8).hex()
         gateway = self.backend.url + "/v1/opencode"
         models = self.backend.models
@@ -151,6 +179,8 @@ class Bench:
                 while time.monotonic() < deadline:
                     if proc.poll() is not None:
                         tail = (self.root / "bare.log").read_text(errors="replace")[-800:]
+                        if "ServeError" in tail or "EADDRINUSE" in tail:
+                            raise _PortConflict(f"port {port} was taken")
                         raise RuntimeError(f"bare opencode exited with {proc.returncode}: {tail}")
                     with contextlib.suppress(httpx.HTTPError, ValueError):
                         r = c.get(f"http://127.0.0.1:{port}/global/health")
@@ -173,6 +203,7 @@ class Bench:
     def scale(self, n: int) -> tuple[float, list[float], list[float], int]:
         """(total s, server-tree RSS MB each, supervisor RSS MB each, failures)."""
         workspaces = [self.workspace(f"scale-{i}") for i in range(n)]
+        self.use_private_ports(n + 1)
         errors: list[BaseException] = []
 
         def one(ws: str) -> None:
