@@ -138,6 +138,9 @@ def test_cli_killed_mid_start_leaves_no_orphans(sandbox: Sandbox, moment: str) -
                 return False
 
             wait_for(spawned, 60, "the CLI to spawn the supervisor", interval=0.002)
+            cli.send_signal(signal.SIGSTOP)  # freeze it inside the window this case is about
+            (record,) = sandbox.state()["sessions"].values()
+            assert record["status"] == "starting" and record["pid"] == 0, record
         else:
 
             def recorded() -> bool:
