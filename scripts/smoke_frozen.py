@@ -130,6 +130,13 @@ def main() -> int:
             assert sup is not None and sup.cmdline()[:2] == [str(exe), "--supervise"], (
                 f"supervisor is not the frozen app: {sup and sup.cmdline()[:3]}"
             )
+            # The bundle's library paths must not reach opencode (it would load our libs).
+            leaked = {
+                k: v
+                for k, v in server.environ().items()
+                if str(exe.parent) in v or k.startswith("_PYI_")
+            }
+            assert not leaked, f"the frozen app's environment reached opencode: {leaked}"
             pw = (data / "state" / "secrets" / f"server-password_{info['session_id']}").read_text()
             h = httpx.get(info["url"] + "/global/health", auth=("opencode", pw), timeout=5)
             assert h.status_code == 200 and h.json().get("healthy") is True, h.text

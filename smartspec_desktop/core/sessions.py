@@ -33,6 +33,7 @@ import psutil
 
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.backend import BackendClient
+from smartspec_desktop.core.childenv import external_env
 from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import (
     ApiKeyRejected,
@@ -134,7 +135,7 @@ def opencode_config(gateway_url: str, models: list[str], model: str) -> str:
 def server_env(
     base: Mapping[str, str], *, api_key: str, password: str, config: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in SCRUBBED_ENV}
+    env = {k: v for k, v in external_env(base).items() if k not in SCRUBBED_ENV}
     no_proxy = [h for h in env.get("NO_PROXY", env.get("no_proxy", "")).split(",") if h]
     for host in ("127.0.0.1", "localhost", "::1"):
         if host not in no_proxy:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from smartspec_desktop.core.childenv import external_env
 from smartspec_desktop.core.redact import Redactor
 
 SECRET_ENV_VARS = ("SMARTSPEC_API_KEY", "OPENCODE_SERVER_PASSWORD")
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         child = subprocess.Popen(
             command,
             cwd=args.cwd,
+            env=external_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
