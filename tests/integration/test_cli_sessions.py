@@ -130,24 +130,44 @@ def test_two_workspaces_run_side_by_side(sandbox: Sandbox) -> None:
 
 @pytest.mark.faults
 def test_busy_port_range_falls_back_to_a_free_port(sandbox: Sandbox) -> None:
-    held = []
-    for port in range(3795, 3801):
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-            held.append(s)
-        except OSError:
-            s.close()  # already busy: just as good for this test
+    # Hold every port of a preferred range: a private one, because other programs (tests
+    # running at the same time) take and free 3795-3800 while this test runs.
+    held = hold_free_block(6)
+    first, last = held[0].getsockname()[1], held[-1].getsockname()[1]
+    config = sandbox.data_dir / "config"
+    config.mkdir(parents=True)
+    (config / "settings.json").write_text(
+        json.dumps({"port_range_start": first, "port_range_end": last})
+    )
     try:
         r = sandbox.cli("start", str(sandbox.workspace()), "--json")
         assert r.returncode == 0, r.stderr
         info = json.loads(r.stdout)
-        assert not 3795 <= info["port"] <= 3800
-        assert "3795-3800 were busy" in r.stderr and str(info["port"]) in r.stderr
+        assert not first <= info["port"] <= last
+        assert f"{first}-{last} were busy" in r.stderr and str(info["port"]) in r.stderr
     finally:
         for s in held:
             s.close()
+
+
+def hold_free_block(n: int) -> list[socket.socket]:
+    """Bind and listen on ``n`` consecutive free ports of 127.0.0.1."""
+    for base in range(41000, 60000, 97):
+        held = []
+        for port in range(base, base + n):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+                s.listen()
+                held.append(s)
+            except OSError:
+                s.close()
+                break
+        if len(held) == n:
+            return held
+        for s in held:
+            s.close()
+    raise AssertionError(f"no {n} consecutive free ports")
 
 
 @pytest.mark.faults
