@@ -76,6 +76,9 @@ SCRUBBED_ENV = (
     "OPENCODE_PERMISSION",
 )
 PORT_CONFLICT_MARKERS = ("ServeError", "EADDRINUSE", "address already in use", "port in use")
+#: OpenCode's own SQLite database (in its data dir, shared by every server) is busy: two servers
+#: starting at once on a fresh install both migrate it, and one exits. Worth another try.
+TRANSIENT_MARKERS = ("database is locked",)
 MAX_PORT_ATTEMPTS = 4
 RATE_LIMIT_RETRIES = 2
 
@@ -170,10 +173,11 @@ class Preflight:
 
 
 class _StartFailed(Exception):
-    def __init__(self, error: SmartSpecError, port_conflict: bool) -> None:
+    def __init__(self, error: SmartSpecError, port_conflict: bool, transient: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
         self.port_conflict = port_conflict
+        self.transient = transient
 
 
 class SessionManager:
@@ -281,6 +285,10 @@ class SessionManager:
                     if failed.port_conflict:
                         log.info("port %s was taken before the server bound it; retrying", port)
                         exclude.add(port)
+                        continue
+                    if failed.transient:
+                        log.info("OpenCode hit a transient error; retrying: %s", failed.error)
+                        time.sleep(0.5)
                         continue
                     raise failed.error from None
                 self._remember(ws)
@@ -549,6 +557,7 @@ class SessionManager:
             time.sleep(0.05)
         tail = self._log_tail(record)
         conflict = any(m.lower() in tail.lower() for m in PORT_CONFLICT_MARKERS)
+        transient = any(m.lower() in tail.lower() for m in TRANSIENT_MARKERS)
         last = [ln for ln in tail.splitlines() if ln.strip() and not ln.startswith("[smartspec")]
         summary = last[-1][:200] if last else "no output"
         return _StartFailed(
@@ -558,6 +567,7 @@ class SessionManager:
                 details=tail,
             ),
             port_conflict=conflict,
+            transient=transient,
         )
 
     @staticmethod

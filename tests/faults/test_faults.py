@@ -350,6 +350,28 @@ def test_broken_opencode_fails_clearly_and_spawns_nothing(
     assert sandbox.api_key not in r.stderr
 
 
+def test_opencode_database_locked_at_start_is_retried(sandbox: Sandbox, opencode_bin: str) -> None:
+    """Two servers starting at once on a fresh install both migrate OpenCode's SQLite database
+    and one exits with "database is locked" (seen with the real opencode 1.18.33). A wrapper
+    makes the first serve fail that way, then runs the real opencode."""
+    ws = sandbox.workspace()
+    marker = sandbox.root / "failed-once"
+    fake = fake_opencode(
+        sandbox.root / "fakebin",
+        f'if [ "$1" = serve ] && [ ! -e "{marker}" ]; then touch "{marker}"; '
+        'echo "Error: Unexpected error" >&2; echo "database is locked" >&2; exit 1; fi\n'
+        f'exec "{opencode_bin}" "$@"',
+    )
+    env = dict(sandbox.env, PATH=f"{fake.parent}:/usr/bin:/bin")
+    r = sandbox.cli("start", str(ws), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert marker.exists(), "the wrapper never failed: the case was not exercised"
+    info = json.loads(r.stdout)
+    assert info["status"] == "running"
+    assert [p.pid for p in server_processes(ws)] == [info["pid"]]
+    assert len(supervisors_of(sandbox.root)) == 1
+
+
 def test_opencode_that_is_not_executable_is_named(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
     fake = fake_opencode(sandbox.root / "fakebin", "echo 1.18.33")
