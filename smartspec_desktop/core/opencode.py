@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smartspec_desktop.core.atomic import atomic_write_json, read_json_object
+from smartspec_desktop.core.childenv import external_env
 from smartspec_desktop.core.errors import (
     OpenCodeInstallError,
     OpenCodeNotFound,
@@ -91,6 +92,7 @@ def read_version(binary: str, *, timeout: float = 15.0) -> str:
     try:
         p = subprocess.run(
             [binary, "--version"],
+            env=external_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -210,6 +212,7 @@ def install_opencode(
     tail: list[str] = []
     proc = subprocess.Popen(
         cmd,
+        env=external_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -26,12 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psutil
 
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.backend import BackendClient
+from smartspec_desktop.core.childenv import external_env
 from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import (
     ApiKeyRejected,
@@ -62,6 +64,7 @@ from smartspec_desktop.paths import Paths
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 #: Variables of the user's environment that would change what the server does behind our back.
 SCRUBBED_ENV = (
@@ -73,6 +76,9 @@ SCRUBBED_ENV = (
     "OPENCODE_PERMISSION",
 )
 PORT_CONFLICT_MARKERS = ("ServeError", "EADDRINUSE", "address already in use", "port in use")
+#: OpenCode's own SQLite database (in its data dir, shared by every server) is busy: two servers
+#: starting at once on a fresh install both migrate it, and one exits. Worth another try.
+TRANSIENT_MARKERS = ("database is locked",)
 MAX_PORT_ATTEMPTS = 4
 RATE_LIMIT_RETRIES = 2
 
@@ -138,7 +144,7 @@ def opencode_config(
 def server_env(
     base: Mapping[str, str], *, api_key: str, password: str, config: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in SCRUBBED_ENV}
+    env = {k: v for k, v in external_env(base).items() if k not in SCRUBBED_ENV}
     no_proxy = [h for h in env.get("NO_PROXY", env.get("no_proxy", "")).split(",") if h]
     for host in ("127.0.0.1", "localhost", "::1"):
         if host not in no_proxy:
@@ -173,10 +179,11 @@ class Preflight:
 
 
 class _StartFailed(Exception):
-    def __init__(self, error: SmartSpecError, port_conflict: bool) -> None:
+    def __init__(self, error: SmartSpecError, port_conflict: bool, transient: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
         self.port_conflict = port_conflict
+        self.transient = transient
 
 
 class SessionManager:
@@ -290,6 +297,10 @@ class SessionManager:
                         log.info("port %s was taken before the server bound it; retrying", port)
                         exclude.add(port)
                         continue
+                    if failed.transient:
+                        log.info("OpenCode hit a transient error; retrying: %s", failed.error)
+                        time.sleep(0.5)
+                        continue
                     raise failed.error from None
                 self._remember(ws)
                 return StartResult(record, False, warnings + self._drain_registry_warnings())
@@ -347,7 +358,7 @@ class SessionManager:
         api_key = check_api_key_format(api_key)
         say(f"Checking the SmartSpecPro backend at {self.settings.backend_url} …")
         with self.backend_factory(self.settings.backend_url) as backend:
-            backend.gateway_health()
+            self._with_rate_limit_retry(backend.gateway_health, say)
             models = self._with_rate_limit_retry(lambda: backend.models(api_key), say)
         if not models:
             raise ApiKeyRejected(
@@ -358,7 +369,7 @@ class SessionManager:
         return Preflight(binary, api_key, models, model)
 
     @staticmethod
-    def _with_rate_limit_retry(call: Callable[[], list[str]], say: Progress) -> list[str]:
+    def _with_rate_limit_retry(call: Callable[[], T], say: Progress) -> T:
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             try:
                 return call()
@@ -562,6 +573,7 @@ class SessionManager:
             time.sleep(0.05)
         tail = self._log_tail(record)
         conflict = any(m.lower() in tail.lower() for m in PORT_CONFLICT_MARKERS)
+        transient = any(m.lower() in tail.lower() for m in TRANSIENT_MARKERS)
         last = [ln for ln in tail.splitlines() if ln.strip() and not ln.startswith("[smartspec")]
         summary = last[-1][:200] if last else "no output"
         return _StartFailed(
@@ -571,6 +583,7 @@ class SessionManager:
                 details=tail,
             ),
             port_conflict=conflict,
+            transient=transient,
         )
 
     @staticmethod
@@ -680,7 +693,12 @@ class SessionManager:
         server_alive = bool(rec.pid) and ProcIdentity(rec.pid, rec.create_time).alive()
         if rec.status == STARTING and not rec.pid:
             owner = ProcIdentity(rec.owner_pid, rec.owner_create_time)
-            return owner.alive()  # its starter died before the server was even spawned
+            if owner.alive():
+                return True
+            # Its starter died before it could record the server: a supervisor (and server) it
+            # spawned may be running unrecorded. Reap them, or they would be orphans for good.
+            self._reap_unrecorded(rec)
+            return False
         if server_alive:
             return True
         info = self._read_exit(rec)
@@ -708,6 +726,24 @@ class SessionManager:
             rec.ended_at = datetime.fromtimestamp(ended, timezone.utc).isoformat(timespec="seconds")
         rec.error = f"OpenCode exited unexpectedly (exit code {rec.exit_code})."
         return True
+
+    @staticmethod
+    def _reap_unrecorded(rec: SessionRecord) -> None:
+        """Kill the supervisor of ``rec`` found by its argv (``--exit-file <this session's
+        file>``): the only identity an unrecorded supervisor has, and one no other program
+        carries, so a reused pid is never hit."""
+        if not rec.exit_file:
+            return
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            for i, arg in enumerate(cmd[:-1]):
+                if arg == "--exit-file" and cmd[i + 1] == rec.exit_file:
+                    log.warning(
+                        "reaping the unrecorded server of %s (its start was interrupted)",
+                        rec.workspace_path,
+                    )
+                    kill_tree(proc, grace=3.0)
+                    break
 
     def _forget(self, records: dict[str, SessionRecord], sid: str, *, reason: str) -> None:
         rec = records.pop(sid, None)

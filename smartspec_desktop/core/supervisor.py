@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from smartspec_desktop.core.childenv import external_env
 from smartspec_desktop.core.redact import Redactor
 
 SECRET_ENV_VARS = (
@@ -44,7 +45,13 @@ LOG_BACKUPS = 3
 def command_prefix() -> list[str]:
     """How to run the supervisor: the frozen app re-executes itself with a hidden flag."""
     if getattr(sys, "frozen", False):
-        return [sys.executable, "--supervise"]
+        exe = Path(sys.executable)
+        # A windowed Windows executable has no stdout for the handshake: use its console twin
+        # (built beside it by build.spec; started with CREATE_NO_WINDOW, so no window flashes).
+        twin = exe.with_name(exe.stem + "-cli" + exe.suffix)
+        if sys.platform == "win32" and twin.exists():
+            exe = twin
+        return [str(exe), "--supervise"]
     return [sys.executable, "-m", "smartspec_desktop.core.supervisor"]
 
 
@@ -82,8 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     out.info("[smartspec %s] starting: %s (in %s)", stamp, redact(" ".join(command)), args.cwd)
 
     def handshake(payload: dict[str, object]) -> None:
-        sys.stdout.write(json.dumps(payload) + "\n")
-        sys.stdout.flush()
+        # Whoever started us may be gone (a CLI killed mid-start): keep supervising anyway, so
+        # the server stays logged and the next run can adopt or reap it.
+        try:
+            sys.stdout.write(json.dumps(payload) + "\n")
+            sys.stdout.flush()
+        except OSError:
+            out.info("[smartspec] the starter is gone; supervising on")
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.close(devnull)
@@ -107,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         child = subprocess.Popen(
             command,
             cwd=args.cwd,
+            env=external_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

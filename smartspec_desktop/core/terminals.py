@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from smartspec_desktop.core.childenv import external_env
 from smartspec_desktop.core.errors import LaunchError, NoTerminalError
 
 #: ``subprocess.CREATE_NEW_CONSOLE`` (defined here: the constant exists only on Windows).
@@ -256,8 +257,7 @@ def build_terminal_launch(
     if not cmd:
         raise LaunchError("There is no command to run in the terminal.")
     _check_secret_env(secret_env)
-    base = os.environ if environ is None else environ
-    env = dict(base)
+    env = external_env(environ)  # a frozen app's library paths must not reach the terminal
     env.update(secret_env)
     title = _clean_title(title)
     pref = (preference or "").strip()

@@ -70,6 +70,7 @@ def test_key_set_rejects_a_key_the_backend_refuses(
     assert sandbox.cli("key", "show", env=keyring_env).returncode == 1
 
 
+@pytest.mark.faults
 def test_without_a_keyring_key_set_says_what_to_do(sandbox: Sandbox) -> None:
     env = dict(sandbox.env)
     env.pop("SMARTSPEC_API_KEY")
