@@ -75,7 +75,7 @@ from smartspec_desktop.core.opencode_api import USERNAME, OpenCodeClient
 from smartspec_desktop.core.procs import ProcIdentity, kill_tree
 from smartspec_desktop.core.registry import SessionRecord
 from smartspec_desktop.core.sessions import SCRUBBED_ENV, SessionManager
-from smartspec_desktop.core.supervisor import command_prefix
+from smartspec_desktop.core.supervisor import supervised_command
 from smartspec_desktop.core.terminals import build_terminal_launch
 
 log = logging.getLogger(__name__)
@@ -253,9 +253,7 @@ def open_openwork(
     rec = _running_record(sessions, workspace, say)
     if binary is not None:
         return _open_with_openwork_server(sessions, rec, binary, say, open_url)
-    return _open_web_ui(
-        sessions, rec, say, open_url, notice=mode == "auto", session_id=session_id
-    )
+    return _open_web_ui(sessions, rec, say, open_url, notice=mode == "auto", session_id=session_id)
 
 
 def find_openwork_server(
@@ -391,16 +389,12 @@ def _spawn_openwork(
     exit_file = paths.state_dir / "exits" / f"{rec.session_id}.openwork.json"
     exit_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     exit_file.unlink(missing_ok=True)
-    cmd = command_prefix() + [
-        "--log",
-        str(log_path),
-        "--exit-file",
-        str(exit_file),
-        "--cwd",
-        rec.workspace_path,
-        "--",
-        *openwork_command(binary, rec, port),
-    ]
+    cmd = supervised_command(
+        openwork_command(binary, rec, port),
+        log_path=log_path,
+        exit_file=exit_file,
+        cwd=rec.workspace_path,
+    )
     env = openwork_env(sessions.environ, password=password, opencode_bin=opencode_bin)
     sup = SessionManager._spawn_supervisor(cmd, env, rec.workspace_path)
     # Kept so it is reaped while we live (no zombie, no ResourceWarning); stop() drops it.

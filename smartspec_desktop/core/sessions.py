@@ -58,7 +58,7 @@ from smartspec_desktop.core.registry import (
     same_workspace,
 )
 from smartspec_desktop.core.secrets import Credentials, check_api_key_format
-from smartspec_desktop.core.supervisor import command_prefix
+from smartspec_desktop.core.supervisor import supervised_command
 from smartspec_desktop.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -412,16 +412,7 @@ class SessionManager:
             "--log-level",
             "INFO",
         ]
-        cmd = command_prefix() + [
-            "--log",
-            str(log_path),
-            "--exit-file",
-            str(exit_file),
-            "--cwd",
-            ws,
-            "--",
-            *serve,
-        ]
+        cmd = supervised_command(serve, log_path=log_path, exit_file=exit_file, cwd=ws)
         url = f"http://{ports.HOST}:{port}"
         record = SessionRecord(
             session_id=session_id,

@@ -55,6 +55,20 @@ def command_prefix() -> list[str]:
     return [sys.executable, "-m", "smartspec_desktop.core.supervisor"]
 
 
+def supervised_command(argv: list[str], *, log_path: Path, exit_file: Path, cwd: str) -> list[str]:
+    """The command that runs ``argv`` under a supervisor (its log, its exit record, its cwd)."""
+    return command_prefix() + [
+        "--log",
+        str(log_path),
+        "--exit-file",
+        str(exit_file),
+        "--cwd",
+        cwd,
+        "--",
+        *argv,
+    ]
+
+
 def _writer(log_path: Path) -> logging.Logger:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(

@@ -20,8 +20,7 @@ from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import AuthRequired, KeyringUnavailable, SmartSpecError
 from smartspec_desktop.core.redact import mask_key
 from smartspec_desktop.core.secrets import Credentials, check_api_key_format
-from smartspec_desktop.services.sessions import as_error
-from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ from PySide6.QtCore import QObject, Signal
 
 from smartspec_desktop.core import launchers
 from smartspec_desktop.core.sessions import SessionManager
-from smartspec_desktop.services.sessions import as_error
-from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.services.worker import Jobs, as_error
 
 OPENWORK, CLI = "openwork", "cli"
 

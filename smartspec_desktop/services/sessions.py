@@ -15,26 +15,14 @@ from dataclasses import dataclass
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from smartspec_desktop.core.backend import BackendClient
-from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.opencode import install_opencode
 from smartspec_desktop.core.registry import CRASHED, SessionRecord, same_workspace
 from smartspec_desktop.core.sessions import SessionManager, StartResult, normalize_workspace
-from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)
 
 STARTING, STOPPING, STOPPED = "starting", "stopping", "stopped"
-
-
-def as_error(e: BaseException) -> SmartSpecError:
-    """Every failure the window shows is a SmartSpecError with a problem and a fix."""
-    if isinstance(e, SmartSpecError):
-        return e
-    log.error("unexpected error in a background job", exc_info=e)
-    return SmartSpecError(
-        f"Something went wrong: {type(e).__name__}: {e}",
-        "See the app log for details, and report it if it happens again.",
-    )
 
 
 @dataclass(frozen=True)

@@ -18,25 +18,15 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
-from smartspec_desktop.core.errors import ServerNotRunning, SmartSpecError, TaskAborted, TaskError
+from smartspec_desktop.core.errors import ServerNotRunning, TaskAborted, TaskError
 from smartspec_desktop.core.opencode_api import PERMISSION_REPLIES, OpenCodeClient
 from smartspec_desktop.core.registry import SessionRecord
 from smartspec_desktop.core.tasks import TaskRun, TaskState
-from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)
 
 PasswordProvider = Callable[[SessionRecord], str]
-
-
-def as_smartspec_error(e: BaseException) -> SmartSpecError:
-    if isinstance(e, SmartSpecError):
-        return e
-    log.error("unexpected error in a task call", exc_info=e)
-    return TaskError(
-        f"Something unexpected went wrong ({type(e).__name__}: {e}).",
-        "See the app log for details, and try again.",
-    )
 
 
 def summary_of(state: TaskState) -> str:
@@ -215,7 +205,7 @@ class TaskService(QObject):
 
         def failed(e: BaseException) -> None:
             if gen == self._generation:
-                self.error.emit(as_smartspec_error(e))
+                self.error.emit(as_error(e))
 
         self.jobs.submit(job, on_done=done, on_failed=failed)
 
@@ -261,7 +251,7 @@ class TaskService(QObject):
             if thread.run_obj is not None:
                 thread.run_obj.cancel()
 
-        self.jobs.submit(cancel, on_failed=lambda e: self.error.emit(as_smartspec_error(e)))
+        self.jobs.submit(cancel, on_failed=lambda e: self.error.emit(as_error(e)))
 
     def reply_permission(self, request_id: str, reply: str) -> None:
         """``reply``: "once", "always" or "reject"."""
@@ -363,7 +353,7 @@ class TaskService(QObject):
                 self.state_changed.emit(self.last_state)
             self.finished.emit(False, "The task was aborted.")
         else:
-            err = as_smartspec_error(exc or RuntimeError("no result"))
+            err = as_error(exc or RuntimeError("no result"))
             if self.last_state is not None:
                 self.last_state.error = err
                 self.last_state.status = "idle"

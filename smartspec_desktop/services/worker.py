@@ -13,7 +13,20 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+from smartspec_desktop.core.errors import SmartSpecError
+
 log = logging.getLogger(__name__)
+
+
+def as_error(e: BaseException) -> SmartSpecError:
+    """Every failure the window shows is a SmartSpecError with a problem and a fix."""
+    if isinstance(e, SmartSpecError):
+        return e
+    log.error("unexpected error in a background job", exc_info=e)
+    return SmartSpecError(
+        f"Something went wrong: {type(e).__name__}: {e}",
+        "See the app log for details, and report it if it happens again.",
+    )
 
 
 class _Bridge(QObject):
