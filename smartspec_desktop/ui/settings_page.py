@@ -75,6 +75,9 @@ class SettingsPage(QWidget):
         self.openwork_path = QLineEdit()
         self.openwork_path.setPlaceholderText("empty: openwork-server on PATH")
         self.stop_on_quit = QCheckBox("Stop the servers this window started when I quit")
+        self.ask_permissions = QCheckBox(
+            "Ask me before the agent edits files or runs commands (servers started from now on)"
+        )
         self.start_timeout = QDoubleSpinBox()
         self.start_timeout.setRange(5, 600)
         self.start_timeout.setSuffix(" s")
@@ -100,6 +103,7 @@ class SettingsPage(QWidget):
         form.addRow("OpenWork mode", self.openwork_mode)
         form.addRow("openwork-server path", self.openwork_path)
         form.addRow("", self.stop_on_quit)
+        form.addRow("", self.ask_permissions)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(revert)
@@ -122,6 +126,7 @@ class SettingsPage(QWidget):
         self.openwork_mode.setCurrentText(s.openwork_mode)
         self.openwork_path.setText(s.openwork_server_path)
         self.stop_on_quit.setChecked(s.stop_servers_on_quit)
+        self.ask_permissions.setChecked(s.agent_permissions == "ask")
 
     def apply(self) -> bool:
         candidate = dataclasses.replace(
@@ -135,6 +140,7 @@ class SettingsPage(QWidget):
             openwork_mode=self.openwork_mode.currentText(),
             openwork_server_path=self.openwork_path.text().strip(),
             stop_servers_on_quit=self.stop_on_quit.isChecked(),
+            agent_permissions="ask" if self.ask_permissions.isChecked() else "default",
         )
         try:
             candidate.validate()

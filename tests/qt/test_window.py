@@ -172,6 +172,7 @@ def test_settings_are_validated_and_saved(gui: Gui, qtbot) -> None:  # type: ign
     assert not page.apply()
     page.port_end.setValue(3905)
     page.stop_on_quit.setChecked(False)
+    page.ask_permissions.setChecked(True)
     assert page.apply()
     settings_file = gui.core.paths.settings_file
     qtbot.waitUntil(
@@ -182,6 +183,7 @@ def test_settings_are_validated_and_saved(gui: Gui, qtbot) -> None:  # type: ign
         timeout=3000,
     )
     assert gui.core.settings.stop_servers_on_quit is False
+    assert gui.core.settings.agent_permissions == "ask"
 
 
 def test_quitting_stops_the_servers_the_window_started(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
