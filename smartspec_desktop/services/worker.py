@@ -47,9 +47,16 @@ class _Runnable(QRunnable):
         except BaseException as e:  # noqa: BLE001 - every failure must reach the GUI thread
             if not isinstance(e, Exception):
                 log.warning("worker interrupted: %r", e)
-            self.bridge.failed.emit(e)
+            self._deliver(self.bridge.failed, e)
         else:
-            self.bridge.done.emit(result)
+            self._deliver(self.bridge.done, result)
+
+    @staticmethod
+    def _deliver(signal: Any, value: object) -> None:
+        try:
+            signal.emit(value)
+        except RuntimeError:  # the app quit while this job ran: nobody is left to tell
+            log.info("a background job finished after the window closed")
 
 
 class Jobs(QObject):

@@ -36,6 +36,12 @@ def format_credits(balance: dict[str, Any]) -> str:
     return text
 
 
+def _short_time(value: object) -> str:
+    """``2026-11-26T15:23:31.41+00:00`` → ``2026-11-26 15:23`` (UTC, as the backend sends it)."""
+    text = str(value or "")
+    return text[:16].replace("T", " ") + " UTC" if len(text) >= 16 else text
+
+
 class AccountPage(QWidget):
     key_accepted = Signal()  # a new key is in place: reload models
 
@@ -220,7 +226,7 @@ class AccountPage(QWidget):
                 str(k.get("name", "")),
                 str(k.get("key_prefix", "")),
                 "active" if k.get("is_active", True) else "revoked",
-                str(k.get("last_used_at") or "never"),
+                _short_time(k.get("last_used_at")) or "never",
             ]
             for col, value in enumerate(values):
                 self.keys_table.setItem(row, col, QTableWidgetItem(value))
