@@ -72,7 +72,12 @@ import httpx
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.errors import LaunchError, SmartSpecError
 from smartspec_desktop.core.opencode_api import USERNAME, OpenCodeClient
-from smartspec_desktop.core.procs import ProcIdentity, kill_tree
+from smartspec_desktop.core.procs import (
+    ProcIdentity,
+    kill_popen_tree,
+    kill_recorded,
+    recorded_identities,
+)
 from smartspec_desktop.core.registry import SessionRecord
 from smartspec_desktop.core.sessions import SCRUBBED_ENV, SessionManager
 from smartspec_desktop.core.supervisor import supervised_command
@@ -348,7 +353,7 @@ def _open_with_openwork_server(
             _open_in_browser(open_url, url + "/")
             return LaunchOutcome(f"Opened OpenWork for {rec.workspace_path} at {url}/.", url=url)
         say("Replacing an OpenWork server that does not answer …")
-        _kill_child(child)
+        kill_recorded(recorded_identities(child), grace=3.0)
     _drop_children(sessions, rec.session_id, OPENWORK_KIND)
     password = sessions.password(rec)
     opencode_bin = rec.opencode_path or sessions.find_opencode().path
@@ -425,7 +430,7 @@ def _spawn_openwork(
             records[rec.session_id].children.append(child)
         _wait_openwork(url, sup, ident, log_path)
     except BaseException:
-        _kill_popen_tree(sup)
+        kill_popen_tree(sup)
         _drop_children(sessions, rec.session_id, OPENWORK_KIND)
         raise
     return child
@@ -473,24 +478,6 @@ def _tail(path: Path, lines: int = 20) -> str:
 def _last_line(text: str) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("[smartspec")]
     return lines[-1][:200] if lines else "no output"
-
-
-def _kill_popen_tree(proc: subprocess.Popen[bytes]) -> None:
-    ident = ProcIdentity.of(proc.pid)
-    p = ident.process() if ident else None
-    if p is not None:
-        kill_tree(p, grace=3.0)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
-def _kill_child(child: Mapping[str, Any]) -> None:
-    for key in ("supervisor_pid", "pid"):
-        pid, ctime = child.get(key), child.get(key.replace("pid", "create_time"))
-        if isinstance(pid, int) and isinstance(ctime, int | float) and pid:
-            proc = ProcIdentity(pid, float(ctime)).process()
-            if proc is not None:
-                kill_tree(proc, grace=3.0)
 
 
 def _drop_children(sessions: SessionManager, session_id: str, kind: str) -> None:

@@ -10,8 +10,11 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -85,3 +88,41 @@ def kill_tree(root: psutil.Process, *, grace: float = 5.0) -> list[psutil.Proces
                 p.kill()
         _, alive = psutil.wait_procs(alive, timeout=3.0)
     return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def kill_recorded(
+    identities: Iterable[tuple[int, float]], *, grace: float = 5.0
+) -> list[psutil.Process]:
+    """Kill the tree of each recorded (pid, create_time) that is still provably that process.
+
+    A pid of 0 (never recorded) and a pid now owned by another program are skipped. Returns what
+    would not die.
+    """
+    leftovers: list[psutil.Process] = []
+    for pid, ctime in identities:
+        if not pid:
+            continue
+        proc = ProcIdentity(pid, ctime).process()
+        if proc is not None:
+            leftovers += kill_tree(proc, grace=grace)
+    return leftovers
+
+
+def recorded_identities(record: Mapping[str, Any]) -> list[tuple[int, float]]:
+    """(pid, create_time) of the supervisor and the program in a child record of a session."""
+    out = []
+    for key in ("supervisor_pid", "pid"):
+        pid, ctime = record.get(key), record.get(key.replace("pid", "create_time"))
+        if isinstance(pid, int) and pid and isinstance(ctime, int | float):
+            out.append((pid, float(ctime)))
+    return out
+
+
+def kill_popen_tree(proc: subprocess.Popen[bytes], *, grace: float = 3.0) -> None:
+    """Kill the tree of a process we just spawned, and reap it (no zombie)."""
+    ident = ProcIdentity.of(proc.pid)
+    root = ident.process() if ident else None
+    if root is not None:
+        kill_tree(root, grace=grace)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)

@@ -45,7 +45,13 @@ from smartspec_desktop.core.errors import (
 )
 from smartspec_desktop.core.opencode import OpenCodeBinary, VersionCache, find_opencode
 from smartspec_desktop.core.opencode_api import OpenCodeClient
-from smartspec_desktop.core.procs import ProcIdentity, kill_tree
+from smartspec_desktop.core.procs import (
+    ProcIdentity,
+    kill_popen_tree,
+    kill_recorded,
+    kill_tree,
+    recorded_identities,
+)
 from smartspec_desktop.core.redact import Redactor
 from smartspec_desktop.core.registry import (
     ACTIVE,
@@ -453,7 +459,7 @@ class SessionManager:
         except BaseException as e:
             # Nothing half-started survives: kill what we spawned, drop the record and secret.
             if sup is not None:
-                self._kill_supervisor_tree(sup)
+                kill_popen_tree(sup)
             with self.registry.transaction() as records:
                 self._forget(records, session_id, reason="its start failed")
             if isinstance(e, _StartFailed | SmartSpecError | KeyboardInterrupt):
@@ -630,39 +636,20 @@ class SessionManager:
         """Kill the server's whole tree, but only processes that are provably ours."""
         # Children first (e.g. openwork-server, in process groups of their own), then the server.
         leftovers = self._kill_children(rec, grace=grace)
-        for pid, ctime in (
-            (rec.supervisor_pid, rec.supervisor_create_time),
-            (rec.pid, rec.create_time),
-        ):
-            if not pid:
-                continue
-            proc = ProcIdentity(pid, ctime).process()
-            if proc is not None:
-                leftovers += kill_tree(proc, grace=grace)
+        leftovers += kill_recorded(
+            [(rec.supervisor_pid, rec.supervisor_create_time), (rec.pid, rec.create_time)],
+            grace=grace,
+        )
         self._reap_children()
         return leftovers
 
     @staticmethod
     def _kill_children(rec: SessionRecord, grace: float = 5.0) -> list[psutil.Process]:
         """Kill the processes recorded in ``rec.children`` (identity-checked)."""
-        leftovers: list[psutil.Process] = []
-        for child in rec.children:
-            for key in ("supervisor_pid", "pid"):
-                pid, ctime = child.get(key), child.get(key.replace("pid", "create_time"))
-                if not (isinstance(pid, int) and pid and isinstance(ctime, int | float)):
-                    continue
-                proc = ProcIdentity(pid, float(ctime)).process()
-                if proc is not None:
-                    leftovers += kill_tree(proc, grace=grace)
-        return leftovers
-
-    def _kill_supervisor_tree(self, sup: subprocess.Popen[bytes]) -> None:
-        ident = ProcIdentity.of(sup.pid)
-        proc = ident.process() if ident else None
-        if proc is not None:
-            kill_tree(proc, grace=3.0)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            sup.wait(timeout=5)
+        return kill_recorded(
+            [ident for child in rec.children for ident in recorded_identities(child)],
+            grace=grace,
+        )
 
     def _reap_children(self) -> None:
         with self._children_lock:

@@ -743,7 +743,8 @@ def _not_installed(name: str, found: Sequence[str], platform: str) -> NoTerminal
     return NoTerminalError(f"The terminal “{name}” chosen in {SETTING} was not found.", fix)
 
 
-def _supported_names(platform: str) -> list[str]:
+def supported_terminals(platform: str = sys.platform) -> list[str]:
+    """The terminal names Settings → Terminal accepts on ``platform`` (besides auto/custom)."""
     if platform == "win32":
         return [WINDOWS_TERMINAL, POWERSHELL, PWSH, CMD]
     if platform == "darwin":
@@ -755,6 +756,6 @@ def _unknown_setting(pref: str, platform: str) -> LaunchError:
     return LaunchError(
         f"{SETTING} is set to “{pref}”, which is neither a known terminal nor a custom command "
         "containing {command}.",
-        f"Use “auto”, one of {', '.join(_supported_names(platform))}, or a custom command such "
+        f"Use “auto”, one of {', '.join(supported_terminals(platform))}, or a custom command such "
         f"as `{CUSTOM_EXAMPLE}` (optional: {{cwd}}, {{title}}).",
     )

@@ -21,27 +21,10 @@ from PySide6.QtWidgets import (
 
 from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import ConfigError
+from smartspec_desktop.core.terminals import supported_terminals
 from smartspec_desktop.ui.widgets import Banner
 
-TERMINALS = [
-    "auto",
-    "xdg-terminal-exec",
-    "x-terminal-emulator",
-    "gnome-terminal",
-    "konsole",
-    "xfce4-terminal",
-    "kitty",
-    "alacritty",
-    "wezterm",
-    "foot",
-    "xterm",
-    "Terminal.app",
-    "iTerm2",
-    "wt",
-    "pwsh",
-    "powershell",
-    "cmd",
-]
+TERMINALS = ["auto", *supported_terminals()]
 OPENWORK_MODES = ["auto", "openwork", "web"]
 
 
