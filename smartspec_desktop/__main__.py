@@ -8,7 +8,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--supervise"]:  # the frozen app re-executes itself as the supervisor
-        from smartspec_desktop.core.supervisor import main as supervise
+        from smartspec_desktop.core.process.supervisor import main as supervise
 
         return supervise(argv[1:])
 

@@ -17,21 +17,26 @@ from typing import Any, TextIO
 
 from smartspec_desktop import __version__
 from smartspec_desktop.core.backend import BackendClient
-from smartspec_desktop.core.context import Core, build_core
 from smartspec_desktop.core.errors import (
     BackendUnreachable,
     ServerNotRunning,
     SmartSpecError,
     StateError,
 )
-from smartspec_desktop.core.launchers import OPENWORK_KIND, live_children, open_cli, open_openwork
-from smartspec_desktop.core.opencode import PINNED_VERSION, install_opencode
+from smartspec_desktop.core.launch.launchers import (
+    OPENWORK_KIND,
+    live_children,
+    open_cli,
+    open_openwork,
+)
+from smartspec_desktop.core.opencode.binary import PINNED_VERSION, install_opencode
+from smartspec_desktop.core.opencode.tasks import TaskState, run_task
 from smartspec_desktop.core.redact import mask_key
-from smartspec_desktop.core.registry import SessionRecord
-from smartspec_desktop.core.secrets import check_api_key_format
-from smartspec_desktop.core.tasks import TaskState, run_task
+from smartspec_desktop.core.servers.registry import SessionRecord
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.core.storage.secrets import check_api_key_format
+from smartspec_desktop.core.wiring import Core, build_core
 from smartspec_desktop.logsetup import setup_logging
-from smartspec_desktop.paths import Paths
 
 log = logging.getLogger(__name__)
 

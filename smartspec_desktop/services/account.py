@@ -16,10 +16,10 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from smartspec_desktop.core.backend import BackendClient, CreatedKey, Login
-from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import AuthRequired, KeyringUnavailable, SmartSpecError
 from smartspec_desktop.core.redact import mask_key
-from smartspec_desktop.core.secrets import Credentials, check_api_key_format
+from smartspec_desktop.core.storage.config import Settings
+from smartspec_desktop.core.storage.secrets import Credentials, check_api_key_format
 from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)

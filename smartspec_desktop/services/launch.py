@@ -7,8 +7,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from smartspec_desktop.core import launchers
-from smartspec_desktop.core.sessions import SessionManager
+from smartspec_desktop.core.launch import launchers
+from smartspec_desktop.core.servers.manager import SessionManager
 from smartspec_desktop.services.worker import Jobs, as_error
 
 OPENWORK, CLI = "openwork", "cli"

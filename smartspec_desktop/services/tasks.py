@@ -19,9 +19,9 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from smartspec_desktop.core.errors import ServerNotRunning, TaskAborted, TaskError
-from smartspec_desktop.core.opencode_api import PERMISSION_REPLIES, OpenCodeClient
-from smartspec_desktop.core.registry import SessionRecord
-from smartspec_desktop.core.tasks import TaskRun, TaskState
+from smartspec_desktop.core.opencode.client import PERMISSION_REPLIES, OpenCodeClient
+from smartspec_desktop.core.opencode.tasks import TaskRun, TaskState
+from smartspec_desktop.core.servers.registry import SessionRecord
 from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)

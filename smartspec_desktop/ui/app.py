@@ -22,18 +22,18 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication
 
 from smartspec_desktop import APP_NAME
-from smartspec_desktop.core.context import Core, build_core
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.redact import Redactor
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.core.wiring import Core, build_core
 from smartspec_desktop.logsetup import setup_logging
-from smartspec_desktop.paths import Paths
 from smartspec_desktop.resources import resource_path
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
-from smartspec_desktop.services.sessions import SessionService
+from smartspec_desktop.services.servers import SessionService
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
-from smartspec_desktop.ui.activity import AgentPanel
+from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
 
 log = logging.getLogger(__name__)

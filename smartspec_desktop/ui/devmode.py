@@ -30,16 +30,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import SmartSpecError
-from smartspec_desktop.core.registry import SessionRecord
-from smartspec_desktop.core.sessions import StartResult
-from smartspec_desktop.services.sessions import (
+from smartspec_desktop.core.servers.manager import StartResult
+from smartspec_desktop.core.servers.registry import SessionRecord
+from smartspec_desktop.core.storage.config import Settings
+from smartspec_desktop.services.servers import (
     STARTING,
     STOPPING,
     SessionService,
 )
-from smartspec_desktop.ui.activity import AgentPanel
+from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.widgets import STATUS_LABELS, Banner, LogView, status_icon
 
 ROLE_PATH = Qt.ItemDataRole.UserRole

@@ -18,13 +18,13 @@ from PySide6.QtWidgets import (
 )
 
 from smartspec_desktop import __version__
-from smartspec_desktop.core.atomic import atomic_write_json
-from smartspec_desktop.core.context import Core
+from smartspec_desktop.core.storage.atomic import atomic_write_json
+from smartspec_desktop.core.wiring import Core
 from smartspec_desktop.services.account import AccountService
-from smartspec_desktop.services.sessions import SessionService
+from smartspec_desktop.services.servers import SessionService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.account import AccountPage, format_credits
-from smartspec_desktop.ui.activity import AgentPanel
+from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.devmode import DevModePanel
 from smartspec_desktop.ui.settings_page import SettingsPage
 from smartspec_desktop.ui.widgets import STATUS_LABELS

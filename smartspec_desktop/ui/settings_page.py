@@ -19,9 +19,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import ConfigError
-from smartspec_desktop.core.terminals import supported_terminals
+from smartspec_desktop.core.launch.terminals import supported_terminals
+from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.ui.widgets import Banner
 
 TERMINALS = ["auto", *supported_terminals()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from smartspec_desktop.core.context import Core
+from smartspec_desktop.core.wiring import Core
 
 
 def event_loop_gap(
@@ -22,7 +22,7 @@ def event_loop_gap(
     from PySide6.QtWidgets import QApplication
 
     from smartspec_desktop.services.account import AccountService
-    from smartspec_desktop.services.sessions import SessionService
+    from smartspec_desktop.services.servers import SessionService
     from smartspec_desktop.services.worker import Jobs
     from smartspec_desktop.ui.main_window import MainWindow
 

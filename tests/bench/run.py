@@ -42,11 +42,11 @@ import httpx
 import psutil
 
 from smartspec_desktop.core import ports
-from smartspec_desktop.core.context import Core, build_core
-from smartspec_desktop.core.procs import ProcIdentity
-from smartspec_desktop.core.secrets import MemoryStore
-from smartspec_desktop.core.sessions import opencode_config, server_env
-from smartspec_desktop.paths import Paths
+from smartspec_desktop.core.process.procs import ProcIdentity
+from smartspec_desktop.core.servers.manager import opencode_config, server_env
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.core.storage.secrets import MemoryStore
+from smartspec_desktop.core.wiring import Core, build_core
 from tests.backend_standin import BackendStandIn
 from tests.conftest import find_test_opencode, reap, sandbox_env
 

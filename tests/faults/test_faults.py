@@ -30,11 +30,11 @@ import pytest
 
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.backend import BackendClient
-from smartspec_desktop.core.context import Core, build_core
 from smartspec_desktop.core.errors import BackendUnreachable, WorkspaceError
-from smartspec_desktop.core.secrets import MemoryStore
-from smartspec_desktop.core.sessions import normalize_workspace
-from smartspec_desktop.paths import Paths
+from smartspec_desktop.core.servers.manager import normalize_workspace
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.core.storage.secrets import MemoryStore
+from smartspec_desktop.core.wiring import Core, build_core
 from tests.conftest import Sandbox, server_processes
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]

@@ -17,18 +17,18 @@ import httpx
 import psutil
 import pytest
 
-from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import LaunchError
-from smartspec_desktop.core.launchers import (
+from smartspec_desktop.core.launch.launchers import (
     OPENWORK_NOTICE,
     live_children,
     open_openwork,
 )
-from smartspec_desktop.core.opencode_api import OpenCodeClient
-from smartspec_desktop.core.procs import kill_tree
-from smartspec_desktop.core.secrets import Credentials, FileStore
-from smartspec_desktop.core.sessions import SessionManager
-from smartspec_desktop.paths import Paths
+from smartspec_desktop.core.opencode.client import OpenCodeClient
+from smartspec_desktop.core.process.procs import kill_tree
+from smartspec_desktop.core.servers.manager import SessionManager
+from smartspec_desktop.core.storage.config import Settings
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.core.storage.secrets import Credentials, FileStore
 from tests.conftest import ROOT, Sandbox
 
 pytestmark = pytest.mark.integration

@@ -15,15 +15,15 @@ import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from smartspec_desktop.core.context import Core, build_core
-from smartspec_desktop.core.secrets import MemoryStore
-from smartspec_desktop.paths import Paths
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.core.storage.secrets import MemoryStore
+from smartspec_desktop.core.wiring import Core, build_core
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
-from smartspec_desktop.services.sessions import SessionService
+from smartspec_desktop.services.servers import SessionService
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
-from smartspec_desktop.ui.activity import AgentPanel
+from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
 from tests.conftest import Sandbox
 

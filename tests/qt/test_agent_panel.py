@@ -14,11 +14,11 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QMessageBox, QPushButton
 
-from smartspec_desktop.core.registry import SessionRecord
-from smartspec_desktop.core.tasks import TaskState
+from smartspec_desktop.core.opencode.tasks import TaskState
+from smartspec_desktop.core.servers.registry import SessionRecord
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
-from smartspec_desktop.ui.activity import AgentPanel
+from smartspec_desktop.ui.agent import AgentPanel
 from tests.backend_standin import Text, ToolCall
 from tests.conftest import Sandbox
 
@@ -236,13 +236,13 @@ def test_abort_stops_a_long_task_and_sessions_can_be_managed(
     qtbot.waitUntil(lambda: len(ids()) == 2, timeout=WAIT)  # type: ignore[attr-defined]
     p._select(sid)
     monkeypatch.setattr(
-        "smartspec_desktop.ui.activity.QInputDialog.getText", lambda *a, **k: ("Renamed", True)
+        "smartspec_desktop.ui.agent.QInputDialog.getText", lambda *a, **k: ("Renamed", True)
     )
     qtbot.mouseClick(p.rename_btn, Qt.MouseButton.LeftButton)  # type: ignore[attr-defined]
     qtbot.waitUntil(lambda: title_of(sid) == "Renamed", timeout=WAIT)  # type: ignore[attr-defined]
     p._select(sid)
     monkeypatch.setattr(
-        "smartspec_desktop.ui.activity.QMessageBox.question",
+        "smartspec_desktop.ui.agent.QMessageBox.question",
         lambda *a, **k: QMessageBox.StandardButton.Yes,
     )
     qtbot.mouseClick(p.delete_btn, Qt.MouseButton.LeftButton)  # type: ignore[attr-defined]

@@ -14,10 +14,10 @@ from smartspec_desktop.core.errors import (
     RateLimited,
     ServerNotRunning,
 )
-from smartspec_desktop.core.tasks import TaskState, ToolCall
+from smartspec_desktop.core.opencode.tasks import TaskState, ToolCall
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
-from smartspec_desktop.ui.activity import AgentPanel, plain_error
+from smartspec_desktop.ui.agent import AgentPanel, plain_error
 
 pytestmark = pytest.mark.gui
 

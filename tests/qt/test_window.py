@@ -16,7 +16,7 @@ from filelock import FileLock, Timeout
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from smartspec_desktop.core.secrets import MemoryStore
+from smartspec_desktop.core.storage.secrets import MemoryStore
 from tests.backend_standin import Text
 from tests.conftest import server_processes
 from tests.qt.conftest import Gui, Heartbeat

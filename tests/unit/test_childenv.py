@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from smartspec_desktop.core.childenv import external_env
+from smartspec_desktop.core.process.childenv import external_env
 
 BUNDLE = "/opt/smartspec-desktop/_internal"
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from smartspec_desktop.core.config import (
+from smartspec_desktop.core.errors import ConfigError
+from smartspec_desktop.core.storage.config import (
     DEFAULT_BACKEND_URL,
     DEFAULT_PORT_RANGE,
     MAX_RECENT,
@@ -18,7 +19,6 @@ from smartspec_desktop.core.config import (
     load_settings,
     save_settings,
 )
-from smartspec_desktop.core.errors import ConfigError
 
 
 def write(path: Path, data: Any) -> Path:

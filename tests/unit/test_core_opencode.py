@@ -17,7 +17,7 @@ from smartspec_desktop.core.errors import (
     OpenCodeNotFound,
     OpenCodeVersionError,
 )
-from smartspec_desktop.core.opencode import (
+from smartspec_desktop.core.opencode.binary import (
     ALLOW_UNTESTED_ENV,
     NPM_PACKAGE,
     PINNED_VERSION,

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from smartspec_desktop.core.ports import os_assigned_port, pick_port, port_is_free
-from smartspec_desktop.core.procs import ProcIdentity, kill_tree, tree
+from smartspec_desktop.core.process.procs import ProcIdentity, kill_tree, tree
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 

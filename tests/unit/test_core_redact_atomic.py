@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from smartspec_desktop.core import atomic
-from smartspec_desktop.core.atomic import atomic_write_json, atomic_write_text, read_json_object
 from smartspec_desktop.core.errors import (
     ApiKeyRejected,
     BackendError,
@@ -21,6 +19,12 @@ from smartspec_desktop.core.errors import (
     WorkspaceError,
 )
 from smartspec_desktop.core.redact import MASK, Redactor, mask_key
+from smartspec_desktop.core.storage import atomic
+from smartspec_desktop.core.storage.atomic import (
+    atomic_write_json,
+    atomic_write_text,
+    read_json_object,
+)
 
 
 def make_key() -> str:

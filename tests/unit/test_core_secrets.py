@@ -15,7 +15,7 @@ from keyring.backends import fail
 from keyring.errors import PasswordDeleteError
 
 from smartspec_desktop.core.errors import ApiKeyInvalid, ApiKeyMissing, KeyringUnavailable
-from smartspec_desktop.core.secrets import (
+from smartspec_desktop.core.storage.secrets import (
     API_KEY_ENTRY,
     API_KEY_ENV,
     SERVICE_ENV,

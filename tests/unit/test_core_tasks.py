@@ -17,8 +17,8 @@ from smartspec_desktop.core.errors import (
     ServerNotRunning,
     TaskAborted,
 )
-from smartspec_desktop.core.opencode_api import Event, OpenCodeClient, SessionInfo, parse_sse
-from smartspec_desktop.core.tasks import EventFollower, TaskTracker, title_for
+from smartspec_desktop.core.opencode.client import Event, OpenCodeClient, SessionInfo, parse_sse
+from smartspec_desktop.core.opencode.tasks import EventFollower, TaskTracker, title_for
 
 EVENTS = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 

@@ -17,10 +17,9 @@ import httpx
 import psutil
 import pytest
 
-from smartspec_desktop.core import launchers
-from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import LaunchError, NoTerminalError
-from smartspec_desktop.core.launchers import (
+from smartspec_desktop.core.launch import launchers
+from smartspec_desktop.core.launch.launchers import (
     Handoff,
     find_openwork_server,
     open_cli,
@@ -29,10 +28,11 @@ from smartspec_desktop.core.launchers import (
     openwork_env,
     web_ui_path,
 )
-from smartspec_desktop.core.registry import RUNNING, SessionRecord
-from smartspec_desktop.core.secrets import Credentials, MemoryStore
-from smartspec_desktop.core.sessions import SessionManager
-from smartspec_desktop.paths import Paths
+from smartspec_desktop.core.servers.manager import SessionManager
+from smartspec_desktop.core.servers.registry import RUNNING, SessionRecord
+from smartspec_desktop.core.storage.config import Settings
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.core.storage.secrets import Credentials, MemoryStore
 
 PW = "server-password-0123456789abcdef"
 KEY = "sk-smartspec-abcdefghijklmnopqrstuvwxyz"

@@ -1,4 +1,4 @@
-"""Unit tests for smartspec_desktop.core.terminals: argument building only, no window is opened.
+"""Unit tests for core.launch.terminals: argument building only, no window is opened.
 
 Every machine dependency is injected: ``which`` answers from a dict, ``realpath`` from a dict,
 ``environ`` is a plain dict and ``platform`` a string, so Linux, macOS and Windows variants all
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from smartspec_desktop.core.errors import LaunchError, NoTerminalError
-from smartspec_desktop.core.terminals import (
+from smartspec_desktop.core.launch.terminals import (
     CREATE_NEW_CONSOLE,
     POSIX_TERMINALS,
     TerminalLaunch,

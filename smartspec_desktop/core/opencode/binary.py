@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from smartspec_desktop.core.atomic import atomic_write_json, read_json_object
-from smartspec_desktop.core.childenv import external_env
 from smartspec_desktop.core.errors import (
     OpenCodeInstallError,
     OpenCodeNotFound,
     OpenCodeVersionError,
 )
+from smartspec_desktop.core.process.childenv import external_env
+from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from smartspec_desktop.core.errors import (
     SmartSpecError,
     TaskAborted,
 )
-from smartspec_desktop.core.opencode_api import SessionInfo
-from smartspec_desktop.core.registry import SessionRecord
-from smartspec_desktop.core.tasks import TaskState
+from smartspec_desktop.core.opencode.client import SessionInfo
+from smartspec_desktop.core.opencode.tasks import TaskState
+from smartspec_desktop.core.servers.registry import SessionRecord
 from smartspec_desktop.services.tasks import PasswordProvider, TaskService
 
 TOOL_STATUS = {

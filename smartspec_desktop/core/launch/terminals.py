@@ -34,8 +34,8 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from smartspec_desktop.core.childenv import external_env
 from smartspec_desktop.core.errors import LaunchError, NoTerminalError
+from smartspec_desktop.core.process.childenv import external_env
 
 #: ``subprocess.CREATE_NEW_CONSOLE`` (defined here: the constant exists only on Windows).
 CREATE_NEW_CONSOLE = 0x00000010

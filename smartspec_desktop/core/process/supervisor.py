@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from smartspec_desktop.core.childenv import external_env
+from smartspec_desktop.core.process.childenv import external_env
 from smartspec_desktop.core.redact import Redactor
 
 SECRET_ENV_VARS = (
@@ -52,7 +52,7 @@ def command_prefix() -> list[str]:
         if sys.platform == "win32" and twin.exists():
             exe = twin
         return [str(exe), "--supervise"]
-    return [sys.executable, "-m", "smartspec_desktop.core.supervisor"]
+    return [sys.executable, "-m", "smartspec_desktop.core.process.supervisor"]
 
 
 def supervised_command(argv: list[str], *, log_path: Path, exit_file: Path, cwd: str) -> list[str]:

@@ -41,7 +41,7 @@ from smartspec_desktop.core.errors import (
     TaskAborted,
     TaskError,
 )
-from smartspec_desktop.core.opencode_api import Event, OpenCodeClient, Unauthorized
+from smartspec_desktop.core.opencode.client import Event, OpenCodeClient, Unauthorized
 
 log = logging.getLogger(__name__)
 

@@ -71,17 +71,17 @@ import httpx
 
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.errors import LaunchError, SmartSpecError
-from smartspec_desktop.core.opencode_api import USERNAME, OpenCodeClient
-from smartspec_desktop.core.procs import (
+from smartspec_desktop.core.launch.terminals import build_terminal_launch
+from smartspec_desktop.core.opencode.client import USERNAME, OpenCodeClient
+from smartspec_desktop.core.process.procs import (
     ProcIdentity,
     kill_popen_tree,
     kill_recorded,
     recorded_identities,
 )
-from smartspec_desktop.core.registry import SessionRecord
-from smartspec_desktop.core.sessions import SCRUBBED_ENV, SessionManager
-from smartspec_desktop.core.supervisor import supervised_command
-from smartspec_desktop.core.terminals import build_terminal_launch
+from smartspec_desktop.core.process.supervisor import supervised_command
+from smartspec_desktop.core.servers.manager import SCRUBBED_ENV, SessionManager
+from smartspec_desktop.core.servers.registry import SessionRecord
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smartspec_desktop.core.config import Settings, load_settings, save_settings
-from smartspec_desktop.core.secrets import Credentials, FileStore, KeyringStore, SecretStore
-from smartspec_desktop.core.sessions import SessionManager
-from smartspec_desktop.paths import Paths
+from smartspec_desktop.core.servers.manager import SessionManager
+from smartspec_desktop.core.storage.config import Settings, load_settings, save_settings
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.core.storage.secrets import Credentials, FileStore, KeyringStore, SecretStore
 
 
 @dataclass

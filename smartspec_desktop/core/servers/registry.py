@@ -18,8 +18,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from smartspec_desktop.core.atomic import atomic_write_json, read_json_object
 from smartspec_desktop.core.errors import StateError
+from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
 

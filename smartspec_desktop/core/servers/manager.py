@@ -33,8 +33,6 @@ import psutil
 
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.backend import BackendClient
-from smartspec_desktop.core.childenv import external_env
-from smartspec_desktop.core.config import Settings
 from smartspec_desktop.core.errors import (
     ApiKeyRejected,
     RateLimited,
@@ -43,17 +41,19 @@ from smartspec_desktop.core.errors import (
     SmartSpecError,
     WorkspaceError,
 )
-from smartspec_desktop.core.opencode import OpenCodeBinary, VersionCache, find_opencode
-from smartspec_desktop.core.opencode_api import OpenCodeClient
-from smartspec_desktop.core.procs import (
+from smartspec_desktop.core.opencode.binary import OpenCodeBinary, VersionCache, find_opencode
+from smartspec_desktop.core.opencode.client import OpenCodeClient
+from smartspec_desktop.core.process.childenv import external_env
+from smartspec_desktop.core.process.procs import (
     ProcIdentity,
     kill_popen_tree,
     kill_recorded,
     kill_tree,
     recorded_identities,
 )
+from smartspec_desktop.core.process.supervisor import supervised_command
 from smartspec_desktop.core.redact import Redactor
-from smartspec_desktop.core.registry import (
+from smartspec_desktop.core.servers.registry import (
     ACTIVE,
     CRASHED,
     RUNNING,
@@ -63,9 +63,9 @@ from smartspec_desktop.core.registry import (
     SessionRecord,
     same_workspace,
 )
-from smartspec_desktop.core.secrets import Credentials, check_api_key_format
-from smartspec_desktop.core.supervisor import supervised_command
-from smartspec_desktop.paths import Paths
+from smartspec_desktop.core.storage.config import Settings
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.core.storage.secrets import Credentials, check_api_key_format
 
 log = logging.getLogger(__name__)
 

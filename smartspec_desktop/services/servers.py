@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from smartspec_desktop.core.backend import BackendClient
-from smartspec_desktop.core.opencode import install_opencode
-from smartspec_desktop.core.registry import CRASHED, SessionRecord, same_workspace
-from smartspec_desktop.core.sessions import SessionManager, StartResult, normalize_workspace
+from smartspec_desktop.core.opencode.binary import install_opencode
+from smartspec_desktop.core.servers.manager import SessionManager, StartResult, normalize_workspace
+from smartspec_desktop.core.servers.registry import CRASHED, SessionRecord, same_workspace
 from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)

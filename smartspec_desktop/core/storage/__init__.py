@@ -1,0 +1,1 @@
+"""What persists: the data/config/state paths, atomic JSON, settings and secrets."""
