@@ -32,7 +32,7 @@ from smartspec_desktop.core.launch.launchers import (
 from smartspec_desktop.core.opencode.binary import PINNED_VERSION, install_opencode
 from smartspec_desktop.core.opencode.tasks import TaskState, run_task
 from smartspec_desktop.core.redact import mask_key
-from smartspec_desktop.core.servers.registry import SessionRecord
+from smartspec_desktop.core.servers.registry import CRASHED, ServerRecord
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import check_api_key_format
 from smartspec_desktop.core.wiring import Core, build_core
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("workspace")
     s.add_argument("--json", action="store_true")
 
-    s = sub.add_parser("status", help="list known sessions")
+    s = sub.add_parser("status", help="list known servers")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("stop", help="stop the server of a workspace (or --all)")
@@ -118,16 +118,16 @@ def _print_json(data: Any, out: TextIO) -> None:
     out.write(json.dumps(data, indent=2) + "\n")
 
 
-def _session_line(r: SessionRecord) -> str:
+def _server_line(r: ServerRecord) -> str:
     bits = [f"{r.status:<9}", r.workspace_path]
     if r.port:
         bits.append(f"port {r.port}")
-    if r.pid and r.status != "crashed":
+    if r.pid and r.status != CRASHED:
         bits.append(f"pid {r.pid}")
     if r.exit_code is not None:
         bits.append(f"exit code {r.exit_code}")
     for child in live_children(r):
-        bits.append(f"{child.get('kind')} {child.get('url')} (pid {child.get('pid')})")
+        bits.append(f"{child.kind} {child.url} (pid {child.pid})")
     return "  ".join(bits)
 
 
@@ -149,7 +149,7 @@ def _warn(messages: Sequence[str], err: TextIO) -> None:
 
 
 def cmd_start(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    result = core.sessions.start(args.workspace, progress=_say(err))
+    result = core.servers.start(args.workspace, progress=_say(err))
     _warn(result.warnings, err)
     core.save_settings()
     rec = result.record
@@ -167,16 +167,16 @@ def cmd_start(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) ->
 
 
 def cmd_status(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    records = core.sessions.list_sessions()
-    _warn(core.sessions.registry.warnings, err)
+    records = core.servers.list_servers()
+    _warn(core.servers.registry.drain_warnings(), err)
     if args.json:
         _print_json([r.public() for r in records], out)
     elif not records:
-        out.write("No sessions.\n")
+        out.write("No servers.\n")
     else:
         for r in records:
-            out.write(_session_line(r) + "\n")
-            if r.status == "crashed":
+            out.write(_server_line(r) + "\n")
+            if r.status == CRASHED:
                 out.write(
                     f"          {r.error} Restart with `smartspec-desktop start "
                     f"{r.workspace_path}`; log: {r.log_path}\n"
@@ -186,13 +186,13 @@ def cmd_status(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -
 
 def cmd_stop(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.all:
-        stopped = core.sessions.stop_all()
+        stopped = core.servers.stop_all()
         out.write(f"Stopped {len(stopped)} server(s).\n")
         return EXIT_OK
     if not args.workspace:
         err.write("error: name a workspace to stop, or use --all.\n")
         return EXIT_USAGE
-    rec = core.sessions.stop(args.workspace)
+    rec = core.servers.stop(args.workspace)
     out.write(f"Stopped the server for {rec.workspace_path}.\n")
     return EXIT_OK
 
@@ -204,13 +204,13 @@ def _when(epoch: float) -> str:
 
 
 def cmd_sessions(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    rec = core.sessions.get(args.workspace)
+    rec = core.servers.get(args.workspace)
     if rec is None or not rec.active:
         raise ServerNotRunning(
             f"No OpenCode server is running for {args.workspace}.",
             f"Start it with `smartspec-desktop start {args.workspace}`.",
         )
-    with core.sessions.client(rec, timeout=15.0) as client:
+    with core.servers.client(rec, timeout=15.0) as client:
         infos = client.session_infos()
     if args.json:
         _print_json([i.public() for i in infos], out)
@@ -252,7 +252,7 @@ class _ProgressLine:
 
 
 def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    result = core.sessions.start(args.workspace, progress=_say(err))
+    result = core.servers.start(args.workspace, progress=_say(err))
     _warn(result.warnings, err)
     line = _ProgressLine(err)
 
@@ -261,7 +261,7 @@ def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         out.write(chunk)
         out.flush()
 
-    with core.sessions.client(result.record, timeout=30.0) as client:
+    with core.servers.client(result.record, timeout=30.0) as client:
         try:
             state = run_task(
                 client,
@@ -287,13 +287,13 @@ def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 
 def cmd_logs(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    rec = core.sessions.get(args.workspace)
+    rec = core.servers.get(args.workspace)
     if rec is None:
-        err.write(f"error: no session is known for {args.workspace}.\n")
+        err.write(f"error: no server is known for {args.workspace}.\n")
         return EXIT_ERROR
     log_path = rec.log_path
     if args.openwork:
-        logs = [str(c.get("log_path")) for c in rec.children if c.get("kind") == OPENWORK_KIND]
+        logs = [c.log_path for c in rec.children if c.kind == OPENWORK_KIND]
         if not logs:
             err.write(f"error: no openwork-server ran for {rec.workspace_path}.\n")
             return EXIT_ERROR
@@ -342,21 +342,21 @@ def cmd_opencode(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO)
             )
         out.write(f"OpenCode {PINNED_VERSION} installed at {path}.\n")
         return EXIT_OK
-    binary = core.sessions.find_opencode()
+    binary = core.servers.find_opencode()
     out.write(f"{binary.path}\nversion {binary.version} (from {binary.source})\n")
     _warn([binary.warning] if binary.warning else [], err)
     return EXIT_OK
 
 
 def cmd_open_cli(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    outcome = open_cli(core.sessions, args.workspace, progress=_say(err))
+    outcome = open_cli(core.servers, args.workspace, progress=_say(err))
     core.save_settings()
     out.write(outcome.message + "\n")
     return EXIT_OK
 
 
 def cmd_open_openwork(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    outcome = open_openwork(core.sessions, args.workspace, progress=_say(err))
+    outcome = open_openwork(core.servers, args.workspace, progress=_say(err))
     core.save_settings()
     out.write(outcome.message + "\n")
     if outcome.notice:
@@ -389,7 +389,7 @@ def run_cli(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
                 f"({e.strerror or e}).",
                 "Make that folder writable, or pass --data-dir with a writable folder.",
             ) from None
-        setup_logging(paths.log_dir, core.sessions.redactor(), verbose=args.verbose)
+        setup_logging(paths.log_dir, core.servers.redactor(), verbose=args.verbose)
         _warn(core.warnings, err)
         core.settings.validate()
         return COMMANDS[args.command](core, args, out, err)

@@ -130,7 +130,7 @@ class Sandbox:
         return json.loads(r.stdout)
 
     def state(self) -> dict[str, Any]:
-        path = self.data_dir / "state" / "sessions.json"
+        path = self.data_dir / "state" / "servers.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
 

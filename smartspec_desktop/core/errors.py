@@ -121,6 +121,14 @@ class ServerStartError(SmartSpecError):
     code = "server_start"
 
 
+class PortInUse(ServerStartError):
+    """The port was taken between our pick and the program's bind: another port may work."""
+
+
+class StartBusy(ServerStartError):
+    """A passing condition (OpenCode's database busy during a parallel start): retry shortly."""
+
+
 class ServerNotRunning(SmartSpecError):
     code = "server_not_running"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smartspec_desktop.core.servers.manager import SessionManager
+from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.storage.config import Settings, load_settings, save_settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials, FileStore, KeyringStore, SecretStore
@@ -15,7 +15,7 @@ class Core:
     paths: Paths
     settings: Settings
     credentials: Credentials
-    sessions: SessionManager
+    servers: ServerManager
     warnings: list[str]
 
     def save_settings(self) -> None:
@@ -30,6 +30,4 @@ def build_core(
     if backend_url:
         settings.backend_url = backend_url.rstrip("/")
     credentials = Credentials(store or KeyringStore(), FileStore(paths.state_dir / "secrets"))
-    return Core(
-        paths, settings, credentials, SessionManager(paths, settings, credentials), warnings
-    )
+    return Core(paths, settings, credentials, ServerManager(paths, settings, credentials), warnings)

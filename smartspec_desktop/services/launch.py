@@ -8,7 +8,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from smartspec_desktop.core.launch import launchers
-from smartspec_desktop.core.servers.manager import SessionManager
+from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.services.worker import Jobs, as_error
 
 OPENWORK, CLI = "openwork", "cli"
@@ -22,7 +22,7 @@ class LaunchService(QObject):
 
     def __init__(
         self,
-        manager: SessionManager,
+        manager: ServerManager,
         jobs: Jobs,
         parent: QObject | None = None,
         *,

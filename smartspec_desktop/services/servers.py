@@ -1,6 +1,6 @@
 """The window's view of the servers: start/stop on worker threads, a cheap poll of the registry.
 
-``SessionService`` owns no process itself: the core's ``SessionManager`` does. It adds what a
+``ServerService`` owns no process itself: the core's ``ServerManager`` does. It adds what a
 window needs: per-workspace busy states ("starting", "stopping", "installing"), progress lines,
 typed failures, and a ``records_changed`` signal fed by a registry poll (psutil only, no HTTP)
 every ``poll_ms``, so servers started from the CLI appear and a crash is noticed within a second.
@@ -16,13 +16,20 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.opencode.binary import install_opencode
-from smartspec_desktop.core.servers.manager import SessionManager, StartResult, normalize_workspace
-from smartspec_desktop.core.servers.registry import CRASHED, SessionRecord, same_workspace
+from smartspec_desktop.core.servers.manager import ServerManager, StartResult
+from smartspec_desktop.core.servers.preflight import normalize_workspace
+from smartspec_desktop.core.servers.registry import (
+    CRASHED,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    ServerRecord,
+    ServerStatus,
+    same_workspace,
+)
 from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)
-
-STARTING, STOPPING, STOPPED = "starting", "stopping", "stopped"
 
 
 @dataclass(frozen=True)
@@ -30,25 +37,25 @@ class WorkspaceState:
     """What the panel shows for one workspace."""
 
     path: str
-    status: str  # stopped, starting, running, stopping, crashed
-    record: SessionRecord | None
+    status: ServerStatus
+    record: ServerRecord | None
 
 
-class SessionService(QObject):
-    records_changed = Signal(object)  # list[SessionRecord]
+class ServerService(QObject):
+    records_changed = Signal(object)  # list[ServerRecord]
     busy_changed = Signal(str, str)  # workspace, busy state ("" when idle)
     progress = Signal(str, str)  # workspace, a progress line
     started = Signal(str, object)  # workspace, StartResult
     stopped = Signal(str)  # workspace
     failed = Signal(str, object)  # workspace ("" for app-wide), SmartSpecError
-    crashed = Signal(object)  # SessionRecord that just became crashed
+    crashed = Signal(object)  # ServerRecord that just became crashed
     models_loaded = Signal(object)  # list[str]
     install_progress = Signal(str)
     installed = Signal(str)  # path of the installed binary
 
     def __init__(
         self,
-        manager: SessionManager,
+        manager: ServerManager,
         jobs: Jobs,
         *,
         poll_ms: int = 700,
@@ -57,7 +64,7 @@ class SessionService(QObject):
         super().__init__(parent)
         self.manager = manager
         self.jobs = jobs
-        self.records: list[SessionRecord] = []
+        self.records: list[ServerRecord] = []
         self.busy: dict[str, str] = {}
         self._polling = False
         self._known_crashed: set[str] = set()
@@ -72,7 +79,7 @@ class SessionService(QObject):
         self.poll()
         self.timer.start()
 
-    def record_for(self, workspace: str) -> SessionRecord | None:
+    def record_for(self, workspace: str) -> ServerRecord | None:
         matches = [r for r in self.records if same_workspace(r.workspace_path, workspace)]
         active = [r for r in matches if r.active]
         best = active or matches
@@ -82,7 +89,7 @@ class SessionService(QObject):
         rec = self.record_for(workspace)
         busy = self.busy.get(workspace, "")
         if busy in (STARTING, STOPPING):
-            return WorkspaceState(workspace, busy, rec)
+            return WorkspaceState(workspace, ServerStatus(busy), rec)
         if rec is None:
             return WorkspaceState(workspace, STOPPED, None)
         return WorkspaceState(workspace, rec.status, rec)
@@ -102,12 +109,12 @@ class SessionService(QObject):
         self._polling = True
         self.jobs.submit(self.manager.refresh, on_done=self._polled, on_failed=self._poll_failed)
 
-    def _polled(self, records: list[SessionRecord]) -> None:
+    def _polled(self, records: list[ServerRecord]) -> None:
         self._polling = False
         self.records = list(records)
         for rec in self.records:
-            if rec.status == CRASHED and rec.session_id not in self._known_crashed:
-                self._known_crashed.add(rec.session_id)
+            if rec.status == CRASHED and rec.server_id not in self._known_crashed:
+                self._known_crashed.add(rec.server_id)
                 if not self._first_poll:
                     self.crashed.emit(rec)
         self._first_poll = False
@@ -161,21 +168,21 @@ class SessionService(QObject):
             self.failed.emit(workspace, as_error(e))
             self.poll()
 
-        self.jobs.submit(lambda: self.manager.stop(rec.session_id), on_done=done, on_failed=failed)
+        self.jobs.submit(lambda: self.manager.stop(rec.server_id), on_done=done, on_failed=failed)
 
     def clear(self, workspace: str) -> None:
-        """Forget a crashed session (its log stays on disk)."""
+        """Forget a crashed server (its log stays on disk)."""
         rec = self.record_for(workspace)
         if rec is None or rec.active:
             return
         self.jobs.submit(
-            lambda: self.manager.stop(rec.session_id),
+            lambda: self.manager.stop(rec.server_id),
             on_done=lambda _r: self.poll(),
             on_failed=lambda e: self.poll(),
         )
 
-    def owned_active(self) -> list[SessionRecord]:
-        return [r for r in self.records if r.active and self.manager.owns(r.session_id)]
+    def owned_active(self) -> list[ServerRecord]:
+        return [r for r in self.records if r.active and self.manager.owns(r.server_id)]
 
     def stop_owned(self, on_done: Callable[[], None]) -> None:
         """Stop the servers this window started (for quit); ``on_done`` runs on the GUI thread."""

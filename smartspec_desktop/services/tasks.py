@@ -21,12 +21,12 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 from smartspec_desktop.core.errors import ServerNotRunning, TaskAborted, TaskError
 from smartspec_desktop.core.opencode.client import PERMISSION_REPLIES, OpenCodeClient
 from smartspec_desktop.core.opencode.tasks import TaskRun, TaskState
-from smartspec_desktop.core.servers.registry import SessionRecord
+from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)
 
-PasswordProvider = Callable[[SessionRecord], str]
+PasswordProvider = Callable[[ServerRecord], str]
 
 
 def summary_of(state: TaskState) -> str:
@@ -106,7 +106,7 @@ class TaskService(QObject):
         super().__init__(parent)
         self.jobs = jobs
         self.task_timeout = task_timeout
-        self._record: SessionRecord | None = None
+        self._record: ServerRecord | None = None
         self._password_provider: PasswordProvider | None = None
         self._password: str | None = None
         self._pw_lock = threading.Lock()
@@ -124,7 +124,7 @@ class TaskService(QObject):
     # ------------------------------------------------------------------------------ target
 
     @property
-    def record(self) -> SessionRecord | None:
+    def record(self) -> ServerRecord | None:
         return self._record
 
     @property
@@ -137,14 +137,14 @@ class TaskService(QObject):
         return st.session_id if self._thread is not None and st is not None else None
 
     def set_target(
-        self, record: SessionRecord | None, password_provider: PasswordProvider | None
+        self, record: ServerRecord | None, password_provider: PasswordProvider | None
     ) -> None:
         """Point the service at a running workspace server (or at nothing). The password
-        provider (e.g. ``core.sessions.password``) is called on a worker thread, once."""
+        provider (e.g. ``core.servers.password``) is called on a worker thread, once."""
         same = (
             record is not None
             and self._record is not None
-            and record.session_id == self._record.session_id
+            and record.server_id == self._record.server_id
             and record.url == self._record.url
         )
         if same:
@@ -160,7 +160,7 @@ class TaskService(QObject):
     def _client(
         self,
         timeout: float = 15.0,
-        target: tuple[SessionRecord | None, PasswordProvider | None] | None = None,
+        target: tuple[ServerRecord | None, PasswordProvider | None] | None = None,
     ) -> OpenCodeClient:
         """A new client for the target (worker threads only: may ask the keyring)."""
         record, provider = target or (self._record, self._password_provider)

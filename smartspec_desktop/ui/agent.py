@@ -39,7 +39,7 @@ from smartspec_desktop.core.errors import (
 )
 from smartspec_desktop.core.opencode.client import SessionInfo
 from smartspec_desktop.core.opencode.tasks import TaskState
-from smartspec_desktop.core.servers.registry import SessionRecord
+from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.tasks import PasswordProvider, TaskService
 
 TOOL_STATUS = {
@@ -95,10 +95,10 @@ class AgentPanel(QWidget):
     """Sessions, a prompt box and the live activity view of one workspace's OpenCode server.
 
     Construct with ``AgentPanel(service)`` where ``service`` is a :class:`TaskService`; then call
-    ``set_session_target(record, password_provider)`` whenever the selected workspace or its
-    server changes: ``record`` is the workspace's running :class:`SessionRecord` (or ``None``
+    ``set_server_target(record, password_provider)`` whenever the selected workspace or its
+    server changes: ``record`` is the workspace's running :class:`ServerRecord` (or ``None``
     when no server runs: the panel is disabled and says so) and ``password_provider`` a callable
-    ``(SessionRecord) -> str`` giving the server password (e.g. ``core.sessions.password``); it is
+    ``(ServerRecord) -> str`` giving the server password (e.g. ``core.servers.password``); it is
     called off the GUI thread.
 
     Signals: ``open_session_requested(session_id)`` on a double-click in the sessions table (wire
@@ -125,7 +125,7 @@ class AgentPanel(QWidget):
         service.running_changed.connect(self._on_running)
         service.finished.connect(self._on_finished)
         service.error.connect(self._on_error)
-        self.set_session_target(None, None)
+        self.set_server_target(None, None)
 
     # ------------------------------------------------------------------------------ layout
 
@@ -253,13 +253,13 @@ class AgentPanel(QWidget):
 
     # ------------------------------------------------------------------------------ target
 
-    def set_session_target(
-        self, record: SessionRecord | None, password_provider: PasswordProvider | None
+    def set_server_target(
+        self, record: ServerRecord | None, password_provider: PasswordProvider | None
     ) -> None:
         """Follow ``record``'s server (see the class docstring); ``None`` disables the panel."""
         previous = self.service.record
         self.service.set_target(record, password_provider)
-        changed = previous is None or record is None or previous.session_id != record.session_id
+        changed = previous is None or record is None or previous.server_id != record.server_id
         if record is None:
             self.target_label.setText(
                 "No dev server is running for this workspace. Start it to run agent tasks."

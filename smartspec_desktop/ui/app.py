@@ -30,7 +30,7 @@ from smartspec_desktop.logsetup import setup_logging
 from smartspec_desktop.resources import resource_path
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
-from smartspec_desktop.services.servers import SessionService
+from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
@@ -88,16 +88,16 @@ class Application:
         self.qapp = qapp
         self.core = core
         self.jobs = Jobs(qapp)
-        self.sessions = SessionService(core.sessions, self.jobs)
+        self.servers = ServerService(core.servers, self.jobs)
         self.account = AccountService(core.settings, core.credentials, self.jobs)
-        self.launch = LaunchService(core.sessions, self.jobs)
+        self.launch = LaunchService(core.servers, self.jobs)
         self.tasks = TaskService(self.jobs)
         self.agent_panel = AgentPanel(self.tasks)
         icon = QIcon(str(resource_path("icon.svg")))
         self.window = MainWindow(
             core,
             self.jobs,
-            self.sessions,
+            self.servers,
             self.account,
             launch=self.launch,
             agent_panel=self.agent_panel,
@@ -129,11 +129,11 @@ class Application:
 
     def start(self) -> None:
         self.window.show()
-        self.sessions.start_polling()
+        self.servers.start_polling()
         self.account.load_key_status()
 
     def shutdown(self) -> None:
-        self.sessions.timer.stop()
+        self.servers.timer.stop()
         self.tasks.shutdown(wait_ms=3000)
         self.jobs.wait(5000)
         if self.server is not None:
@@ -235,7 +235,7 @@ def run_gui(args: argparse.Namespace) -> int:
         core.warnings.append(str(e))
 
     app = Application(qapp, core)
-    app.jobs.submit(lambda: redactor.add(core.sessions.redactor_key()))
+    app.jobs.submit(lambda: redactor.add(core.servers.redactor_key()))
     app.listen(name)
     _keepalive = _install_signal_handlers(app.window)
     if os.environ.get(EXIT_AFTER_SHOWN_ENV) == "1":

@@ -32,13 +32,18 @@ from PySide6.QtWidgets import (
 
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.servers.manager import StartResult
-from smartspec_desktop.core.servers.registry import SessionRecord
-from smartspec_desktop.core.storage.config import Settings
-from smartspec_desktop.services.servers import (
+from smartspec_desktop.core.servers.registry import (
+    ACTIVE,
+    CRASHED,
+    RUNNING,
     STARTING,
+    STOPPED,
     STOPPING,
-    SessionService,
+    ServerRecord,
 )
+from smartspec_desktop.core.storage.config import Settings
+from smartspec_desktop.services.launch import LaunchService
+from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.widgets import STATUS_LABELS, Banner, LogView, status_icon
 
@@ -83,15 +88,15 @@ class DevModePanel(QWidget):
 
     def __init__(
         self,
-        sessions: SessionService,
+        servers: ServerService,
         settings: Settings,
         *,
-        launch: object | None = None,
+        launch: LaunchService | None = None,
         agent_panel: AgentPanel | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
-        self.sessions = sessions
+        self.servers = servers
         self.settings = settings
         self.launch = launch
         self.agent_panel = agent_panel
@@ -101,21 +106,21 @@ class DevModePanel(QWidget):
         self._messages: dict[str, str] = {}
         self._banners: dict[str, tuple[str, str, tuple[str, str] | None, str]] = {}
         self._build(agent_panel)
-        sessions.records_changed.connect(self._on_records)
-        sessions.busy_changed.connect(self._on_busy)
-        sessions.progress.connect(self._on_progress)
-        sessions.started.connect(self._on_started)
-        sessions.stopped.connect(self._on_stopped)
-        sessions.failed.connect(self._on_failed)
-        sessions.crashed.connect(self._on_crashed)
-        sessions.models_loaded.connect(self._on_models)
-        sessions.install_progress.connect(self._on_install_progress)
-        sessions.installed.connect(self._on_installed)
+        servers.records_changed.connect(self._on_records)
+        servers.busy_changed.connect(self._on_busy)
+        servers.progress.connect(self._on_progress)
+        servers.started.connect(self._on_started)
+        servers.stopped.connect(self._on_stopped)
+        servers.failed.connect(self._on_failed)
+        servers.crashed.connect(self._on_crashed)
+        servers.models_loaded.connect(self._on_models)
+        servers.install_progress.connect(self._on_install_progress)
+        servers.installed.connect(self._on_installed)
         if launch is not None:
-            launch.progress.connect(self._on_progress)  # type: ignore[attr-defined]
-            launch.opened.connect(self._on_opened)  # type: ignore[attr-defined]
-            launch.failed.connect(self._on_failed)  # type: ignore[attr-defined]
-            launch.busy_changed.connect(lambda ws, _w: self._render_detail())  # type: ignore[attr-defined]
+            launch.progress.connect(self._on_progress)
+            launch.opened.connect(self._on_opened)
+            launch.failed.connect(self._on_failed)
+            launch.busy_changed.connect(lambda ws, _w: self._render_detail())
         self.banner.action_clicked.connect(self._on_banner_action)
         if agent_panel is not None:
             agent_panel.open_session_requested.connect(self._open_session)
@@ -260,7 +265,7 @@ class DevModePanel(QWidget):
     def workspaces(self) -> list[str]:
         """The list shown: remembered folders, plus any with a known session (e.g. from CLI)."""
         out = list(self.settings.recent_workspaces)
-        for rec in self.sessions.records:
+        for rec in self.servers.records:
             if rec.workspace_path not in out:
                 out.append(rec.workspace_path)
         return out
@@ -286,9 +291,9 @@ class DevModePanel(QWidget):
         for i in range(self.list.count()):
             item = self.list.item(i)
             path = item.data(ROLE_PATH)
-            state = self.sessions.state_of(path)
+            state = self.servers.state_of(path)
             label = Path(path).name or path
-            if state.record is not None and state.status in ("running", "starting", "stopping"):
+            if state.record is not None and state.status in ACTIVE:
                 label += f"  ·  :{state.record.port}" if state.record.port else ""
             item.setText(label)
             item.setIcon(status_icon(state.status))
@@ -297,7 +302,7 @@ class DevModePanel(QWidget):
     def add_workspace(self, path: str) -> bool:
         """Add a folder (used by the dialog and by tests); returns False with a banner if bad."""
         try:
-            ws = self.sessions.normalize(path)
+            ws = self.servers.normalize(path)
         except SmartSpecError as e:
             self._show_error("", e)
             return False
@@ -340,33 +345,33 @@ class DevModePanel(QWidget):
         if self.current:
             self.banner.clear()
             self._banners.pop(self.current, None)
-            self.sessions.start(self.current)
+            self.servers.start(self.current)
 
     def _stop(self) -> None:
         if self.current:
-            self.sessions.stop(self.current)
+            self.servers.stop(self.current)
 
     def _open_openwork(self) -> None:
         if self.current and self.launch is not None:
-            self.launch.open_openwork(self.current)  # type: ignore[attr-defined]
+            self.launch.open_openwork(self.current)
 
     def _open_cli(self) -> None:
         if self.current and self.launch is not None:
-            self.launch.open_cli(self.current)  # type: ignore[attr-defined]
+            self.launch.open_cli(self.current)
 
     def _open_session(self, session_id: str) -> None:
         if self.current and self.launch is not None:
-            self.launch.open_openwork(self.current, session_id)  # type: ignore[attr-defined]
+            self.launch.open_openwork(self.current, session_id)
 
     def _copy_url(self) -> None:
-        state = self.sessions.state_of(self.current) if self.current else None
+        state = self.servers.state_of(self.current) if self.current else None
         if state and state.record and state.record.url:
             QGuiApplication.clipboard().setText(state.record.url)
             self._say(self.current, f"Copied {state.record.url}")
 
     def _on_banner_action(self, action: str) -> None:
         if action == "install":
-            self.sessions.install_opencode()
+            self.servers.install_opencode()
             self._say("", "Installing OpenCode 1.18.33 with npm …")
             self.spinner.show()
         elif action == "account":
@@ -404,30 +409,22 @@ class DevModePanel(QWidget):
 
     def _render_status(self) -> None:
         ws = self.current
-        state = self.sessions.state_of(ws) if ws else None
-        status = state.status if state else "stopped"
+        state = self.servers.state_of(ws) if ws else None
+        status = state.status if state else STOPPED
         rec = state.record if state else None
         self.status_icon.setPixmap(status_icon(status).pixmap(14, 14))
         self.status_label.setText(STATUS_LABELS.get(status, status))
-        running = status == "running" and rec is not None
+        running = status == RUNNING and rec is not None
         self.port_label.setText(f"Port {rec.port}" if running and rec else "")
         self.url_label.setText(rec.url if running and rec else "")
         self.copy_button.setVisible(running)
         self.uptime_label.setText(f"Up {_uptime(rec.created_at)}" if running and rec else "")
-        launching = (
-            bool(ws)
-            and self.launch is not None
-            and bool(
-                self.launch.busy.get(ws)  # type: ignore[attr-defined]
-            )
-        )
+        launching = bool(ws) and self.launch is not None and bool(self.launch.busy.get(ws))
         busy = status in (STARTING, STOPPING) or launching
-        self.spinner.setVisible(busy or bool(self.sessions.busy.get("*install")))
-        self.start_button.setEnabled(bool(ws) and status in ("stopped", "crashed"))
-        self.start_button.setText(
-            "Restart Dev Server" if status == "crashed" else "Start Dev Server"
-        )
-        self.stop_button.setEnabled(bool(ws) and status in ("running", "starting") and not busy)
+        self.spinner.setVisible(busy or bool(self.servers.busy.get("*install")))
+        self.start_button.setEnabled(bool(ws) and status in (STOPPED, CRASHED))
+        self.start_button.setText("Restart Dev Server" if status == CRASHED else "Start Dev Server")
+        self.stop_button.setEnabled(bool(ws) and status in (RUNNING, STARTING) and not busy)
         launch_ok = bool(ws) and self.launch is not None and not busy
         for b in (self.openwork_button, self.cli_button):
             b.setEnabled(launch_ok)
@@ -446,7 +443,7 @@ class DevModePanel(QWidget):
         line = self._messages.get(ws, "")
         if busy and not line:
             line = {STARTING: "Starting …", STOPPING: "Stopping …"}.get(status, "Opening …")
-        installing = self._messages.get("") if self.sessions.busy.get("*install") else ""
+        installing = self._messages.get("") if self.servers.busy.get("*install") else ""
         self.progress_label.setText(installing or line)
         self._retarget_agent(rec if running else None)
         if rec is not None and rec.log_path:
@@ -456,21 +453,21 @@ class DevModePanel(QWidget):
 
     # ------------------------------------------------------------------------- signals
 
-    def _retarget_agent(self, rec: SessionRecord | None) -> None:
+    def _retarget_agent(self, rec: ServerRecord | None) -> None:
         """Point the agent panel at the selected workspace's server when that changes."""
         if self.agent_panel is None:
             return
-        sid = rec.session_id if rec is not None else None
+        sid = rec.server_id if rec is not None else None
         if sid != self._agent_target:
             self._agent_target = sid
-            self.agent_panel.set_session_target(rec, self.sessions.manager.password)
+            self.agent_panel.set_server_target(rec, self.servers.manager.password)
 
     def _say(self, ws: str, line: str) -> None:
         self._messages[ws] = line
         if ws in (self.current, ""):
             self.progress_label.setText(line)
 
-    def _on_records(self, _records: list[SessionRecord]) -> None:
+    def _on_records(self, _records: list[ServerRecord]) -> None:
         self._reload_list()
         self._render_status()
 
@@ -518,7 +515,7 @@ class DevModePanel(QWidget):
         if ws == self.current:
             self.banner.show_message(kind, text, action=action, details=details)
 
-    def _on_crashed(self, rec: SessionRecord) -> None:
+    def _on_crashed(self, rec: ServerRecord) -> None:
         tail = ""
         try:
             with open(rec.log_path, encoding="utf-8", errors="replace") as f:

@@ -18,10 +18,11 @@ from PySide6.QtWidgets import (
 )
 
 from smartspec_desktop import __version__
+from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, STOPPED
 from smartspec_desktop.core.storage.atomic import atomic_write_json
 from smartspec_desktop.core.wiring import Core
 from smartspec_desktop.services.account import AccountService
-from smartspec_desktop.services.servers import SessionService
+from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.account import AccountPage, format_credits
 from smartspec_desktop.ui.agent import AgentPanel
@@ -42,7 +43,7 @@ class MainWindow(QMainWindow):
         self,
         core: Core,
         jobs: Jobs,
-        sessions: SessionService,
+        servers: ServerService,
         account: AccountService,
         *,
         launch: Any | None = None,
@@ -53,14 +54,14 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.core = core
         self.jobs = jobs
-        self.sessions = sessions
+        self.servers = servers
         self.account = account
         self.setWindowTitle("SmartSpec Desktop")
         if icon is not None:
             self.setWindowIcon(icon)
         self.resize(1120, 720)
 
-        self.devmode = DevModePanel(sessions, core.settings, launch=launch, agent_panel=agent_panel)
+        self.devmode = DevModePanel(servers, core.settings, launch=launch, agent_panel=agent_panel)
         self.account_page = AccountPage(account)
         self.settings_page = SettingsPage(core.settings)
         self.tabs = QTabWidget()
@@ -82,14 +83,14 @@ class MainWindow(QMainWindow):
         self.devmode.workspaces_changed.connect(self.save_settings)
         self.devmode.model_changed.connect(lambda _m: self.save_settings())
         self.settings_page.applied.connect(self._settings_applied)
-        self.account_page.key_accepted.connect(sessions.load_models)
+        self.account_page.key_accepted.connect(servers.load_models)
         account.signed_in.connect(self._render_account)
         account.signed_out.connect(self._render_account)
         account.balance_changed.connect(self._on_balance)
         account.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
-        sessions.started.connect(lambda _ws, _r: self.save_settings())
-        sessions.records_changed.connect(self._update_tray)
-        sessions.crashed.connect(self._notify_crash)
+        servers.started.connect(lambda _ws, _r: self.save_settings())
+        servers.records_changed.connect(self._update_tray)
+        servers.crashed.connect(self._notify_crash)
         if agent_panel is not None:
             agent_panel.task_finished.connect(self._task_finished)
 
@@ -163,16 +164,16 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         running = 0
         for ws in self.devmode.workspaces()[:8]:
-            state = self.sessions.state_of(ws)
+            state = self.servers.state_of(ws)
             name = Path(ws).name or ws
             label = f"{name} — {STATUS_LABELS.get(state.status, state.status)}"
             action = QAction(label, menu)
-            if state.status == "running":
+            if state.status == RUNNING:
                 running += 1
-                action.triggered.connect(lambda _c=False, w=ws: self.sessions.stop(w))
+                action.triggered.connect(lambda _c=False, w=ws: self.servers.stop(w))
                 action.setText(label + " (click to stop)")
-            elif state.status in ("stopped", "crashed"):
-                action.triggered.connect(lambda _c=False, w=ws: self.sessions.start(w))
+            elif state.status in (STOPPED, CRASHED):
+                action.triggered.connect(lambda _c=False, w=ws: self.servers.start(w))
                 action.setText(label + " (click to start)")
             else:
                 action.setEnabled(False)
@@ -209,7 +210,7 @@ class MainWindow(QMainWindow):
         if self._quitting:
             event.ignore()
             return
-        owned = self.sessions.owned_active()
+        owned = self.servers.owned_active()
         if not (self.core.settings.stop_servers_on_quit and owned):
             self._finish_quit()
             event.accept()
@@ -220,13 +221,13 @@ class MainWindow(QMainWindow):
         self.setEnabled(False)
         self.statusBar().showMessage(f"Stopping {len(owned)} server(s) before quitting …")
         QTimer.singleShot(QUIT_WAIT_MS, self._finish_quit)
-        self.sessions.stop_owned(self._finish_quit)
+        self.servers.stop_owned(self._finish_quit)
 
     def _finish_quit(self) -> None:
         if getattr(self, "_quit_done", False):
             return
         self._quit_done = True
-        self.sessions.timer.stop()
+        self.servers.timer.stop()
         if self.tray is not None:
             self.tray.hide()
         self.hide()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -21,11 +22,10 @@ from PySide6.QtWidgets import (
 
 from smartspec_desktop.core.errors import ConfigError
 from smartspec_desktop.core.launch.terminals import supported_terminals
-from smartspec_desktop.core.storage.config import Settings
+from smartspec_desktop.core.storage.config import OPENWORK_MODES, OpenWorkMode, Settings
 from smartspec_desktop.ui.widgets import Banner
 
 TERMINALS = ["auto", *supported_terminals()]
-OPENWORK_MODES = ["auto", "openwork", "web"]
 
 
 class SettingsPage(QWidget):
@@ -51,7 +51,7 @@ class SettingsPage(QWidget):
             "A terminal name, or your own command with {command}, e.g. myterm -e {command}"
         )
         self.openwork_mode = QComboBox()
-        self.openwork_mode.addItems(OPENWORK_MODES)
+        self.openwork_mode.addItems(list(OPENWORK_MODES))
         self.openwork_mode.setToolTip(
             "auto: openwork-server if installed, else OpenCode's web UI; openwork; web"
         )
@@ -120,7 +120,8 @@ class SettingsPage(QWidget):
             port_range_end=self.port_end.value(),
             start_timeout=float(self.start_timeout.value()),
             terminal=self.terminal.currentText().strip() or "auto",
-            openwork_mode=self.openwork_mode.currentText(),
+            # validate() below refuses anything else.
+            openwork_mode=cast(OpenWorkMode, self.openwork_mode.currentText()),
             openwork_server_path=self.openwork_path.text().strip(),
             stop_servers_on_quit=self.stop_on_quit.isChecked(),
             agent_permissions="ask" if self.ask_permissions.isChecked() else "default",

@@ -20,27 +20,28 @@ from PySide6.QtWidgets import (
 )
 
 from smartspec_desktop.core.redact import Redactor
+from smartspec_desktop.core.servers.registry import ServerStatus
 
-STATUS_COLORS = {
-    "stopped": "#9ca3af",
-    "starting": "#f59e0b",
-    "running": "#10b981",
-    "stopping": "#f59e0b",
-    "crashed": "#ef4444",
+STATUS_COLORS: dict[ServerStatus, str] = {
+    ServerStatus.STOPPED: "#9ca3af",
+    ServerStatus.STARTING: "#f59e0b",
+    ServerStatus.RUNNING: "#10b981",
+    ServerStatus.STOPPING: "#f59e0b",
+    ServerStatus.CRASHED: "#ef4444",
 }
-STATUS_LABELS = {
-    "stopped": "Stopped",
-    "starting": "Starting…",
-    "running": "Running",
-    "stopping": "Stopping…",
-    "crashed": "Crashed",
+STATUS_LABELS: dict[ServerStatus, str] = {
+    ServerStatus.STOPPED: "Stopped",
+    ServerStatus.STARTING: "Starting…",
+    ServerStatus.RUNNING: "Running",
+    ServerStatus.STOPPING: "Stopping…",
+    ServerStatus.CRASHED: "Crashed",
 }
 
 
-_dot_cache: dict[str, QIcon] = {}
+_dot_cache: dict[ServerStatus, QIcon] = {}
 
 
-def status_icon(status: str) -> QIcon:
+def status_icon(status: ServerStatus) -> QIcon:
     if status not in _dot_cache:
         pix = QPixmap(16, 16)
         pix.fill(Qt.GlobalColor.transparent)

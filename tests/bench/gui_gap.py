@@ -1,6 +1,6 @@
 """Benchmark (3): the window's event loop while 3 workspaces start and stop at once.
 
-The real services (``SessionService`` on a ``Jobs`` pool, as the window has them) and a visible
+The real services (``ServerService`` on a ``Jobs`` pool, as the window has them) and a visible
 ``MainWindow`` (offscreen unless a display is set); a 10 ms ``QTimer`` heartbeat records the
 longest gap between its ticks, i.e. how long the GUI thread was ever busy at a stretch.
 """
@@ -22,19 +22,19 @@ def event_loop_gap(
     from PySide6.QtWidgets import QApplication
 
     from smartspec_desktop.services.account import AccountService
-    from smartspec_desktop.services.servers import SessionService
+    from smartspec_desktop.services.servers import ServerService
     from smartspec_desktop.services.worker import Jobs
     from smartspec_desktop.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
     jobs = Jobs()
-    sessions = SessionService(core.sessions, jobs, poll_ms=700)
+    servers = ServerService(core.servers, jobs, poll_ms=700)
     account = AccountService(core.settings, core.credentials, jobs)
-    window = MainWindow(core, jobs, sessions, account, tray=False)
+    window = MainWindow(core, jobs, servers, account, tray=False)
     window.show()
     for ws in workspaces:
         window.devmode.add_workspace(ws)
-    sessions.start_polling()
+    servers.start_polling()
 
     gaps = {"start": 0.0, "stop": 0.0}
     phase = {"name": "start", "last": 0.0}
@@ -54,7 +54,7 @@ def event_loop_gap(
         deadline = time.monotonic() + timeout_s
 
         def check() -> None:
-            states = [sessions.state_of(ws).status for ws in workspaces]
+            states = [servers.state_of(ws).status for ws in workspaces]
             if all(s == status for s in states) or time.monotonic() > deadline:
                 loop.quit()
 
@@ -64,26 +64,26 @@ def event_loop_gap(
         poll.start()
         loop.exec()
         poll.stop()
-        states = [sessions.state_of(ws).status for ws in workspaces]
+        states = [servers.state_of(ws).status for ws in workspaces]
         if any(s != status for s in states):
             raise RuntimeError(f"not all {status} within {timeout_s:.0f} s: {states}")
 
-    resolved = [sessions.normalize(ws) for ws in workspaces]
+    resolved = [servers.normalize(ws) for ws in workspaces]
     workspaces = resolved
     heartbeat.start()
     t0 = time.perf_counter()
     for ws in workspaces:
-        sessions.start(ws)
+        servers.start(ws)
     wait_for("running")
     started = time.perf_counter() - t0
     phase.update(name="stop", last=0.0)
     t0 = time.perf_counter()
     for ws in workspaces:
-        sessions.stop(ws)
+        servers.stop(ws)
     wait_for("stopped")
     stopped = time.perf_counter() - t0
     heartbeat.stop()
-    sessions.timer.stop()
+    servers.timer.stop()
     window.devmode.log_view.timer.stop()
     jobs.wait(30_000)
     window.close()

@@ -6,15 +6,15 @@ or PATH; ``bash tests/run-tests`` puts the pinned one first, or run
 ``PATH=~/.cache/smartspec-desktop-tests/opencode/node_modules/.bin:$PATH python -m
 tests.bench.run``).
 
-1. click→ready: ``SessionManager.start`` until healthy vs bare ``opencode serve`` until healthy
+1. click→ready: ``ServerManager.start`` until healthy vs bare ``opencode serve`` until healthy
    (median of ``--runs`` each, alternating; one warm-up of each first), and the ratio. Both sides
    get ports nobody else uses (a private preferred range for ours, an OS-picked one for bare),
    so programs on 3795-3800 (e.g. tests running at the same time) cannot force retries;
-2. stop: ``SessionManager.stop`` until stopped, and processes of the tree left afterwards;
+2. stop: ``ServerManager.stop`` until stopped, and processes of the tree left afterwards;
 3. GUI event-loop gap while 3 workspaces start/stop at once, through the real window's services;
 4. app cold start to window shown (``SMARTSPEC_EXIT_AFTER_SHOWN=1`` hook) and the app process's
    peak RSS up to then; skipped while ``smartspec_desktop.ui.app`` does not exist;
-5. scale: 5 workspaces started together (threads on one SessionManager, as the window does):
+5. scale: 5 workspaces started together (threads on one ServerManager, as the window does):
    total time, and RSS of each server.
 """
 
@@ -43,7 +43,7 @@ import psutil
 
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.process.procs import ProcIdentity
-from smartspec_desktop.core.servers.manager import opencode_config, server_env
+from smartspec_desktop.core.servers.launch_config import opencode_config, server_env
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import MemoryStore
 from smartspec_desktop.core.wiring import Core, build_core
@@ -97,7 +97,7 @@ class Bench:
             Paths.from_base(self.root / "data"), backend_url=self.backend.url, store=MemoryStore()
         )
         core.credentials.session_key = self.key
-        core.sessions.environ = self.env
+        core.servers.environ = self.env
         return core
 
     def workspace(self, name: str) -> str:
@@ -107,7 +107,7 @@ class Bench:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.core.sessions.stop_all(grace=3.0)
+            self.core.servers.stop_all(grace=3.0)
         self.backend.stop()
 
     # --------------------------------------------------------------------- 1 and 2: ours
@@ -127,13 +127,13 @@ class Bench:
         """(seconds to healthy, seconds to stopped, processes left after stop)."""
         self.use_private_ports(1)
         t0 = time.perf_counter()
-        result = self.core.sessions.start(ws)
+        result = self.core.servers.start(ws)
         ready = time.perf_counter() - t0
         rec = result.record
         sup = ProcIdentity(rec.supervisor_pid, rec.supervisor_create_time).process()
         tree = [sup, *sup.children(recursive=True)] if sup else []
         t0 = time.perf_counter()
-        self.core.sessions.stop(ws)
+        self.core.servers.stop(ws)
         stopped = time.perf_counter() - t0
         left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         return ready, stopped, len(left)
@@ -208,7 +208,7 @@ class Bench:
 
         def one(ws: str) -> None:
             try:
-                self.core.sessions.start(ws)
+                self.core.servers.start(ws)
             except BaseException as e:  # reported as a count
                 errors.append(e)
 
@@ -221,7 +221,7 @@ class Bench:
         total = time.perf_counter() - t0
         time.sleep(2.0)  # let the servers settle before reading memory
         server_rss, sup_rss = [], []
-        for rec in self.core.sessions.list_sessions():
+        for rec in self.core.servers.list_servers():
             server = ProcIdentity(rec.pid, rec.create_time).process()
             sup = ProcIdentity(rec.supervisor_pid, rec.supervisor_create_time).process()
             if server:
@@ -231,7 +231,7 @@ class Bench:
                 sup_rss.append(_rss(sup) / MB)
         for e in errors:
             print(f"  scale: a start failed: {e}", file=sys.stderr)
-        self.core.sessions.stop_all(grace=5.0)
+        self.core.servers.stop_all(grace=5.0)
         return total, server_rss, sup_rss, len(errors)
 
 

@@ -31,7 +31,7 @@ import pytest
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.errors import BackendUnreachable, WorkspaceError
-from smartspec_desktop.core.servers.manager import normalize_workspace
+from smartspec_desktop.core.servers.preflight import normalize_workspace
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import MemoryStore
 from smartspec_desktop.core.wiring import Core, build_core
@@ -50,11 +50,11 @@ def core(sandbox: Sandbox) -> Iterator[Core]:
         Paths.from_base(sandbox.data_dir), backend_url=sandbox.backend.url, store=MemoryStore()
     )
     c.credentials.session_key = sandbox.api_key
-    c.sessions.environ = sandbox.env
+    c.servers.environ = sandbox.env
     try:
         yield c
     finally:
-        c.sessions.stop_all(grace=3.0)
+        c.servers.stop_all(grace=3.0)
 
 
 def supervisors_of(root: Path) -> list[psutil.Process]:
@@ -80,7 +80,7 @@ def fake_opencode(folder: Path, body: str) -> Path:
 def assert_nothing_spawned(box: Sandbox, ws: Path) -> None:
     assert not server_processes(ws)
     assert not supervisors_of(box.root)
-    assert box.state().get("sessions", {}) == {}
+    assert box.state().get("servers", {}) == {}
 
 
 def cli_start_proc(box: Sandbox, ws: Path) -> subprocess.Popen[str]:
@@ -139,13 +139,13 @@ def test_cli_killed_mid_start_leaves_no_orphans(sandbox: Sandbox, moment: str) -
 
             wait_for(spawned, 60, "the CLI to spawn the supervisor", interval=0.002)
             cli.send_signal(signal.SIGSTOP)  # freeze it inside the window this case is about
-            (record,) = sandbox.state()["sessions"].values()
+            (record,) = sandbox.state()["servers"].values()
             assert record["status"] == "starting" and record["pid"] == 0, record
         else:
 
             def recorded() -> bool:
                 try:
-                    sessions = sandbox.state().get("sessions", {})
+                    sessions = sandbox.state().get("servers", {})
                 except ValueError:
                     return False  # caught mid-write
                 return any(s["pid"] and s["status"] == "starting" for s in sessions.values())
@@ -202,7 +202,7 @@ def test_starting_record_of_a_dead_cli_never_kills_a_foreign_pid(sandbox: Sandbo
         (state / "sessions.json").write_text(json.dumps({"version": 1, "sessions": records}))
         assert sandbox.cli_json("status") == []  # both records forgotten, nothing killed
         assert victim.poll() is None, "a process that is not ours was killed"
-        assert sandbox.state()["sessions"] == {}
+        assert sandbox.state()["servers"] == {}
     finally:
         victim.kill()
         victim.wait()
@@ -230,18 +230,18 @@ def test_port_stolen_between_discovery_and_bind_is_retried(
 
     monkeypatch.setattr(ports, "pick_port", pick_then_steal)
     try:
-        result = core.sessions.start(str(ws))
+        result = core.servers.start(str(ws))
         stolen = thief[0].getsockname()[1]
         assert result.record.status == "running"
         assert result.record.port != stolen
         r = httpx.get(
             result.record.url + "/global/health",
-            auth=("opencode", core.sessions.password(result.record)),
+            auth=("opencode", core.servers.password(result.record)),
             timeout=5,
         )
         assert r.status_code == 200
         assert [p.pid for p in server_processes(ws)] == [result.record.pid]
-        assert len(core.sessions.list_sessions()) == 1
+        assert len(core.servers.list_servers()) == 1
         assert len(supervisors_of(sandbox.root)) == 1, "the failed attempt left a supervisor"
     finally:
         for s in thief:
@@ -255,15 +255,15 @@ def test_damaged_state_file_is_survived(sandbox: Sandbox) -> None:
     state = sandbox.data_dir / "state"
     state.mkdir(parents=True)
     for content in (b"", b"\x00\xff\xfe garbage \x80", b"[1, 2, 3]"):  # truncated, binary, list
-        (state / "sessions.json").write_bytes(content)
+        (state / "servers.json").write_bytes(content)
         r = sandbox.cli("status", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout) == [], content
         assert "unreadable" in r.stderr and "moved aside" in r.stderr
         # Started afresh: a valid, empty state was written back (a later start records into it;
         # test_corrupt_state_file_is_moved_aside starts a server after the same recovery).
-        assert sandbox.state() == {"version": 1, "sessions": {}}
-    assert len(list(state.glob("sessions.json.corrupt-*"))) >= 1  # kept for a bug report
+        assert sandbox.state() == {"version": 2, "servers": {}}
+    assert len(list(state.glob("servers.json.corrupt-*"))) >= 1  # kept for a bug report
 
 
 @pytest.mark.parametrize("blocker", ["state-dir-is-a-file", "state-file-is-a-dir"])
@@ -274,7 +274,7 @@ def test_unwritable_state_fails_clearly_and_spawns_nothing(sandbox: Sandbox, blo
     if blocker == "state-dir-is-a-file":
         (sandbox.data_dir / "state").write_text("not a folder")
     else:
-        (sandbox.data_dir / "state" / "sessions.json").mkdir(parents=True)
+        (sandbox.data_dir / "state" / "servers.json").mkdir(parents=True)
     r = sandbox.cli("start", str(ws))
     assert r.returncode == 1
     assert r.stderr.startswith("error: Cannot "), r.stderr
@@ -289,11 +289,11 @@ def test_unwritable_state_fails_clearly_and_spawns_nothing(sandbox: Sandbox, blo
 
 def test_slow_backend_times_out_with_a_clear_message(sandbox: Sandbox, core: Core) -> None:
     ws = sandbox.workspace()
-    core.sessions.backend_factory = lambda url: BackendClient(url, timeout=1.0)
+    core.servers.backend_factory = lambda url: BackendClient(url, timeout=1.0)
     sandbox.backend.delay_all(5)
     t0 = time.monotonic()
     with pytest.raises(BackendUnreachable) as ei:
-        core.sessions.start(str(ws))
+        core.servers.start(str(ws))
     assert time.monotonic() - t0 < 15
     assert "did not answer in time" in ei.value.problem
     assert "backend is running" in ei.value.fix

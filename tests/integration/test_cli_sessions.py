@@ -32,7 +32,7 @@ def test_start_run_stop_end_to_end(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
     info = sandbox.cli_json("start", str(ws))
     assert set(info) >= {
-        "session_id",
+        "server_id",
         "workspace_path",
         "port",
         "url",
@@ -47,7 +47,7 @@ def test_start_run_stop_end_to_end(sandbox: Sandbox) -> None:
     assert 3795 <= info["port"] <= 3800 or info["port_note"]
     assert info["url"] == f"http://127.0.0.1:{info['port']}"
 
-    pw = password_of(sandbox, info["session_id"])
+    pw = password_of(sandbox, info["server_id"])
     assert pw not in json.dumps(info) and sandbox.api_key not in json.dumps(info)
     health = httpx.get(info["url"] + "/global/health", auth=("opencode", pw), timeout=5)
     assert health.status_code == 200 and health.json()["healthy"] is True
@@ -87,7 +87,7 @@ def test_second_start_reuses_the_session(sandbox: Sandbox) -> None:
     second = sandbox.cli_json("start", str(ws) + "/")
     third = sandbox.cli_json("start", str(link))
     assert second["reused"] is True and third["reused"] is True
-    assert first["session_id"] == second["session_id"] == third["session_id"]
+    assert first["server_id"] == second["server_id"] == third["server_id"]
     assert first["pid"] == second["pid"] == third["pid"]
     assert len(server_processes(ws)) == 1
 
@@ -115,7 +115,7 @@ def test_concurrent_starts_yield_one_server(sandbox: Sandbox) -> None:
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     infos = [json.loads(o[0]) for o in outs]
-    assert len({i["session_id"] for i in infos}) == 1
+    assert len({i["server_id"] for i in infos}) == 1
     assert sorted(i["reused"] for i in infos) == [False, True, True]
     assert len(server_processes(ws)) == 1
 
@@ -123,7 +123,7 @@ def test_concurrent_starts_yield_one_server(sandbox: Sandbox) -> None:
 def test_two_workspaces_run_side_by_side(sandbox: Sandbox) -> None:
     a = sandbox.cli_json("start", str(sandbox.workspace("a")))
     b = sandbox.cli_json("start", str(sandbox.workspace("b")))
-    assert a["session_id"] != b["session_id"] and a["port"] != b["port"]
+    assert a["server_id"] != b["server_id"] and a["port"] != b["port"]
     statuses = sandbox.cli_json("status")
     assert {s["status"] for s in statuses} == {"running"} and len(statuses) == 2
 
@@ -192,7 +192,7 @@ def test_crashed_server_is_reported_with_its_exit_code(sandbox: Sandbox) -> None
     assert "crashed" in text.stdout and "smartspec-desktop start" in text.stdout
     # Starting again replaces the crashed session.
     again = sandbox.cli_json("start", str(ws))
-    assert again["status"] == "running" and again["session_id"] != info["session_id"]
+    assert again["status"] == "running" and again["server_id"] != info["server_id"]
 
 
 @pytest.mark.faults
@@ -232,11 +232,11 @@ def test_stale_entry_is_cleaned_and_a_reused_pid_is_never_killed(sandbox: Sandbo
 def test_corrupt_state_file_is_moved_aside(sandbox: Sandbox) -> None:
     state = sandbox.data_dir / "state"
     state.mkdir(parents=True)
-    (state / "sessions.json").write_text('{"version": 1, "sessions": {"x": ')
+    (state / "servers.json").write_text('{"version": 2, "servers": {"x": ')
     r = sandbox.cli("status")
     assert r.returncode == 0
     assert "unreadable" in r.stderr and "moved aside" in r.stderr
-    assert list(state.glob("sessions.json.corrupt-*"))
+    assert list(state.glob("servers.json.corrupt-*"))
     info = sandbox.cli_json("start", str(sandbox.workspace()))
     assert info["status"] == "running"
 
@@ -248,7 +248,7 @@ def test_missing_opencode_says_how_to_install(sandbox: Sandbox) -> None:
     assert r.returncode == 1
     assert "OpenCode is not installed" in r.stderr
     assert "smartspec-desktop opencode install" in r.stderr
-    assert sandbox.state().get("sessions", {}) == {}
+    assert sandbox.state().get("servers", {}) == {}
 
 
 @pytest.mark.faults
@@ -266,7 +266,7 @@ def test_bad_and_malformed_keys_spawn_nothing(sandbox: Sandbox) -> None:
     assert r.returncode == 1 and "No SmartSpecPro API key" in r.stderr
     assert "SMARTSPEC_API_KEY" in r.stderr  # no keyring here: the env route is the fix
     assert not server_processes(ws)
-    assert sandbox.state().get("sessions", {}) == {}
+    assert sandbox.state().get("servers", {}) == {}
 
 
 @pytest.mark.faults
@@ -323,7 +323,7 @@ def test_workspace_config_cannot_route_around_the_gateway(sandbox: Sandbox) -> N
         )
     )
     info = sandbox.cli_json("start", str(ws))
-    pw = password_of(sandbox, info["session_id"])
+    pw = password_of(sandbox, info["server_id"])
     providers = httpx.get(info["url"] + "/config/providers", auth=("opencode", pw), timeout=10)
     assert [p["id"] for p in providers.json()["providers"]] == ["smartspec"]
     r = sandbox.cli("run", str(ws), "hello")
@@ -362,7 +362,7 @@ def test_key_never_leaks_to_argv_logs_or_state(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
     info = sandbox.cli_json("start", str(ws))
     assert sandbox.cli("run", str(ws), "hello").returncode == 0
-    pw = password_of(sandbox, info["session_id"])
+    pw = password_of(sandbox, info["server_id"])
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         assert sandbox.api_key not in cmd and pw not in cmd

@@ -51,7 +51,7 @@ def test_key_set_stores_in_keyring_and_start_uses_it(
     assert not (sandbox.data_dir / "state" / "secrets").exists() or not any(
         (sandbox.data_dir / "state" / "secrets").iterdir()
     )
-    assert sandbox.state()["sessions"][info["session_id"]]["password_store"] == "keyring"
+    assert sandbox.state()["servers"][info["server_id"]]["password_store"] == "keyring"
     assert sandbox.cli("stop", "--all", env=keyring_env).returncode == 0
 
     r = sandbox.cli("key", "delete", env=keyring_env)

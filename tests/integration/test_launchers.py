@@ -25,7 +25,7 @@ from smartspec_desktop.core.launch.launchers import (
 )
 from smartspec_desktop.core.opencode.client import OpenCodeClient
 from smartspec_desktop.core.process.procs import kill_tree
-from smartspec_desktop.core.servers.manager import SessionManager
+from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials, FileStore
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def manager(box: Sandbox, **settings: object) -> SessionManager:
+def manager(box: Sandbox, **settings: object) -> ServerManager:
     """The core in this process, over the sandbox's data dir and environment."""
     paths = Paths.from_base(box.data_dir)
     paths.ensure()
@@ -44,12 +44,12 @@ def manager(box: Sandbox, **settings: object) -> SessionManager:
     files = FileStore(paths.state_dir / "secrets")
     creds = Credentials(files, files, environ=box.env)
     conf = Settings(backend_url=box.backend.url, **settings)  # type: ignore[arg-type]
-    return SessionManager(paths, conf, creds, environ=box.env)
+    return ServerManager(paths, conf, creds, environ=box.env)
 
 
 @pytest.fixture
-def sm_stop() -> Iterator[list[SessionManager]]:
-    managers: list[SessionManager] = []
+def sm_stop() -> Iterator[list[ServerManager]]:
+    managers: list[ServerManager] = []
     yield managers
     for sm in managers:
         sm.stop_all()
@@ -90,7 +90,7 @@ def chromium_dom(url: str, profile: Path) -> str:
 
 
 def test_open_openwork_falls_back_to_opencode_web_ui_signed_in(
-    sandbox: Sandbox, sm_stop: list[SessionManager], tmp_path: Path
+    sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path
 ) -> None:
     ws = sandbox.workspace("web ui")
     sm = manager(sandbox)
@@ -143,7 +143,7 @@ def test_openwork_mode_requires_openwork_server(sandbox: Sandbox) -> None:
     assert r.returncode == 1
     assert "openwork-server is not installed" in r.stderr
     assert "npm install -g openwork-server" in r.stderr
-    assert not sandbox.state().get("sessions")
+    assert not sandbox.state().get("servers")
 
 
 def with_settings(box: Sandbox, mode: str) -> dict[str, str]:
@@ -166,7 +166,7 @@ def standin_binary(folder: Path) -> Path:
 
 
 def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
-    sandbox: Sandbox, sm_stop: list[SessionManager], tmp_path: Path
+    sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path
 ) -> None:
     ws = sandbox.workspace()
     binary = standin_binary(tmp_path)
@@ -266,7 +266,7 @@ def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
 
 
 def test_openwork_server_that_fails_is_reported_and_cleaned_up(
-    sandbox: Sandbox, sm_stop: list[SessionManager], tmp_path: Path
+    sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path
 ) -> None:
     binary = tmp_path / "openwork-server"
     binary.write_text("#!/bin/sh\necho 'Error: unsupported engine version' >&2\nexit 3\n")

@@ -20,7 +20,7 @@ from smartspec_desktop.core.storage.secrets import MemoryStore
 from smartspec_desktop.core.wiring import Core, build_core
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
-from smartspec_desktop.services.servers import SessionService
+from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
@@ -74,7 +74,7 @@ class Gui:
     box: Sandbox
     core: Core
     jobs: Jobs
-    sessions: SessionService
+    servers: ServerService
     account: AccountService
     window: MainWindow
     browser: BrowserStandIn
@@ -104,23 +104,23 @@ def gui(qtbot, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gu
     app = QApplication.instance()
     assert app is not None
     jobs = Jobs()
-    sessions = SessionService(core.sessions, jobs, poll_ms=250)
+    servers = ServerService(core.servers, jobs, poll_ms=250)
     account = AccountService(core.settings, core.credentials, jobs)
     browser = BrowserStandIn()
-    launch = LaunchService(core.sessions, jobs, opener=browser)
+    launch = LaunchService(core.servers, jobs, opener=browser)
     tasks = TaskService(jobs)
     agent = AgentPanel(tasks)
-    window = MainWindow(core, jobs, sessions, account, launch=launch, agent_panel=agent, tray=False)
+    window = MainWindow(core, jobs, servers, account, launch=launch, agent_panel=agent, tray=False)
     qtbot.addWidget(window)
     window.show()
-    sessions.start_polling()
+    servers.start_polling()
     account.load_key_status()
-    g = Gui(sandbox, core, jobs, sessions, account, window, browser)
+    g = Gui(sandbox, core, jobs, servers, account, window, browser)
     try:
         yield g
     finally:
-        sessions.timer.stop()
+        servers.timer.stop()
         tasks.shutdown(wait_ms=5000)
         window.devmode.log_view.timer.stop()
         jobs.wait(60_000)
-        core.sessions.stop_all()
+        core.servers.stop_all()

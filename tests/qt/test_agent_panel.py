@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QMessageBox, QPushButton
 
 from smartspec_desktop.core.opencode.tasks import TaskState
-from smartspec_desktop.core.servers.registry import SessionRecord
+from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
@@ -35,13 +35,13 @@ def password_of(box: Sandbox, server_id: str) -> str:
 class Rig:
     box: Sandbox
     ws: Path
-    record: SessionRecord
+    record: ServerRecord
     service: TaskService
     panel: AgentPanel
     jobs: Jobs
 
     def client(self) -> httpx.Client:
-        pw = password_of(self.box, self.record.session_id)
+        pw = password_of(self.box, self.record.server_id)
         return httpx.Client(base_url=self.record.url, auth=("opencode", pw), timeout=10)
 
 
@@ -52,8 +52,8 @@ def start_rig(box: Sandbox, qtbot: object, *, permissions: str = "default") -> I
         settings.write_text(json.dumps({"agent_permissions": permissions}))
     ws = box.workspace()
     info = box.cli_json("start", str(ws))
-    record = SessionRecord(
-        session_id=info["session_id"],
+    record = ServerRecord(
+        server_id=info["server_id"],
         workspace_path=info["workspace_path"],
         status=info["status"],
         created_at=info["created_at"],
@@ -68,7 +68,7 @@ def start_rig(box: Sandbox, qtbot: object, *, permissions: str = "default") -> I
     panel.resize(1000, 800)
     panel.show()
     with qtbot.waitSignal(service.sessions_listed, timeout=WAIT):  # type: ignore[attr-defined]
-        panel.set_session_target(record, lambda r: password_of(box, r.session_id))
+        panel.set_server_target(record, lambda r: password_of(box, r.server_id))
     rig = Rig(box, ws, record, service, panel, jobs)
     try:
         yield rig

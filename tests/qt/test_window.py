@@ -45,7 +45,7 @@ def test_start_and_stop_from_the_window_never_freeze_it(gui: Gui, qtbot) -> None
         qtbot.waitUntil(lambda: panel.spinner.isVisible(), timeout=2000)
         qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
     start_gap = beat.max_gap
-    rec = gui.sessions.record_for(str(ws.resolve()))
+    rec = gui.servers.record_for(str(ws.resolve()))
     assert rec is not None and rec.port
     assert panel.port_label.text() == f"Port {rec.port}"
     assert panel.url_label.text() == f"http://127.0.0.1:{rec.port}"
@@ -77,7 +77,7 @@ def test_a_crash_shows_the_banner_and_restart_works(gui: Gui, qtbot) -> None:  #
     panel.add_workspace(str(ws))
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
-    rec = gui.sessions.record_for(str(ws.resolve()))
+    rec = gui.servers.record_for(str(ws.resolve()))
     assert rec is not None
     os.kill(rec.pid, signal.SIGKILL)
     qtbot.waitUntil(lambda: status_text(gui) == "Crashed", timeout=3000)
@@ -123,8 +123,8 @@ def test_sessions_started_from_the_cli_appear(gui: Gui, qtbot) -> None:  # type:
     assert panel.port_label.text() == f"Port {info['port']}"
     # A second Start from the window reuses it (one workspace = one session)
     assert not panel.start_button.isEnabled()
-    with qtbot.waitSignal(gui.sessions.started, timeout=20_000) as blocker:
-        gui.sessions.start(info["workspace_path"])
+    with qtbot.waitSignal(gui.servers.started, timeout=20_000) as blocker:
+        gui.servers.start(info["workspace_path"])
     assert blocker.args[1].reused is True
     assert len(server_processes(ws)) == 1
 
@@ -267,15 +267,15 @@ def test_missing_opencode_is_installed_from_the_banner(gui: Gui, qtbot, monkeypa
     assert "OpenCode is not installed" in panel.banner.text.text()
     assert status_text(gui) == "Stopped"
     lines: list[str] = []
-    gui.sessions.install_progress.connect(lines.append)
-    with qtbot.waitSignal(gui.sessions.installed, timeout=120_000) as blocker:
+    gui.servers.install_progress.connect(lines.append)
+    with qtbot.waitSignal(gui.servers.installed, timeout=120_000) as blocker:
         qtbot.mouseClick(panel.banner.action, Qt.MouseButton.LeftButton)
     assert blocker.args[0].startswith(str(gui.core.paths.managed_opencode_dir))
     assert any("opencode-ai@1.18.33" in ln for ln in lines)
     assert not panel.banner.isVisible()
     qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
-    rec = gui.sessions.record_for(str(ws.resolve()))
+    rec = gui.servers.record_for(str(ws.resolve()))
     assert rec is not None and rec.opencode_path.startswith(
         str(gui.core.paths.managed_opencode_dir)
     )
@@ -328,9 +328,9 @@ def test_open_openwork_ui_starts_the_server_and_signs_the_browser_in(gui: Gui, q
     assert panel.openwork_button.isEnabled()
     qtbot.mouseClick(panel.openwork_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: bool(gui.browser.responses), timeout=START_MS)
-    rec = gui.sessions.record_for(str(ws.resolve()))
+    rec = gui.servers.record_for(str(ws.resolve()))
     assert rec is not None and rec.status == "running"  # started on the way
-    password = gui.core.sessions.password(rec)
+    password = gui.core.servers.password(rec)
     (url,), (resp,) = gui.browser.urls, gui.browser.responses
     assert url.startswith("http://127.0.0.1:") and password not in url
     assert resp.status_code == 303

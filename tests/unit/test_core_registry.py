@@ -19,14 +19,14 @@ from smartspec_desktop.core.servers.registry import (
     STARTING,
     STATE_VERSION,
     Registry,
-    SessionRecord,
+    ServerRecord,
     same_workspace,
 )
 
 
-def record(sid: str = "s1", ws: str = "/ws/a", status: str = RUNNING) -> SessionRecord:
-    return SessionRecord(
-        session_id=sid,
+def record(sid: str = "s1", ws: str = "/ws/a", status: str = RUNNING) -> ServerRecord:
+    return ServerRecord(
+        server_id=sid,
         workspace_path=ws,
         status=status,
         created_at="2026-11-25T06:00:00+00:00",
@@ -60,7 +60,7 @@ def test_transaction_persists_and_snapshot_reads_it(registry: Registry) -> None:
     assert snap == {"s1": record()}
     data = json.loads(registry.file.read_text(encoding="utf-8"))
     assert data["version"] == STATE_VERSION
-    assert data["sessions"]["s1"]["port"] == 3795
+    assert data["servers"]["s1"]["port"] == 3795
     # Another Registry object (another process) sees the same state.
     assert Registry(registry.file).snapshot()["s1"].url == "http://127.0.0.1:3795"
 
@@ -115,16 +115,16 @@ def test_corrupt_state_file_gives_a_warning_and_an_empty_registry(registry: Regi
 def test_unknown_fields_are_ignored_and_broken_records_dropped(registry: Registry) -> None:
     registry.file.parent.mkdir(parents=True)
     good = {
-        "session_id": "s1",
+        "server_id": "s1",
         "workspace_path": "/ws/a",
         "status": RUNNING,
         "created_at": "t",
         "port": 3796,
         "added_by_a_newer_version": {"x": 1},
     }
-    missing_status = {"session_id": "s2", "workspace_path": "/ws/b", "created_at": "t"}
+    missing_status = {"server_id": "s2", "workspace_path": "/ws/b", "created_at": "t"}
     registry.file.write_text(
-        json.dumps({"version": 99, "sessions": {"s1": good, "s2": missing_status, "s3": "junk"}}),
+        json.dumps({"version": 99, "servers": {"s1": good, "s2": missing_status, "s3": "junk"}}),
         encoding="utf-8",
     )
     snap = registry.snapshot()
@@ -144,7 +144,7 @@ def test_public_view_has_no_secrets_or_internal_paths() -> None:
     rec.password_store = "file"
     rec.exit_file = "/state/exit-s1"
     pub = rec.public()
-    assert pub["session_id"] == "s1" and pub["url"] == "http://127.0.0.1:3795"
+    assert pub["server_id"] == "s1" and pub["url"] == "http://127.0.0.1:3795"
     assert "password_store" not in pub and "exit_file" not in pub
     assert "supervisor_pid" not in pub
     json.dumps(pub)  # printable as --json

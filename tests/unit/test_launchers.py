@@ -28,8 +28,8 @@ from smartspec_desktop.core.launch.launchers import (
     openwork_env,
     web_ui_path,
 )
-from smartspec_desktop.core.servers.manager import SessionManager
-from smartspec_desktop.core.servers.registry import RUNNING, SessionRecord
+from smartspec_desktop.core.servers.manager import ServerManager
+from smartspec_desktop.core.servers.registry import RUNNING, ChildRecord, ServerRecord
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials, MemoryStore
@@ -38,9 +38,9 @@ PW = "server-password-0123456789abcdef"
 KEY = "sk-smartspec-abcdefghijklmnopqrstuvwxyz"
 
 
-def record(ws: str = "/work/my ws") -> SessionRecord:
-    return SessionRecord(
-        session_id="srv_1",
+def record(ws: str = "/work/my ws") -> ServerRecord:
+    return ServerRecord(
+        server_id="srv_1",
         workspace_path=ws,
         status=RUNNING,
         created_at="now",
@@ -52,12 +52,12 @@ def record(ws: str = "/work/my ws") -> SessionRecord:
 
 @dataclass
 class FakeStart:
-    record: SessionRecord
+    record: ServerRecord
     warnings: list[str] = field(default_factory=list)
 
 
-class FakeSessions:
-    """Just what the launchers use of a SessionManager."""
+class FakeServers:
+    """Just what the launchers use of a ServerManager."""
 
     def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
         self.settings = settings
@@ -74,7 +74,7 @@ class FakeSessions:
         self.started.append(workspace)
         return FakeStart(record(workspace))
 
-    def password(self, rec: SessionRecord) -> str:
+    def password(self, rec: ServerRecord) -> str:
         return PW
 
     def find_opencode(self) -> Any:
@@ -104,7 +104,7 @@ def run_open_cli(code: int | None = None, **settings: Any) -> tuple[list[Any], d
         calls.append((argv, kw))
         return FakeProc(code)
 
-    sessions = FakeSessions(Settings(terminal=settings.pop("terminal", CUSTOM_TERMINAL)))
+    sessions = FakeServers(Settings(terminal=settings.pop("terminal", CUSTOM_TERMINAL)))
     outcome = open_cli(sessions, "/work/my ws", popen=popen)  # type: ignore[arg-type]
     assert "Opened OpenCode CLI for /work/my ws" in outcome.message and PW not in outcome.message
     (call,) = calls
@@ -142,7 +142,7 @@ def test_open_cli_reports_a_terminal_that_cannot_start() -> None:
     def popen(argv: list[str], **kw: Any) -> Any:
         raise FileNotFoundError(2, "No such file or directory")
 
-    sessions = FakeSessions(Settings(terminal=CUSTOM_TERMINAL))
+    sessions = FakeServers(Settings(terminal=CUSTOM_TERMINAL))
     with pytest.raises(LaunchError) as e:
         open_cli(sessions, "/work/my ws", popen=popen)  # type: ignore[arg-type]
     assert "could not be started (No such file or directory)" in e.value.problem
@@ -150,7 +150,7 @@ def test_open_cli_reports_a_terminal_that_cannot_start() -> None:
 
 
 def test_open_cli_without_the_chosen_terminal_names_the_setting() -> None:
-    sessions = FakeSessions(Settings(terminal="no-such-terminal-xyz -e {command}"))
+    sessions = FakeServers(Settings(terminal="no-such-terminal-xyz -e {command}"))
     with pytest.raises(NoTerminalError) as e:
         open_cli(sessions, "/work/my ws", popen=lambda *a, **k: pytest.fail("no launch"))  # type: ignore[arg-type]
     assert "no-such-terminal-xyz" in e.value.problem and "Settings → Terminal" in str(e.value)
@@ -201,10 +201,10 @@ def test_find_openwork_server(tmp_path: Path) -> None:
 
 
 def test_open_openwork_checks_the_mode_before_starting_anything() -> None:
-    sessions = FakeSessions(Settings(openwork_mode="fancy"))
+    sessions = FakeServers(Settings(openwork_mode="fancy"))
     with pytest.raises(LaunchError):
         open_openwork(sessions, "/w", opener=lambda u: True)  # type: ignore[arg-type]
-    sessions = FakeSessions(Settings(openwork_mode="openwork"), environ={"PATH": ""})
+    sessions = FakeServers(Settings(openwork_mode="openwork"), environ={"PATH": ""})
     with pytest.raises(LaunchError) as e:
         open_openwork(sessions, "/w", opener=lambda u: True)  # type: ignore[arg-type]
     assert "npm install -g openwork-server" in e.value.fix
@@ -263,7 +263,7 @@ def test_peer_check_recognises_our_own_socket() -> None:
 def test_the_sessions_children_die_with_it(tmp_path: Path, how: str) -> None:
     paths = Paths.from_base(tmp_path / "data")
     paths.ensure()
-    sm = SessionManager(paths, Settings(), Credentials(MemoryStore(), MemoryStore()))
+    sm = ServerManager(paths, Settings(), Credentials(MemoryStore(), MemoryStore()))
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True
     )
@@ -272,14 +272,14 @@ def test_the_sessions_children_die_with_it(tmp_path: Path, how: str) -> None:
     try:
         ctime = psutil.Process(child.pid).create_time()
         rec = record()
-        rec.children = [{"kind": "openwork", "pid": child.pid, "create_time": ctime}]
+        rec.children = [ChildRecord(kind="openwork", pid=child.pid, create_time=ctime)]
         if how == "stop":
-            # stop() ends in _terminate; called directly, as the record has no real server.
-            assert sm._terminate(rec, grace=3.0) == []
+            # stop() ends in terminate; called directly, as the record has no real server.
+            assert sm.terminate(rec, grace=3.0) == []
         else:
             # The record's server (pid 0 here) is gone: refresh forgets it and kills the child.
             with sm.registry.transaction() as records:
-                records[rec.session_id] = rec
+                records[rec.server_id] = rec
             assert sm.refresh() == []
         reaper.join(timeout=10)
         assert child.poll() is not None

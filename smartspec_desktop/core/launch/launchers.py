@@ -70,18 +70,14 @@ from urllib.parse import quote
 import httpx
 
 from smartspec_desktop.core import ports
-from smartspec_desktop.core.errors import LaunchError, SmartSpecError
+from smartspec_desktop.core.errors import LaunchError, PortInUse, SmartSpecError
 from smartspec_desktop.core.launch.terminals import build_terminal_launch
 from smartspec_desktop.core.opencode.client import USERNAME, OpenCodeClient
-from smartspec_desktop.core.process.procs import (
-    ProcIdentity,
-    kill_popen_tree,
-    kill_recorded,
-    recorded_identities,
-)
-from smartspec_desktop.core.process.supervisor import supervised_command
-from smartspec_desktop.core.servers.manager import SCRUBBED_ENV, SessionManager
-from smartspec_desktop.core.servers.registry import SessionRecord
+from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
+from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised, log_tail
+from smartspec_desktop.core.servers.launch_config import SCRUBBED_ENV
+from smartspec_desktop.core.servers.manager import ServerManager
+from smartspec_desktop.core.servers.registry import ChildRecord, ServerRecord
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +94,8 @@ OPENWORK_NOTICE = (
     f"(`{OPENWORK_INSTALL}`, {OPENWORK_SUPPORTED}); the next Open OpenWork UI will use it."
 )
 OPENWORK_START_TIMEOUT = 30.0
+#: What openwork-server (Node) prints when its port was taken before it could bind it.
+PORT_CONFLICT_MARKERS = ("EADDRINUSE", "address already in use")
 #: How long the one-shot page waits for the browser to ask for it.
 HANDOFF_TIMEOUT = 90.0
 #: A terminal that exits within this time with an error code did not open a window.
@@ -117,9 +115,9 @@ def _quiet(_msg: str) -> None:
     pass
 
 
-def _running_record(sessions: SessionManager, workspace: str, say: Progress) -> SessionRecord:
+def _running_record(servers: ServerManager, workspace: str, say: Progress) -> ServerRecord:
     say("Starting the workspace's server (or reusing it) …")
-    result = sessions.start(workspace, progress=say)
+    result = servers.start(workspace, progress=say)
     for w in result.warnings:
         log.warning("%s", w)
     return result.record
@@ -139,7 +137,7 @@ def _loopback_env(base: Mapping[str, str], drop: tuple[str, ...]) -> dict[str, s
 
 
 def open_cli(
-    sessions: SessionManager,
+    servers: ServerManager,
     workspace: str,
     *,
     progress: Progress | None = None,
@@ -147,9 +145,9 @@ def open_cli(
 ) -> LaunchOutcome:
     """Open a terminal window running ``opencode attach`` against the workspace's server."""
     say = progress or _quiet
-    rec = _running_record(sessions, workspace, say)
-    password = sessions.password(rec)
-    opencode = rec.opencode_path or sessions.find_opencode().path
+    rec = _running_record(servers, workspace, say)
+    password = servers.password(rec)
+    opencode = rec.opencode_path or servers.find_opencode().path
     ws = rec.workspace_path
     command = [opencode, "attach", rec.url, "--dir", ws]
     launch = build_terminal_launch(
@@ -157,8 +155,8 @@ def open_cli(
         cwd=ws,
         title=f"OpenCode — {os.path.basename(ws) or ws}",
         secret_env={"OPENCODE_SERVER_PASSWORD": password},
-        preference=sessions.settings.terminal,
-        environ=_loopback_env(sessions.environ, TERMINAL_DROPPED_ENV),
+        preference=servers.settings.terminal,
+        environ=_loopback_env(servers.environ, TERMINAL_DROPPED_ENV),
     )
     say(f"Opening {launch.terminal} …")
     kwargs: dict[str, Any] = {}
@@ -219,7 +217,7 @@ def _early_exit_code(proc: Any) -> int | None:
 
 
 def open_openwork(
-    sessions: SessionManager,
+    servers: ServerManager,
     workspace: str,
     *,
     progress: Progress | None = None,
@@ -236,7 +234,7 @@ def open_openwork(
     """
     say = progress or _quiet
     open_url = opener or _default_opener
-    mode = (sessions.settings.openwork_mode or "auto").strip().lower()
+    mode = (servers.settings.openwork_mode or "auto").strip().lower()
     if mode not in ("auto", "openwork", "web"):
         raise LaunchError(
             f"Settings → OpenWork mode is “{mode}”.", "Set it to auto, openwork or web."
@@ -245,8 +243,8 @@ def open_openwork(
         None
         if mode == "web"
         else find_openwork_server(
-            sessions.settings.openwork_server_path,
-            lambda name: shutil.which(name, path=sessions.environ.get("PATH")),
+            servers.settings.openwork_server_path,
+            lambda name: shutil.which(name, path=servers.environ.get("PATH")),
         )
     )
     if binary is None and mode == "openwork":
@@ -255,10 +253,10 @@ def open_openwork(
             f"Install it with `{OPENWORK_INSTALL}` ({OPENWORK_SUPPORTED}), set its path in "
             "Settings → OpenWork server, or set the mode to auto.",
         )
-    rec = _running_record(sessions, workspace, say)
+    rec = _running_record(servers, workspace, say)
     if binary is not None:
-        return _open_with_openwork_server(sessions, rec, binary, say, open_url)
-    return _open_web_ui(sessions, rec, say, open_url, notice=mode == "auto", session_id=session_id)
+        return _open_with_openwork_server(servers, rec, binary, say, open_url)
+    return _open_web_ui(servers, rec, say, open_url, notice=mode == "auto", session_id=session_id)
 
 
 def find_openwork_server(
@@ -295,7 +293,7 @@ def _open_in_browser(open_url: Opener, url: str) -> None:
 # -- path 1: openwork-server ------------------------------------------------------------------
 
 
-def openwork_command(binary: str, rec: SessionRecord, port: int) -> list[str]:
+def openwork_command(binary: str, rec: ServerRecord, port: int) -> list[str]:
     """The argv of ``openwork-server web`` for a session: no secret in it."""
     return [
         binary,
@@ -330,9 +328,9 @@ def openwork_env(base: Mapping[str, str], *, password: str, opencode_bin: str) -
     return env
 
 
-def live_children(rec: SessionRecord, kind: str | None = None) -> list[dict[str, Any]]:
-    """The session's recorded children whose process is still the one we started."""
-    return [c for c in rec.children if (kind is None or c.get("kind") == kind) and _child_alive(c)]
+def live_children(rec: ServerRecord, kind: str | None = None) -> list[ChildRecord]:
+    """The server's recorded children whose process is still the one we started."""
+    return [c for c in rec.children if (kind is None or c.kind == kind) and _child_alive(c)]
 
 
 def _answers(url: str) -> bool:
@@ -344,165 +342,134 @@ def _answers(url: str) -> bool:
 
 
 def _open_with_openwork_server(
-    sessions: SessionManager, rec: SessionRecord, binary: str, say: Progress, open_url: Opener
+    servers: ServerManager, rec: ServerRecord, binary: str, say: Progress, open_url: Opener
 ) -> LaunchOutcome:
     for child in live_children(rec, OPENWORK_KIND):
-        url = str(child.get("url", ""))
-        if url and _answers(url):
+        if child.url and _answers(child.url):
             say("Reusing the running OpenWork server …")
-            _open_in_browser(open_url, url + "/")
-            return LaunchOutcome(f"Opened OpenWork for {rec.workspace_path} at {url}/.", url=url)
+            _open_in_browser(open_url, child.url + "/")
+            return LaunchOutcome(
+                f"Opened OpenWork for {rec.workspace_path} at {child.url}/.", url=child.url
+            )
         say("Replacing an OpenWork server that does not answer …")
-        kill_recorded(recorded_identities(child), grace=3.0)
-    _drop_children(sessions, rec.session_id, OPENWORK_KIND)
-    password = sessions.password(rec)
-    opencode_bin = rec.opencode_path or sessions.find_opencode().path
+        kill_recorded(child.identities(), grace=3.0)
+    _drop_children(servers, rec.server_id, OPENWORK_KIND)
+    password = servers.password(rec)
+    opencode_bin = rec.opencode_path or servers.find_opencode().path
     last: SmartSpecError | None = None
     for _attempt in range(3):
         port = ports.os_assigned_port()
         say(f"Starting openwork-server on 127.0.0.1:{port} …")
         try:
-            child = _spawn_openwork(sessions, rec, binary, port, password, opencode_bin)
-        except _PortTaken as e:
-            last = e.error
+            child = _spawn_openwork(servers, rec, binary, port, password, opencode_bin)
+        except PortInUse as e:
+            last = LaunchError(e.problem, e.fix, details=e.details)
             continue
-        _open_in_browser(open_url, child["url"] + "/")
+        _open_in_browser(open_url, child.url + "/")
         return LaunchOutcome(
-            f"Opened OpenWork for {rec.workspace_path} at {child['url']}/.", url=child["url"]
+            f"Opened OpenWork for {rec.workspace_path} at {child.url}/.", url=child.url
         )
     assert last is not None
     raise last
 
 
-class _PortTaken(Exception):
-    def __init__(self, error: SmartSpecError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 def _spawn_openwork(
-    sessions: SessionManager,
-    rec: SessionRecord,
+    servers: ServerManager,
+    rec: ServerRecord,
     binary: str,
     port: int,
     password: str,
     opencode_bin: str,
-) -> dict[str, Any]:
-    paths = sessions.paths
+) -> ChildRecord:
+    paths = servers.paths
     paths.ensure()
-    log_path = paths.server_log_dir / f"{rec.session_id}.openwork.log"
-    exit_file = paths.state_dir / "exits" / f"{rec.session_id}.openwork.json"
-    exit_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    exit_file.unlink(missing_ok=True)
-    cmd = supervised_command(
-        openwork_command(binary, rec, port),
-        log_path=log_path,
-        exit_file=exit_file,
-        cwd=rec.workspace_path,
-    )
-    env = openwork_env(sessions.environ, password=password, opencode_bin=opencode_bin)
-    sup = SessionManager._spawn_supervisor(cmd, env, rec.workspace_path)
-    # Kept so it is reaped while we live (no zombie, no ResourceWarning); stop() drops it.
-    with sessions._children_lock:
-        sessions._children[f"{rec.session_id}/{OPENWORK_KIND}/{sup.pid}"] = sup
+    log_path = paths.server_log_dir / f"{rec.server_id}.openwork.log"
+    exit_file = paths.state_dir / "exits" / f"{rec.server_id}.openwork.json"
+    env = openwork_env(servers.environ, password=password, opencode_bin=opencode_bin)
     url = f"http://{ports.HOST}:{port}"
     try:
-        pid = SessionManager._handshake(sup, log_path)
-        ident, sup_ident = ProcIdentity.of(pid), ProcIdentity.of(sup.pid)
-        child = {
-            "kind": OPENWORK_KIND,
-            "pid": pid,
-            "create_time": ident.create_time if ident else 0.0,
-            "supervisor_pid": sup.pid,
-            "supervisor_create_time": sup_ident.create_time if sup_ident else 0.0,
-            "port": port,
-            "url": url,
-            "log_path": str(log_path),
-            "exit_file": str(exit_file),
-        }
-        # Recorded before the wait, so a stop in the meantime kills it too.
-        with sessions.registry.transaction() as records:
-            if rec.session_id not in records:
-                raise LaunchError(
-                    f"The server for {rec.workspace_path} was stopped meanwhile.",
-                    "Start it again and retry.",
-                )
-            records[rec.session_id].children.append(child)
-        _wait_openwork(url, sup, ident, log_path)
+        with Supervised.spawn(
+            openwork_command(binary, rec, port),
+            name="openwork-server",
+            log_path=log_path,
+            exit_file=exit_file,
+            cwd=rec.workspace_path,
+            env=env,
+            # Kept so it is reaped while we live (no zombie, no ResourceWarning).
+            on_spawn=lambda sup: servers.track(f"{rec.server_id}/{OPENWORK_KIND}/{sup.pid}", sup),
+        ) as proc:
+            child = ChildRecord(
+                kind=OPENWORK_KIND,
+                pid=proc.pid,
+                create_time=proc.create_time,
+                supervisor_pid=proc.supervisor_pid,
+                supervisor_create_time=proc.supervisor_create_time,
+                port=port,
+                url=url,
+                log_path=str(log_path),
+                exit_file=str(exit_file),
+            )
+            # Recorded before the wait, so a stop in the meantime kills it too.
+            with servers.registry.transaction() as records:
+                if rec.server_id not in records:
+                    raise LaunchError(
+                        f"The server for {rec.workspace_path} was stopped meanwhile.",
+                        "Start it again and retry.",
+                    )
+                records[rec.server_id].children.append(child)
+            _wait_openwork(proc, url)
+            proc.keep()
     except BaseException:
-        kill_popen_tree(sup)
-        _drop_children(sessions, rec.session_id, OPENWORK_KIND)
+        _drop_children(servers, rec.server_id, OPENWORK_KIND)
         raise
     return child
 
 
-def _wait_openwork(
-    url: str, sup: subprocess.Popen[bytes], ident: ProcIdentity | None, log_path: Path
-) -> None:
-    deadline = time.monotonic() + OPENWORK_START_TIMEOUT
+def _wait_openwork(proc: Supervised, url: str) -> None:
     with httpx.Client(timeout=httpx.Timeout(1.0), trust_env=False) as http:
-        while time.monotonic() < deadline:
-            if sup.poll() is not None or ident is None or not ident.alive():
-                tail = _tail(log_path)
-                error = LaunchError(
-                    f"openwork-server exited during start-up: {_last_line(tail)}",
-                    f"See its log {log_path}; check the install (`{OPENWORK_INSTALL}`, "
-                    f"{OPENWORK_SUPPORTED}) or set Settings → OpenWork mode to web.",
-                    details=tail,
-                )
-                low = tail.lower()
-                if "eaddrinuse" in low or "address already in use" in low:
-                    raise _PortTaken(error)
-                raise error
+
+        def healthy() -> bool:
             try:
-                if http.get(url + "/health").status_code == 200:
-                    return
+                return http.get(url + "/health").status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-    raise LaunchError(
-        f"openwork-server did not answer within {OPENWORK_START_TIMEOUT:.0f} s.",
-        f"See its log {log_path}, or set Settings → OpenWork mode to web.",
-        details=_tail(log_path),
-    )
+                return False
+
+        try:
+            proc.wait_ready(healthy, time.monotonic() + OPENWORK_START_TIMEOUT)
+        except EarlyExit as e:
+            kind = PortInUse if e.mentions(PORT_CONFLICT_MARKERS) else LaunchError
+            raise kind(
+                f"openwork-server exited during start-up: {e.summary}",
+                f"See its log {proc.log_path}; check the install (`{OPENWORK_INSTALL}`, "
+                f"{OPENWORK_SUPPORTED}) or set Settings → OpenWork mode to web.",
+                details=log_tail(proc.log_path, 20),
+            ) from None
+        except NotReady:
+            raise LaunchError(
+                f"openwork-server did not answer within {OPENWORK_START_TIMEOUT:.0f} s.",
+                f"See its log {proc.log_path}, or set Settings → OpenWork mode to web.",
+                details=log_tail(proc.log_path, 20),
+            ) from None
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("[smartspec")]
-    return lines[-1][:200] if lines else "no output"
-
-
-def _drop_children(sessions: SessionManager, session_id: str, kind: str) -> None:
-    with sessions.registry.transaction() as records:
-        rec = records.get(session_id)
+def _drop_children(servers: ServerManager, server_id: str, kind: str) -> None:
+    with servers.registry.transaction() as records:
+        rec = records.get(server_id)
         if rec is None:
             return
         keep = []
         for child in rec.children:
-            if child.get("kind") == kind and not _child_alive(child):
-                with contextlib.suppress(OSError):
-                    Path(str(child.get("exit_file", ""))).unlink(missing_ok=True)
+            if child.kind == kind and not _child_alive(child):
+                if child.exit_file:
+                    with contextlib.suppress(OSError):
+                        Path(child.exit_file).unlink(missing_ok=True)
                 continue
             keep.append(child)
         rec.children = keep
 
 
-def _child_alive(child: Mapping[str, Any]) -> bool:
-    pid, ctime = child.get("pid"), child.get("create_time")
-    return (
-        isinstance(pid, int)
-        and isinstance(ctime, int | float)
-        and bool(pid)
-        and ProcIdentity(pid, float(ctime)).alive()
-    )
+def _child_alive(child: ChildRecord) -> bool:
+    return bool(child.pid) and ProcIdentity(child.pid, child.create_time).alive()
 
 
 # -- path 2: OpenCode's web UI through a one-shot page ---------------------------------------
@@ -535,15 +502,15 @@ def _latest_session(client: OpenCodeClient, workspace: str) -> str:
 
 
 def _open_web_ui(
-    sessions: SessionManager,
-    rec: SessionRecord,
+    servers: ServerManager,
+    rec: ServerRecord,
     say: Progress,
     open_url: Opener,
     *,
     notice: bool,
     session_id: str | None = None,
 ) -> LaunchOutcome:
-    password = sessions.password(rec)
+    password = servers.password(rec)
     if not session_id:
         with OpenCodeClient(rec.url, password, timeout=15.0) as client:
             session_id = _latest_session(client, rec.workspace_path)
@@ -563,7 +530,7 @@ def _open_web_ui(
         handoff.close()
     if handoff.refused:
         log.warning("the one-shot page was requested by another user's socket first")
-    shown = _notice_once(sessions) if notice else None
+    shown = _notice_once(servers) if notice else None
     return LaunchOutcome(
         f"Opened OpenCode's web UI for {rec.workspace_path} at {rec.url}{path}.",
         url=rec.url + path,
@@ -571,8 +538,8 @@ def _open_web_ui(
     )
 
 
-def _notice_once(sessions: SessionManager) -> str | None:
-    marker = sessions.paths.state_dir / "openwork-notice-shown"
+def _notice_once(servers: ServerManager) -> str | None:
+    marker = servers.paths.state_dir / "openwork-notice-shown"
     if marker.exists():
         return None
     with contextlib.suppress(OSError):

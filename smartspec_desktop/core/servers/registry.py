@@ -1,12 +1,17 @@
-"""The session registry: one JSON state file shared by every CLI run and the window.
+"""The server registry: one JSON state file shared by every CLI run and the window.
 
 Read-modify-write happens under a cross-process file lock; writes are atomic. Records carry the
-server's pid *and* create-time, so a reused pid is never mistaken for our server.
+server's pid *and* create-time, so a reused pid is never mistaken for our server. Records are
+loaded through one validating converter (:func:`..storage.convert.from_json`); the file's
+``version`` is read and older layouts migrated (version 1 was ``sessions.json`` with
+``sessions``/``session_id`` keys).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import enum
 import hashlib
 import logging
 import os
@@ -20,25 +25,67 @@ from filelock import FileLock, Timeout
 
 from smartspec_desktop.core.errors import StateError
 from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
+from smartspec_desktop.core.storage.convert import from_json
 
 log = logging.getLogger(__name__)
 
+
+class ServerStatus(str, enum.Enum):
+    """Where a server is in its life; str-valued, so the JSON keeps plain strings."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    def __hash__(self) -> int:  # equal to its string, so hash like it too
+        return hash(self.value)
+
+
 STARTING, RUNNING, STOPPING, STOPPED, CRASHED = (
-    "starting",
-    "running",
-    "stopping",
-    "stopped",
-    "crashed",
+    ServerStatus.STARTING,
+    ServerStatus.RUNNING,
+    ServerStatus.STOPPING,
+    ServerStatus.STOPPED,
+    ServerStatus.CRASHED,
 )
 ACTIVE = (STARTING, RUNNING, STOPPING)
-STATE_VERSION = 1
+#: 1: sessions.json, {"sessions": {id: {"session_id": …}}}; 2: servers.json, "servers"/"server_id".
+STATE_VERSION = 2
 
 
 @dataclass
-class SessionRecord:
-    session_id: str
+class ChildRecord:
+    """A program run under a supervisor on behalf of a server (e.g. openwork-server)."""
+
+    kind: str
+    pid: int = 0
+    create_time: float = 0.0
+    supervisor_pid: int = 0
+    supervisor_create_time: float = 0.0
+    port: int = 0
+    url: str = ""
+    log_path: str = ""
+    exit_file: str = ""
+
+    def identities(self) -> list[tuple[int, float]]:
+        """(pid, create_time) of the supervisor and the program, those that were recorded."""
+        pairs = [(self.supervisor_pid, self.supervisor_create_time), (self.pid, self.create_time)]
+        return [(pid, ctime) for pid, ctime in pairs if pid]
+
+
+@dataclass
+class ServerRecord:
+    server_id: str
     workspace_path: str
-    status: str
+    status: ServerStatus
     created_at: str
     port: int = 0
     url: str = ""
@@ -46,7 +93,7 @@ class SessionRecord:
     create_time: float = 0.0
     supervisor_pid: int = 0
     supervisor_create_time: float = 0.0
-    #: The process that is starting this session (a CLI run or the window).
+    #: The process that is starting this server (a CLI run or the window).
     owner_pid: int = 0
     owner_create_time: float = 0.0
     opencode_version: str = ""
@@ -62,7 +109,7 @@ class SessionRecord:
     error: str = ""
     #: e.g. "ports 3795-3800 were busy; using 41233 instead"
     port_note: str = ""
-    children: list[dict[str, Any]] = field(default_factory=list)
+    children: list[ChildRecord] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -71,12 +118,12 @@ class SessionRecord:
     def public(self) -> dict[str, Any]:
         """What `start --json` / `status --json` print: never a secret."""
         return {
-            "session_id": self.session_id,
+            "server_id": self.server_id,
             "workspace_path": self.workspace_path,
             "port": self.port,
             "url": self.url,
             "pid": self.pid,
-            "status": self.status,
+            "status": self.status.value,
             "created_at": self.created_at,
             "opencode_version": self.opencode_version,
             "model": self.model,
@@ -85,74 +132,111 @@ class SessionRecord:
             "error": self.error,
             "port_note": self.port_note,
             "children": [
-                {k: c.get(k) for k in ("kind", "pid", "port", "url", "log_path")}
+                {k: getattr(c, k) for k in ("kind", "pid", "port", "url", "log_path")}
                 for c in self.children
             ],
         }
 
 
-_FIELDS = {f.name for f in dataclasses.fields(SessionRecord)}
-
-
-def _record_from(data: dict[str, Any]) -> SessionRecord | None:
+def record_from_json(data: dict[str, Any]) -> ServerRecord | None:
+    """The record in ``data`` (current layout), or None (logged) when it is unusable."""
     try:
-        return SessionRecord(**{k: v for k, v in data.items() if k in _FIELDS})
-    except TypeError as e:
-        log.warning("dropping an unreadable session record: %s", e)
+        return from_json(ServerRecord, data)
+    except ValueError as e:
+        log.warning("dropping an unreadable server record: %s", e)
         return None
 
 
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """The state in ``data`` brought to :data:`STATE_VERSION`'s layout."""
+    version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        version = 1
+    if version > STATE_VERSION:
+        log.warning("the state was written by a newer version (%s); reading what we know", version)
+    if version < 2:
+        servers = data.get("sessions", {})
+        if isinstance(servers, dict):
+            servers = {
+                sid: (
+                    {("server_id" if k == "session_id" else k): v for k, v in raw.items()}
+                    if isinstance(raw, dict)
+                    else raw
+                )
+                for sid, raw in servers.items()
+            }
+        data = {"version": STATE_VERSION, "servers": servers}
+    return data
+
+
 class Registry:
-    def __init__(self, state_file: Path, *, lock_timeout: float = 30.0) -> None:
+    def __init__(
+        self, state_file: Path, *, legacy_file: Path | None = None, lock_timeout: float = 30.0
+    ) -> None:
         self.file = state_file
+        #: The version-1 state file, read (and then removed) while ``state_file`` is missing.
+        self.legacy_file = legacy_file
         self.lock = FileLock(str(state_file) + ".lock", timeout=lock_timeout)
         self.lock_dir = state_file.parent / "locks"
         self.warnings: list[str] = []
 
-    def _load(self) -> dict[str, SessionRecord]:
-        data, warning = read_json_object(self.file)
+    def drain_warnings(self) -> list[str]:
+        """The warnings gathered since the last call (each reported once)."""
+        out, self.warnings = self.warnings, []
+        return out
+
+    def _source(self) -> Path:
+        if self.legacy_file is not None and not self.file.exists() and self.legacy_file.exists():
+            return self.legacy_file
+        return self.file
+
+    def _load(self) -> dict[str, ServerRecord]:
+        data, warning = read_json_object(self._source())
         if warning:
             self.warnings.append(warning)
-        sessions = data.get("sessions", {})
-        out: dict[str, SessionRecord] = {}
-        if isinstance(sessions, dict):
-            for sid, raw in sessions.items():
-                rec = _record_from(raw) if isinstance(raw, dict) else None
+        servers = migrate(data).get("servers", {})
+        out: dict[str, ServerRecord] = {}
+        if isinstance(servers, dict):
+            for sid, raw in servers.items():
+                rec = record_from_json(raw) if isinstance(raw, dict) else None
                 if rec is not None:
                     out[sid] = rec
         return out
 
-    def _save(self, records: dict[str, SessionRecord]) -> None:
+    def _save(self, records: dict[str, ServerRecord]) -> None:
         payload = {
             "version": STATE_VERSION,
-            "sessions": {sid: dataclasses.asdict(r) for sid, r in records.items()},
+            "servers": {sid: _to_json(r) for sid, r in records.items()},
         }
         try:
             atomic_write_json(self.file, payload)
         except OSError as e:
             raise StateError(
-                f"Cannot write the session state file {self.file} ({e.strerror or e}).",
+                f"Cannot write the server state file {self.file} ({e.strerror or e}).",
                 "Make that folder writable, or run with --data-dir pointing to a writable folder.",
             ) from None
+        if self.legacy_file is not None:
+            with contextlib.suppress(OSError):
+                self.legacy_file.unlink(missing_ok=True)
 
-    def snapshot(self) -> dict[str, SessionRecord]:
+    def snapshot(self) -> dict[str, ServerRecord]:
         """A consistent read without taking the lock (writes are atomic renames)."""
         return self._load()
 
     @contextmanager
-    def transaction(self) -> Iterator[dict[str, SessionRecord]]:
+    def transaction(self) -> Iterator[dict[str, ServerRecord]]:
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with self.lock:
                 records = self._load()
-                before = {k: dataclasses.asdict(v) for k, v in records.items()}
+                before = {k: _to_json(v) for k, v in records.items()}
                 yield records
-                after = {k: dataclasses.asdict(v) for k, v in records.items()}
+                after = {k: _to_json(v) for k, v in records.items()}
                 if after != before or not self.file.exists():
                     self._save(records)
         except Timeout:
             raise StateError(
-                f"The session state {self.file} stayed locked for {self.lock.timeout:.0f} s.",
+                f"The server state {self.file} stayed locked for {self.lock.timeout:.0f} s.",
                 "Another SmartSpec Desktop process may be stuck; close it and try again.",
             ) from None
         except OSError as e:
@@ -168,6 +252,12 @@ class Registry:
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         digest = hashlib.sha256(workspace.encode("utf-8", "surrogateescape")).hexdigest()[:24]
         return FileLock(str(self.lock_dir / f"{digest}.lock"), timeout=timeout)
+
+
+def _to_json(record: ServerRecord) -> dict[str, Any]:
+    data = dataclasses.asdict(record)
+    data["status"] = record.status.value
+    return data
 
 
 def same_workspace(a: str, b: str) -> bool:

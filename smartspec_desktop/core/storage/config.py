@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from smartspec_desktop.core.errors import ConfigError
 from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 DEFAULT_BACKEND_URL = "http://localhost:8000"
 DEFAULT_PORT_RANGE = (3795, 3800)
 MAX_RECENT = 12
+
+OpenWorkMode = Literal["auto", "openwork", "web"]
+AgentPermissions = Literal["default", "ask"]
+OPENWORK_MODES: tuple[OpenWorkMode, ...] = get_args(OpenWorkMode)
+AGENT_PERMISSIONS: tuple[AgentPermissions, ...] = get_args(AgentPermissions)
 
 
 @dataclass
@@ -32,7 +37,7 @@ class Settings:
     #: "auto", a terminal name (e.g. "kitty") or a template containing "{command}".
     terminal: str = "auto"
     #: "auto" (openwork-server if installed, else OpenCode's web UI), "openwork" or "web".
-    openwork_mode: str = "auto"
+    openwork_mode: OpenWorkMode = "auto"
     openwork_server_path: str = ""
     stop_servers_on_quit: bool = True
     #: Preferred model id from the gateway's list; empty means "the first one listed".
@@ -40,7 +45,7 @@ class Settings:
     start_timeout: float = 30.0
     #: "default" (OpenCode's own rules: edits and commands run without asking) or "ask" (the
     #: agent asks before it edits a file or runs a shell command; answered in the activity view).
-    agent_permissions: str = "default"
+    agent_permissions: AgentPermissions = "default"
     recent_workspaces: list[str] = field(default_factory=list)
 
     def port_range(self) -> tuple[int, int]:
@@ -60,7 +65,12 @@ class Settings:
                 f"The backend URL {self.backend_url!r} is not an http(s) URL.",
                 "Set it to something like http://localhost:8000 (Settings or --backend-url).",
             )
-        if self.agent_permissions not in ("default", "ask"):
+        if self.openwork_mode not in OPENWORK_MODES:
+            raise ConfigError(
+                f"Settings → OpenWork mode is “{self.openwork_mode}”.",
+                "Set it to auto, openwork or web.",
+            )
+        if self.agent_permissions not in AGENT_PERMISSIONS:
             raise ConfigError(
                 f"The agent permission mode {self.agent_permissions!r} is not known.",
                 'Set agent_permissions to "default" or "ask" in the settings file.',

@@ -51,7 +51,12 @@ class Paths:
         return self.config_dir / "settings.json"
 
     @property
-    def sessions_file(self) -> Path:
+    def servers_file(self) -> Path:
+        return self.state_dir / "servers.json"
+
+    @property
+    def legacy_servers_file(self) -> Path:
+        """Where state version 1 kept the server records (read and migrated while needed)."""
         return self.state_dir / "sessions.json"
 
     @property
