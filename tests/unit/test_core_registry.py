@@ -20,11 +20,12 @@ from smartspec_desktop.core.servers.registry import (
     STATE_VERSION,
     Registry,
     ServerRecord,
+    ServerStatus,
     same_workspace,
 )
 
 
-def record(sid: str = "s1", ws: str = "/ws/a", status: str = RUNNING) -> ServerRecord:
+def record(sid: str = "s1", ws: str = "/ws/a", status: ServerStatus = RUNNING) -> ServerRecord:
     return ServerRecord(
         server_id=sid,
         workspace_path=ws,
@@ -153,7 +154,7 @@ def test_public_view_has_no_secrets_or_internal_paths() -> None:
 def test_active_states() -> None:
     assert set(ACTIVE) == {"starting", "running", "stopping"}
     assert record(status=STARTING).active
-    assert not record(status="stopped").active
+    assert not record(status=ServerStatus("stopped")).active
 
 
 def test_concurrent_transactions_do_not_lose_updates(registry: Registry) -> None:

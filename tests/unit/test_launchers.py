@@ -201,7 +201,7 @@ def test_find_openwork_server(tmp_path: Path) -> None:
 
 
 def test_open_openwork_checks_the_mode_before_starting_anything() -> None:
-    sessions = FakeServers(Settings(openwork_mode="fancy"))
+    sessions = FakeServers(Settings(openwork_mode="fancy"))  # type: ignore[arg-type]
     with pytest.raises(LaunchError):
         open_openwork(sessions, "/w", opener=lambda u: True)  # type: ignore[arg-type]
     sessions = FakeServers(Settings(openwork_mode="openwork"), environ={"PATH": ""})
