@@ -1,7 +1,7 @@
 """Choosing a port: the first free one in the preferred range (3795–3800), else one the OS picks.
 
 Checking is racy by nature (another program may take the port before the server binds it), so the
-session manager treats "address in use" from the server as retryable on the next candidate.
+server manager treats "address in use" from the server as retryable on the next candidate.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def os_assigned_port(host: str = HOST) -> int:
 def pick_port(
     preferred: tuple[int, int], exclude: Container[int] = (), host: str = HOST
 ) -> tuple[int, bool]:
-    """Return ``(port, in_preferred_range)``; ``exclude`` holds ports other sessions claim."""
+    """Return ``(port, in_preferred_range)``; ``exclude`` holds ports other servers claim."""
     first, last = preferred
     for port in range(first, last + 1):
         if port not in exclude and port_is_free(port, host):

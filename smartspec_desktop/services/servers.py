@@ -122,7 +122,7 @@ class ServerService(QObject):
 
     def _poll_failed(self, e: BaseException) -> None:
         self._polling = False
-        log.warning("could not refresh the sessions: %s", e)
+        log.warning("could not refresh the servers: %s", e)
 
     # ------------------------------------------------------------------------- start/stop
 

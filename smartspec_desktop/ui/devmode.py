@@ -100,7 +100,7 @@ class DevModePanel(QWidget):
         self.settings = settings
         self.launch = launch
         self.agent_panel = agent_panel
-        self._agent_target: str | None = None  # session id the agent panel follows
+        self._agent_target: str | None = None  # server id the agent panel follows
         self.current = ""
         #: The latest line per workspace (progress while busy, then the outcome); "" = app-wide.
         self._messages: dict[str, str] = {}
@@ -263,7 +263,7 @@ class DevModePanel(QWidget):
     # ------------------------------------------------------------------------ workspaces
 
     def workspaces(self) -> list[str]:
-        """The list shown: remembered folders, plus any with a known session (e.g. from CLI)."""
+        """The list shown: remembered folders, plus any with a known server (e.g. from CLI)."""
         out = list(self.settings.recent_workspaces)
         for rec in self.servers.records:
             if rec.workspace_path not in out:

@@ -16,7 +16,7 @@ user ``opencode``; the password and OpenWork's own client/host tokens in its env
 argv; ``OPENWORK_OPENCODE_BIN`` = our opencode; no update check; 127.0.0.1 and a free port), wait
 until ``/health`` answers, open ``http://127.0.0.1:<port>/`` (openwork-server injects its client
 token into that page). It runs under the same supervisor as the servers (own process group,
-output in ``<log dir>/servers/<session>.openwork.log``, redacted), is recorded in the session's
+output in ``<log dir>/servers/<server id>.openwork.log``, redacted), is recorded in the server's
 ``children``, reused while alive, shown by ``status`` and killed by ``stop``. Residual risk (by
 OpenWork's design, which we use unmodified): any local user who can reach that loopback port gets
 the page with the token in it.
@@ -294,7 +294,7 @@ def _open_in_browser(open_url: Opener, url: str) -> None:
 
 
 def openwork_command(binary: str, rec: ServerRecord, port: int) -> list[str]:
-    """The argv of ``openwork-server web`` for a session: no secret in it."""
+    """The argv of ``openwork-server web`` for a server: no secret in it."""
     return [
         binary,
         "web",

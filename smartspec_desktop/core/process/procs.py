@@ -12,9 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import psutil
 
@@ -106,16 +105,6 @@ def kill_recorded(
         if proc is not None:
             leftovers += kill_tree(proc, grace=grace)
     return leftovers
-
-
-def recorded_identities(record: Mapping[str, Any]) -> list[tuple[int, float]]:
-    """(pid, create_time) of the supervisor and the program in a child record of a session."""
-    out = []
-    for key in ("supervisor_pid", "pid"):
-        pid, ctime = record.get(key), record.get(key.replace("pid", "create_time"))
-        if isinstance(pid, int) and pid and isinstance(ctime, int | float):
-            out.append((pid, float(ctime)))
-    return out
 
 
 def kill_popen_tree(proc: subprocess.Popen[bytes], *, grace: float = 3.0) -> None:

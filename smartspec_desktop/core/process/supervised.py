@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from smartspec_desktop.core.errors import ServerStartError
@@ -193,11 +192,8 @@ class Supervised:
         log_path: Path,
         exit_file: Path,
     ) -> None:
-        self.popen = popen
-        self.handshake = handshake
-        self.name = name
-        self.log_path = log_path
-        self.exit_file = exit_file
+        self.popen, self.handshake = popen, handshake
+        self.name, self.log_path, self.exit_file = name, log_path, exit_file
         self.program = ProcIdentity.of(handshake.pid)
         self.supervisor = ProcIdentity.of(popen.pid)
         self._kept = False
@@ -317,13 +313,8 @@ class Supervised:
     def __enter__(self) -> Supervised:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None or not self._kept:
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[1] is not None or not self._kept:
             self.kill()
 
 

@@ -1,6 +1,6 @@
 """The supervisor: a small process that sits between us and ``opencode serve``.
 
-Why it exists: sessions must outlive the CLI (and the window), yet the server's output still has
+Why it exists: servers must outlive the CLI (and the window), yet the server's output still has
 to reach a rotated, redacted log file, and a crash must be reported with its exit code. Whoever
 spawned the server may be gone by then, so this process (started in its own session/process
 group, with the server as its child) pumps the output and writes the exit record.

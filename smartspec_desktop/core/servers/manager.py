@@ -45,34 +45,27 @@ from smartspec_desktop.core.opencode.client import OpenCodeClient
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
 from smartspec_desktop.core.redact import Redactor
+from smartspec_desktop.core.servers import preflight
 from smartspec_desktop.core.servers.launch_config import opencode_config, serve_argv, server_env
-from smartspec_desktop.core.servers.preflight import (
-    Preflight,
-    Progress,
-    normalize_workspace,
-    run_preflight,
-)
+from smartspec_desktop.core.servers.preflight import Preflight, Progress
 from smartspec_desktop.core.servers.reconcile import LiveProcesses, ProcessTable, reconcile
 from smartspec_desktop.core.servers.registry import (
-    RUNNING,
-    STARTING,
-    STOPPED,
-    STOPPING,
     Registry,
     ServerRecord,
+    ServerStatus,
     same_workspace,
 )
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials
 
-log = logging.getLogger(__name__)
-
 PORT_CONFLICT_MARKERS = ("ServeError", "EADDRINUSE", "address already in use", "port in use")
 #: OpenCode's own SQLite database (in its data dir, shared by every server) is busy: two servers
 #: starting at once on a fresh install both migrate it, and one exits. Worth another try.
 TRANSIENT_MARKERS = ("database is locked",)
 MAX_PORT_ATTEMPTS = 4
+
+log = logging.getLogger(__name__)
 
 
 def _now_iso() -> str:
@@ -159,7 +152,7 @@ class ServerManager:
         return pw
 
     def client(self, record: ServerRecord, *, timeout: float = 30.0) -> OpenCodeClient:
-        if record.status != RUNNING:
+        if record.status != ServerStatus.RUNNING:
             raise ServerNotRunning(
                 f"The server for {record.workspace_path} is {record.status}.",
                 "Start it first (Start Dev Server, or `smartspec-desktop start PATH`).",
@@ -170,7 +163,7 @@ class ServerManager:
 
     def start(self, workspace: str, *, progress: Progress | None = None) -> StartResult:
         say = progress or (lambda _msg: None)
-        ws = normalize_workspace(workspace)
+        ws = preflight.normalize_workspace(workspace)
         warnings = self.registry.drain_warnings()
         lock = self.registry.workspace_lock(ws, timeout=self.settings.start_timeout + 60)
         try:
@@ -195,7 +188,10 @@ class ServerManager:
         reused = self._reuse_or_clear(ws, say)
         if reused is not None:
             return reused, True
-        pre = self.preflight(say)
+        # Everything that can be checked before spawning; each failure is its own error.
+        pre = preflight.run_preflight(
+            self.settings, self.credentials, self.find_opencode, self.backend_factory, say
+        )
         if pre.binary.warning:
             warnings.append(pre.binary.warning)
         exclude = {r.port for r in self.refresh() if r.active}
@@ -230,12 +226,12 @@ class ServerManager:
         for rec in self.refresh():
             if not same_workspace(rec.workspace_path, ws):
                 continue
-            if rec.status in (RUNNING, STARTING) and self._healthy(rec):
-                if rec.status == STARTING:
+            if rec.status in (ServerStatus.RUNNING, ServerStatus.STARTING) and self._healthy(rec):
+                if rec.status == ServerStatus.STARTING:
                     say("Adopting a server whose start was interrupted …")
                     with self.registry.transaction() as records:
                         if rec.server_id in records:
-                            records[rec.server_id].status = RUNNING
+                            records[rec.server_id].status = ServerStatus.RUNNING
                             rec = records[rec.server_id]
                 return rec
             if rec.active:
@@ -256,12 +252,6 @@ class ServerManager:
                 except SmartSpecError:
                     time.sleep(0.2)
         return False
-
-    def preflight(self, say: Progress) -> Preflight:
-        """Everything that can be checked before spawning; each failure is its own error."""
-        return run_preflight(
-            self.settings, self.credentials, self.find_opencode, self.backend_factory, say
-        )
 
     def _spawn_and_wait(self, ws: str, port: int, note: str, pre: Preflight) -> ServerRecord:
         server_id = "srv_" + uuid.uuid4().hex[:16]
@@ -286,7 +276,7 @@ class ServerManager:
         record = ServerRecord(
             server_id=server_id,
             workspace_path=ws,
-            status=STARTING,
+            status=ServerStatus.STARTING,
             created_at=_now_iso(),
             port=port,
             url=url,
@@ -335,7 +325,7 @@ class ServerManager:
             ) from e
         with self.registry.transaction() as records:
             rec = records[server_id]
-            rec.status = RUNNING
+            rec.status = ServerStatus.RUNNING
             rec.owner_pid, rec.owner_create_time = 0, 0.0
             return rec
 
@@ -394,7 +384,7 @@ class ServerManager:
             )
         with self.registry.transaction() as records:
             if rec.server_id in records and records[rec.server_id].active:
-                records[rec.server_id].status = STOPPING
+                records[rec.server_id].status = ServerStatus.STOPPING
         leftovers = self.terminate(rec, grace=grace)
         with self.registry.transaction() as records:
             self._forget(records, rec.server_id, reason="stopped")
@@ -404,7 +394,7 @@ class ServerManager:
                 "would not exit.",
                 f"Kill them by hand: pids {', '.join(str(p.pid) for p in leftovers)}.",
             )
-        rec.status = STOPPED
+        rec.status = ServerStatus.STOPPED
         return rec
 
     def stop_all(self, *, owned_only: bool = False, grace: float = 5.0) -> list[ServerRecord]:

@@ -66,14 +66,14 @@ class ChildRecord:
     """A program run under a supervisor on behalf of a server (e.g. openwork-server)."""
 
     kind: str
+    url: str = ""
+    port: int = 0
+    log_path: str = ""
+    exit_file: str = ""
     pid: int = 0
     create_time: float = 0.0
     supervisor_pid: int = 0
     supervisor_create_time: float = 0.0
-    port: int = 0
-    url: str = ""
-    log_path: str = ""
-    exit_file: str = ""
 
     def identities(self) -> list[tuple[int, float]]:
         """(pid, create_time) of the supervisor and the program, those that were recorded."""

@@ -212,12 +212,12 @@ class Credentials:
     # Server passwords -------------------------------------------------------------------------
 
     @staticmethod
-    def _password_entry(session_id: str) -> str:
-        return f"server-password:{session_id}"
+    def _password_entry(server_id: str) -> str:
+        return f"server-password:{server_id}"
 
-    def save_server_password(self, session_id: str, password: str) -> str:
+    def save_server_password(self, server_id: str, password: str) -> str:
         """Store it; returns where ("keyring" or "file")."""
-        name = self._password_entry(session_id)
+        name = self._password_entry(server_id)
         if self.store.available():
             try:
                 self.store.set(name, password)
@@ -227,8 +227,8 @@ class Credentials:
         self.password_fallback.set(name, password)
         return "file"
 
-    def server_password(self, session_id: str) -> str | None:
-        name = self._password_entry(session_id)
+    def server_password(self, server_id: str) -> str | None:
+        name = self._password_entry(server_id)
         if self.store.available():
             try:
                 pw = self.store.get(name)
@@ -238,8 +238,8 @@ class Credentials:
                 pass
         return self.password_fallback.get(name)
 
-    def delete_server_password(self, session_id: str) -> None:
-        name = self._password_entry(session_id)
+    def delete_server_password(self, server_id: str) -> None:
+        name = self._password_entry(server_id)
         if self.store.available():
             with contextlib.suppress(KeyringUnavailable):
                 self.store.delete(name)
