@@ -30,7 +30,8 @@ from smartspec_desktop.core.launch.launchers import (
     open_openwork,
 )
 from smartspec_desktop.core.opencode.binary import PINNED_VERSION, install_opencode
-from smartspec_desktop.core.opencode.tasks import TaskState, run_task
+from smartspec_desktop.core.opencode.events import TaskState
+from smartspec_desktop.core.opencode.tasks import run_task
 from smartspec_desktop.core.redact import mask_key
 from smartspec_desktop.core.servers.registry import CRASHED, ServerRecord
 from smartspec_desktop.core.storage.paths import Paths

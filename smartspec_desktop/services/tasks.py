@@ -20,7 +20,8 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from smartspec_desktop.core.errors import ServerNotRunning, TaskAborted, TaskError
 from smartspec_desktop.core.opencode.client import PERMISSION_REPLIES, OpenCodeClient
-from smartspec_desktop.core.opencode.tasks import TaskRun, TaskState
+from smartspec_desktop.core.opencode.events import TaskState
+from smartspec_desktop.core.opencode.tasks import TaskRun
 from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.worker import Jobs, as_error
 

@@ -38,7 +38,7 @@ from smartspec_desktop.core.errors import (
     TaskAborted,
 )
 from smartspec_desktop.core.opencode.client import SessionInfo
-from smartspec_desktop.core.opencode.tasks import TaskState
+from smartspec_desktop.core.opencode.events import TaskState
 from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.tasks import PasswordProvider, TaskService
 

@@ -6,7 +6,7 @@ Cases already covered end to end in tests/integration (marked ``faults`` there, 
 server SIGKILLed → crashed + restart, a reused pid is never killed, every preferred port busy,
 half-written state file, opencode missing, backend down, bad keys (401), gateway 402/500/error
 chunk without [DONE], missing/file workspaces, spaces and non-ASCII, the key absent from argv,
-logs and state after a full run (test_cli_sessions.py), no keyring backend (test_keyring.py).
+logs and state after a full run (test_cli_servers.py), no keyring backend (test_keyring.py).
 
 Run alone: ``bash tests/run-tests -m faults``.
 """

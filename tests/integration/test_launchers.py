@@ -165,7 +165,7 @@ def standin_binary(folder: Path) -> Path:
     return path
 
 
-def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
+def test_open_openwork_runs_openwork_server_as_a_child_of_the_server(
     sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path
 ) -> None:
     ws = sandbox.workspace()
@@ -191,7 +191,7 @@ def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
     assert rec is not None
     password = sm.password(rec)
     (child,) = live_children(rec, "openwork")
-    port = child["port"]
+    port = child.port
     assert opened == [f"http://127.0.0.1:{port}/"] and outcome.url == f"http://127.0.0.1:{port}"
     assert outcome.notice is None
 
@@ -219,7 +219,7 @@ def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
     assert len(env["OPENWORK_TOKEN"]) >= 24 and len(env["OPENWORK_HOST_TOKEN"]) >= 24
     assert env["OPENWORK_TOKEN"] != env["OPENWORK_HOST_TOKEN"]
     assert got[0]["cwd"] == str(ws) and got[0]["opencode_health"] == 200
-    for proc in (psutil.Process(child["pid"]), psutil.Process(child["supervisor_pid"])):
+    for proc in (psutil.Process(child.pid), psutil.Process(child.supervisor_pid)):
         assert password not in " ".join(proc.cmdline())
 
     # Reused while alive: same process, no second start.
@@ -239,27 +239,27 @@ def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
 
     # Shown in status, its (redacted) output in a log the log view and `logs --openwork` read.
     status = sandbox.cli("status")
-    assert f"openwork http://127.0.0.1:{port} (pid {child['pid']})" in status.stdout
+    assert f"openwork http://127.0.0.1:{port} (pid {child.pid})" in status.stdout
     (public,) = sandbox.cli_json("status")
     assert public["children"][0]["url"] == f"http://127.0.0.1:{port}"
-    log_text = Path(child["log_path"]).read_text()
+    log_text = Path(child.log_path).read_text()
     assert "client token: ***" in log_text and env["OPENWORK_TOKEN"] not in log_text
     logs = sandbox.cli("logs", str(ws), "--openwork")
     assert logs.returncode == 0 and "openwork-standin listening" in logs.stdout
 
     # One that stopped answering is replaced (and the old one killed), not left running.
-    hung = psutil.Process(child["pid"])
+    hung = psutil.Process(child.pid)
     hung.suspend()
     replaced = open_openwork(sm, str(ws), opener=lambda url: True)
     assert not hung.is_running() or hung.status() == psutil.STATUS_ZOMBIE
     rec = sm.get(str(ws))
     assert rec is not None
     (child,) = live_children(rec, "openwork")
-    assert replaced.url == child["url"] and child["pid"] != hung.pid
+    assert replaced.url == child.url and child.pid != hung.pid
     assert len(report.read_text().splitlines()) == 2
 
     # Stopping the session stops it too.
-    procs = [psutil.Process(child["pid"]), psutil.Process(child["supervisor_pid"])]
+    procs = [psutil.Process(child.pid), psutil.Process(child.supervisor_pid)]
     sm.stop(str(ws))
     gone, alive = psutil.wait_procs(procs, timeout=10)
     assert not alive

@@ -14,7 +14,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QMessageBox, QPushButton
 
-from smartspec_desktop.core.opencode.tasks import TaskState
+from smartspec_desktop.core.opencode.events import TaskState
 from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs

@@ -14,7 +14,7 @@ from smartspec_desktop.core.errors import (
     RateLimited,
     ServerNotRunning,
 )
-from smartspec_desktop.core.opencode.tasks import TaskState, ToolCall
+from smartspec_desktop.core.opencode.events import TaskState, ToolCall
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel, plain_error

@@ -113,7 +113,7 @@ def test_a_missing_workspace_is_refused_with_a_message(gui: Gui) -> None:
     assert panel.list.count() == 0
 
 
-def test_sessions_started_from_the_cli_appear(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+def test_servers_started_from_the_cli_appear(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
     ws = gui.box.workspace("from-cli")
     info = gui.box.cli_json("start", str(ws))
     panel = gui.window.devmode

@@ -64,7 +64,7 @@ def test_pick_port_returns_the_first_free_port_in_range(held: list[socket.socket
     assert pick_port((base, base + 2)) == (base + 1, True)
 
 
-def test_pick_port_respects_ports_claimed_by_other_sessions() -> None:
+def test_pick_port_respects_ports_claimed_by_other_servers() -> None:
     base = free_block(3)
     assert pick_port((base, base + 2), exclude={base, base + 1}) == (base + 2, True)
 

@@ -134,7 +134,7 @@ def test_unknown_fields_are_ignored_and_broken_records_dropped(registry: Registr
     assert registry.warnings == []
 
 
-def test_sessions_of_the_wrong_type_read_as_empty(registry: Registry) -> None:
+def test_servers_of_the_wrong_type_read_as_empty(registry: Registry) -> None:
     registry.file.parent.mkdir(parents=True)
     registry.file.write_text('{"sessions": [1, 2]}', encoding="utf-8")
     assert registry.snapshot() == {}

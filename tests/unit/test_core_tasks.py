@@ -18,7 +18,8 @@ from smartspec_desktop.core.errors import (
     TaskAborted,
 )
 from smartspec_desktop.core.opencode.client import Event, OpenCodeClient, SessionInfo, parse_sse
-from smartspec_desktop.core.opencode.tasks import EventFollower, TaskTracker, title_for
+from smartspec_desktop.core.opencode.events import EventFollower, TaskTracker
+from smartspec_desktop.core.opencode.tasks import title_for
 
 EVENTS = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 

@@ -260,7 +260,7 @@ def test_peer_check_recognises_our_own_socket() -> None:
 
 
 @pytest.mark.parametrize("how", ["stop", "server gone"])
-def test_the_sessions_children_die_with_it(tmp_path: Path, how: str) -> None:
+def test_the_servers_children_die_with_it(tmp_path: Path, how: str) -> None:
     paths = Paths.from_base(tmp_path / "data")
     paths.ensure()
     sm = ServerManager(paths, Settings(), Credentials(MemoryStore(), MemoryStore()))

@@ -1,1 +1,2 @@
-"""OpenCode itself: the binary (find, pin, install) and its HTTP + SSE API (client, tasks)."""
+"""OpenCode itself: the binary (find, pin, install), its HTTP + SSE API (client), its event
+stream folded into state (events), and a prompt run to the end (tasks)."""

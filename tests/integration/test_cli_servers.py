@@ -78,7 +78,7 @@ def test_start_run_stop_end_to_end(sandbox: Sandbox) -> None:
     assert sandbox.cli_json("status") == []
 
 
-def test_second_start_reuses_the_session(sandbox: Sandbox) -> None:
+def test_second_start_reuses_the_server(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
     first = sandbox.cli_json("start", str(ws))
     # Same folder spelled differently: trailing slash, and through a symlink.
