@@ -21,9 +21,9 @@ from tests.conftest import Sandbox, server_processes
 pytestmark = pytest.mark.integration
 
 
-def password_of(box: Sandbox, session_id: str) -> str:
+def password_of(box: Sandbox, server_id: str) -> str:
     # No keyring in the default sandbox: the password sits in a 0600 file in the state dir.
-    path = box.data_dir / "state" / "secrets" / f"server-password_{session_id}"
+    path = box.data_dir / "state" / "secrets" / f"server-password_{server_id}"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     return path.read_text()
 

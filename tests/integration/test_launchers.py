@@ -310,7 +310,7 @@ def test_open_cli_in_xterm_connects_the_tui_with_the_password_in_env_only(
     info = sandbox.cli_json("status")[0]
     port = info["port"]
     pw = (
-        sandbox.data_dir / "state" / "secrets" / f"server-password_{info['session_id']}"
+        sandbox.data_dir / "state" / "secrets" / f"server-password_{info['server_id']}"
     ).read_text()
     deadline = time.monotonic() + 60
     attach: psutil.Process | None = None
