@@ -137,7 +137,7 @@ def main() -> int:
                 if str(exe.parent) in v or k.startswith("_PYI_")
             }
             assert not leaked, f"the frozen app's environment reached opencode: {leaked}"
-            pw = (data / "state" / "secrets" / f"server-password_{info['session_id']}").read_text()
+            pw = (data / "state" / "secrets" / f"server-password_{info['server_id']}").read_text()
             h = httpx.get(info["url"] + "/global/health", auth=("opencode", pw), timeout=5)
             assert h.status_code == 200 and h.json().get("healthy") is True, h.text
             tree = [sup, *sup.children(recursive=True)]
