@@ -87,7 +87,7 @@ def test_a_crash_shows_the_banner_and_restart_works(gui: Gui, qtbot) -> None:  #
     assert panel.start_button.text() == "Restart Dev Server"
     qtbot.mouseClick(panel.banner.action, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
-    assert not panel.banner.isVisible()
+    assert not panel.banner.isVisible(), (panel.banner.kind, panel.banner.text.text())
     assert len(server_processes(ws)) == 1
 
 
