@@ -302,12 +302,12 @@ class EventFollower:
         give_up_after: float = 60.0,
     ) -> None:
         self.client = client
-        self.on_event = on_event
-        self.on_connected = on_connected
-        self.on_disconnected = on_disconnected
-        self.read_timeout = read_timeout
-        self.backoff = backoff
-        self.give_up_after = give_up_after
+        self.on_event, self.on_connected, self.on_disconnected = (
+            on_event,
+            on_connected,
+            on_disconnected,
+        )
+        self.read_timeout, self.backoff, self.give_up_after = read_timeout, backoff, give_up_after
         self.connections = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
