@@ -9,6 +9,7 @@ API (for the CLI's ``changes``/``undo``/``redo`` and the Agent tab)::
     undo_last_turn(client, session_id, *, force=False) -> UndoResult
     redo(client, session_id, *, force=False, everything=False) -> UndoResult
     discard_session_changes(client, session_id, *, force=False) -> UndoResult
+    working_tree_changes(client, mode="git" | "branch") -> list[FileChange]   # the git view
 
 ``FileChange.public()`` is the CLI's JSON ``{path, status, additions, deletions, binary}``. Errors
 are :class:`ReviewError` subclasses with ``problem`` + ``fix``: :class:`NothingToUndo`,
@@ -265,7 +266,10 @@ def parse_hunks(patch: str) -> list[_Hunk]:
 
 
 def _full_versions(patch: str) -> tuple[str | None, str | None] | None:
-    """Both versions from a whole-file patch (OpenCode's session diffs), or None if partial."""
+    """Both versions from a whole-file patch (OpenCode's session diffs), or None if partial.
+
+    A single hunk from line 1 is taken as the whole file; were it not, the rebuilt version is
+    shorter than the file, so the user-edit check refuses (the safe side), never loses edits."""
     hunks = parse_hunks(patch)
     if len(hunks) != 1:
         return None
@@ -423,26 +427,41 @@ class _Session:
                     out.update(self._rel(str(f)) for f in part.get("files") or [])
         return out
 
+    def _summarised(self, turn: Turn) -> bool:
+        for m in self.messages:
+            info = m.get("info") if isinstance(m.get("info"), dict) else {}
+            assert isinstance(info, dict)
+            if info.get("id") == turn.message_id:
+                summary = info.get("summary")
+                return isinstance(summary, dict) and "diffs" in summary
+        return False
+
     def _snapshot_edits(self, turn: Turn, *, strict: bool) -> list[_Edit]:
-        """The turn's diff. OpenCode computes it (the user message's ``summary``) when the turn
-        ends, a moment after the session turns idle: wait for it, within SUMMARY_WAIT."""
+        """The turn's diff. OpenCode records it (the user message's ``summary``) when the turn
+        ends, which can be a moment after the session turns idle. ``strict`` (before undo/redo):
+        wait for it within SUMMARY_WAIT, as the user-edit check needs every file; otherwise
+        (listing, also while a task runs) take what is there now."""
         deadline = time.monotonic() + SUMMARY_WAIT
         while True:
             edits = [_snapshot_edit(d) for d in self.client.session_diff(self.id, turn.message_id)]
+            if not strict:
+                return edits
             missing = self._patched_files(turn) - {e.path for e in edits}
-            if not missing:
+            summarised = self._summarised(turn)
+            if summarised and not missing:
                 return edits
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.25)
             self.messages = self.client.messages(self.id)
-        if strict:
-            raise ReviewError(
-                "OpenCode has not finished recording the changes of this turn "
-                f"({', '.join(sorted(missing)[:3])} not in its diff yet).",
-                "Try again in a few seconds.",
-            )
-        return edits
+        if summarised:
+            return edits  # files a step touched and a later one put back: no net change
+        raise ReviewError(
+            "OpenCode has not finished recording the changes of this turn"
+            + (f" ({', '.join(sorted(missing)[:3])})" if missing else "")
+            + ".",
+            "Wait until the task has ended, then try again.",
+        )
 
     def _tool_edits(self, turn: Turn) -> list[_Edit]:
         """A plain folder: the file changes recorded in the turn's tool calls, in order."""
@@ -815,3 +834,15 @@ def redo(
     return UndoResult(
         "redo", redone[-1].message_id, files, len(rest), s.snapshots, overwritten, kept
     )
+
+
+def working_tree_changes(
+    client: OpenCodeClient, mode: Literal["git", "branch"] = "git"
+) -> list[FileChange]:
+    """The git view (``GET /vcs/diff``): the working tree against HEAD (``git``, untracked files
+    included) or the branch against the default branch (``branch``); ``[]`` outside git."""
+    out: list[FileChange] = []
+    for d in client.vcs_diff(mode):
+        e = _snapshot_edit(d)
+        out.append(FileChange(e.path, e.status, e.additions, e.deletions, e.binary, e.patch))
+    return sorted(out, key=lambda c: c.path)

@@ -186,6 +186,10 @@ def test_git_changes_undo_redo(git_server: Server) -> None:
     assert "-line20" in whole and "+B" in whole and "+BB" in whole
     assert "line0" not in " ".join(whole), "3 lines of context, not the whole file"
 
+    git_view = review.working_tree_changes(srv.client)
+    assert _listing(git_view) == _listing(review.changes(srv.client, sid))
+    assert "-line20" in review.diff_page(git_view[0]).lines
+
     result = review.undo_last_turn(srv.client, sid)
     assert result.snapshots and result.files == ["second.txt"] and result.turns_undone == 1
     assert not (ws / "second.txt").exists() and (ws / "out.txt").exists()
