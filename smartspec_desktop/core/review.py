@@ -44,7 +44,9 @@ its ``GET /doc``):
 - ``/experimental/worktree`` (GET list of directories, POST ``{name, startCommand?}`` →
   ``{name, branch, directory}``, DELETE ``{directory}``) answers ``WorktreeNotGitError`` outside
   git; it places worktrees itself, so :mod:`smartspec_desktop.core.worktrees` uses git directly.
-- ``GET /session/status`` lists busy sessions (``{id: {type: "busy"}}``); revert answers 409 then.
+- ``GET /session/status`` maps a working session to ``{type: "busy"|"retry", …}`` (an idle one is
+  absent); undo is refused then (:class:`SessionBusy`, tested). The document also lists a 409
+  ``SessionBusyError`` for revert/unrevert.
 """
 
 from __future__ import annotations

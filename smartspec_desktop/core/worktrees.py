@@ -446,6 +446,10 @@ def commit_all(worktree: Path, message: str) -> str | None:
     return commit
 
 
+def _merging(root: Path) -> bool:
+    return _ok(["rev-parse", "-q", "--verify", "MERGE_HEAD"], root)
+
+
 def merge(repo: Path, base_dir: Path, name: str) -> MergeResult:
     """Merge ``smartspec/NAME`` into the repository's current branch: a fast-forward when
     possible, else a merge commit. A conflict is aborted (:class:`MergeConflict` lists the files,
@@ -460,7 +464,7 @@ def merge(repo: Path, base_dir: Path, name: str) -> MergeResult:
             files=_porcelain(wt.path),
         )
     into = _head_branch(root)
-    if (root / ".git").is_dir() and (root / ".git" / "MERGE_HEAD").exists():
+    if _merging(root):
         raise GitError(
             f"A merge is already in progress in {root}.",
             "Finish it or run `git merge --abort` there, then merge again.",
@@ -499,7 +503,7 @@ def merge(repo: Path, base_dir: Path, name: str) -> MergeResult:
                 _run(["diff", "--name-only", "-z", "--diff-filter=U"], root).stdout.split("\0"),
             )
         )
-        if (root / ".git" / "MERGE_HEAD").exists() or conflicts:
+        if _merging(root) or conflicts:
             _run(["merge", "--abort"], root)
         details = f"git {' '.join(args)}: {(r.stdout + r.stderr).strip()}"
         if conflicts:
@@ -530,7 +534,9 @@ def discard(repo: Path, base_dir: Path, name: str) -> None:
     path = folder / name
     branch = BRANCH_PREFIX + name
     known = {p.resolve(): b for p, b in _registered(root)}
-    if path in known:
+    if path in known and not path.exists():
+        _run(["worktree", "prune"], root)  # removed by hand: git only needs to forget it
+    elif path in known:
         if known[path] != branch:
             raise WorktreeError(
                 f"{path} is not on {branch}; it was not made by the app.",

@@ -19,7 +19,7 @@ import pytest
 
 from smartspec_desktop.core import review
 from smartspec_desktop.core.opencode_api import OpenCodeClient
-from tests.backend_standin import BackendStandIn, Text, ToolCall
+from tests.backend_standin import BackendStandIn, Delay, Text, ToolCall
 from tests.conftest import sandbox_env
 
 pytestmark = pytest.mark.integration
@@ -280,3 +280,12 @@ def test_plain_folder_changes_undo_redo(plain_server: Server) -> None:
     forced = review.undo_last_turn(srv.client, sid, force=True)
     assert forced.not_restored and (ws / "made.txt").exists()
     assert review.turns(srv.client, sid)[-1].reverted
+
+    # While the agent works, undo is refused (not raced against the running turn).
+    srv.backend.script(Delay(6.0))
+    srv.client.prompt_async(sid, "a slow one")
+    deadline = time.monotonic() + 30
+    while not srv.client.session_status().get(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(review.SessionBusy):
+        review.undo_last_turn(srv.client, sid)

@@ -131,6 +131,13 @@ def test_discard_leaves_no_worktree_or_branch(repo: Path, base: Path) -> None:
     with pytest.raises(wt.WorktreeNotFound):
         wt.discard(repo, base, "gone")
 
+    # A worktree folder deleted by hand: it shows as missing and can still be discarded.
+    lost = wt.create(repo, base, "lost")
+    subprocess.run(["rm", "-rf", str(lost.path)], check=True, timeout=30)
+    assert [w.status for w in wt.list_worktrees(repo, base)] == ["missing"]
+    wt.discard(repo, base, "lost")
+    assert wt.list_worktrees(repo, base) == [] and "smartspec/lost" not in git(repo, "branch")
+
 
 def test_only_our_worktrees_are_listed(repo: Path, base: Path, tmp_path: Path) -> None:
     git(repo, "worktree", "add", "-q", "-b", "smartspec/byhand", str(tmp_path / "byhand"))
