@@ -243,13 +243,16 @@ class _Hunk:
 
 
 def parse_hunks(patch: str) -> list[_Hunk]:
+    """The hunks of a one-file unified diff; each ends when its line counts are used up, so the
+    headers of a following file (``--- a/x``) are never taken for removed lines."""
     hunks: list[_Hunk] = []
-    current: list[str] | None = None
+    current: list[str] = []
     header: tuple[int, int, int, int] | None = None
+    old_left = new_left = 0
     for line in patch.splitlines():
         m = _HUNK.match(line)
         if m:
-            if current is not None and header is not None:
+            if header is not None:
                 hunks.append(_Hunk(*header, tuple(current)))
             header = (
                 int(m.group(1)),
@@ -258,11 +261,23 @@ def parse_hunks(patch: str) -> list[_Hunk]:
                 int(m.group(4) if m.group(4) is not None else 1),
             )
             current = []
-        elif current is not None and line[:1] in (" ", "-", "+", "\\"):
+            old_left, new_left = header[1], header[3]
+            continue
+        if header is None:
+            continue
+        tag = line[:1] if line else " "  # an empty line: context whose single space was lost
+        if tag == "\\" and current:
             current.append(line)
-        elif current is not None and line == "":
-            current.append(" ")  # a context line whose single space was stripped
-    if current is not None and header is not None:
+        elif tag == " " and old_left and new_left:
+            current.append(line or " ")
+            old_left, new_left = old_left - 1, new_left - 1
+        elif tag == "-" and old_left:
+            current.append(line)
+            old_left -= 1
+        elif tag == "+" and new_left:
+            current.append(line)
+            new_left -= 1
+    if header is not None:
         hunks.append(_Hunk(*header, tuple(current)))
     return hunks
 

@@ -100,6 +100,9 @@ def test_patches_apply_both_ways_and_rebuild_whole_files() -> None:
     assert review.apply_patch(after, patch, reverse=True) == before
     with pytest.raises(review._PatchMismatch):
         review.apply_patch("a\nX\nc\nd\n", patch)
+    # The next file's headers are not taken for a removed line.
+    assert review.parse_hunks(patch + "--- a/g.txt\n+++ b/g.txt\n") == review.parse_hunks(patch)
+    assert review._count(patch + "--- a/g.txt\n") == (2, 1)
     full = whole_file_patch("f.txt", "one\ntwo\n", "one\n2\nthree\n")
     assert review._full_versions(full) == ("one\ntwo\n", "one\n2\nthree\n")
     assert review._full_versions(whole_file_patch("n.txt", None, "new\n")) == (None, "new\n")
