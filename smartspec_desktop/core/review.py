@@ -426,9 +426,10 @@ class _Session:
             out.append(Turn(mid, len(out) + 1, text.strip(), reverted))
         return out
 
-    def edits(self, turn: Turn, *, strict: bool = False) -> list[_Edit]:
+    def edits(self, turn: Turn, *, strict: bool = False, latest: bool = False) -> list[_Edit]:
+        """``latest``: the turn that may just have ended (worth waiting for its summary)."""
         if self.snapshots:
-            return self._snapshot_edits(turn, strict=strict)
+            return self._snapshot_edits(turn, strict=strict, wait=strict or latest)
         return self._tool_edits(turn)
 
     def _patched_files(self, turn: Turn) -> set[str]:
@@ -453,32 +454,36 @@ class _Session:
                 return isinstance(summary, dict) and "diffs" in summary
         return False
 
-    def _snapshot_edits(self, turn: Turn, *, strict: bool) -> list[_Edit]:
+    def _snapshot_edits(self, turn: Turn, *, strict: bool, wait: bool) -> list[_Edit]:
         """The turn's diff. OpenCode records it (the user message's ``summary``) when the turn
-        ends, which can be a moment after the session turns idle. ``strict`` (before undo/redo):
-        wait for it within SUMMARY_WAIT, as the user-edit check needs every file; otherwise
-        (listing, also while a task runs) take what is there now."""
+        ends, a moment *after* the session turns idle (seen: the last turn's new file missing
+        right after idle). So, for the latest turn and unless the agent is still working, wait
+        for it within SUMMARY_WAIT. ``strict`` (before undo/redo, whose user-edit check needs
+        every file): still not recorded then → :class:`ReviewError`; else take what is there."""
         deadline = time.monotonic() + SUMMARY_WAIT
+        wait = strict or (wait and not self.busy())
         while True:
             edits = [_snapshot_edit(d) for d in self.client.session_diff(self.id, turn.message_id)]
-            if not strict:
-                return edits
             missing = self._patched_files(turn) - {e.path for e in edits}
             summarised = self._summarised(turn)
-            if summarised and not missing:
+            if (summarised and not missing) or not wait:
                 return edits
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.25)
             self.messages = self.client.messages(self.id)
-        if summarised:
-            return edits  # files a step touched and a later one put back: no net change
+        if summarised or not strict:
+            return edits  # summarised: a file a step touched and a later one put back
         raise ReviewError(
             "OpenCode has not finished recording the changes of this turn"
             + (f" ({', '.join(sorted(missing)[:3])})" if missing else "")
             + ".",
             "Wait until the task has ended, then try again.",
         )
+
+    def busy(self) -> bool:
+        status = self.client.session_status().get(self.id)
+        return isinstance(status, dict) and status.get("type") not in (None, "idle")
 
     def _tool_edits(self, turn: Turn) -> list[_Edit]:
         """A plain folder: the file changes recorded in the turn's tool calls, in order."""
@@ -614,14 +619,16 @@ def changes(
 
     In a git project the figures are OpenCode's snapshots (shell commands included); in a plain
     folder only what its ``write``/``edit`` tools recorded (a tool it cannot read shows as a
-    line like ``(bash: …)`` with 0/0). Sorted by path."""
+    line like ``(bash: …)`` with 0/0). Sorted by path. Right after a turn ends this can wait up
+    to SUMMARY_WAIT for OpenCode to record it; while the agent works, the running turn's files
+    may be missing."""
     s = _load(client, session_id)
     active = _active(s)
     if turn == "last":
         active = active[-1:]
     elif turn != "all":
         raise ValueError(f"turn must be 'all' or 'last', not {turn!r}")
-    composed = _compose(s.edits(t) for t in active)
+    composed = _compose(s.edits(t, latest=t is active[-1]) for t in active)
     out = [c for p, e in composed.items() if (c := _to_change(p, e)) is not None]
     return sorted(out, key=lambda c: c.path)
 
@@ -654,9 +661,8 @@ def _differs(workspace: Path, path: str, expected: Version) -> bool:
     return current != expected
 
 
-def _check_busy(client: OpenCodeClient, session_id: str) -> None:
-    status = client.session_status().get(session_id)
-    if isinstance(status, dict) and status.get("type") not in (None, "idle"):
+def _check_busy(s: _Session) -> None:
+    if s.busy():
         raise SessionBusy(
             "The agent is still working in this session.",
             "Wait until the task ends (or stop it), then undo.",
@@ -750,7 +756,7 @@ def _undo_to(
     action: Literal["undo", "discard"],
 ) -> UndoResult:
     """Revert the session to before ``target``; ``undone``: the active turns this hides."""
-    _check_busy(s.client, s.id)
+    _check_busy(s)
     edits = [e for t in undone for e in s.edits(t, strict=True)]
     verb = "undo" if action == "undo" else "discard these changes"
     if s.snapshots:
@@ -824,7 +830,7 @@ def redo(
             "There is nothing to redo in this session.",
             "Undone turns can be redone until the next prompt is sent; after that they are gone.",
         )
-    _check_busy(client, session_id)
+    _check_busy(s)
     redone = hidden if everything else hidden[:1]
     rest = hidden[len(redone) :]
     edits = [e for t in redone for e in s.edits(t, strict=True)]

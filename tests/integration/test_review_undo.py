@@ -4,6 +4,7 @@ in a git repository (OpenCode's snapshots) and in a plain folder (restored from 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from smartspec_desktop.core import review
+from smartspec_desktop.core import review, worktrees
 from smartspec_desktop.core.opencode_api import OpenCodeClient
 from tests.backend_standin import BackendStandIn, Delay, Text, ToolCall
 from tests.conftest import sandbox_env
@@ -80,12 +81,19 @@ def _git(ws: Path, env: dict[str, str], *args: str) -> str:
     return r.stdout
 
 
-def _start(
-    tmp_path: Path, backend: BackendStandIn, opencode_bin: str, git: bool
-) -> Iterator[Server]:
+def _api_key(backend: BackendStandIn) -> str:
+    backend.add_user("dev@example.com", "pw")
+    return backend.issue_api_key("dev@example.com")
+
+
+def _env(tmp_path: Path, opencode_bin: str) -> dict[str, str]:
     env = sandbox_env(tmp_path, opencode_bin)
     env["GIT_CONFIG_GLOBAL"] = os.devnull
     env["GIT_CONFIG_NOSYSTEM"] = "1"
+    return env
+
+
+def _workspace(tmp_path: Path, env: dict[str, str], git: bool) -> Path:
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "keep.txt").write_text(KEEP)
@@ -93,12 +101,20 @@ def _start(
         _git(ws, env, "init", "-q")
         _git(ws, env, "add", ".")
         _git(ws, env, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-qm", "i")
-    backend.add_user("dev@example.com", "pw")
+    return ws
+
+
+@contextlib.contextmanager
+def _serve(
+    ws: Path, env: dict[str, str], backend: BackendStandIn, opencode_bin: str, api_key: str
+) -> Iterator[Server]:
+    """A real ``opencode serve`` in ``ws`` (its own process group, stopped at the end)."""
     password = "review-test-password"
+    env = dict(env)
     env.update(
         {
             "OPENCODE_CONFIG_CONTENT": _config(backend.gateway_url, backend.models[0]),
-            "SMARTSPEC_API_KEY": backend.issue_api_key("dev@example.com"),
+            "SMARTSPEC_API_KEY": api_key,
             "OPENCODE_SERVER_PASSWORD": password,
             "OPENCODE_DISABLE_AUTOUPDATE": "1",
             "OPENCODE_DISABLE_MODELS_FETCH": "1",
@@ -140,6 +156,15 @@ def _start(
             proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _start(
+    tmp_path: Path, backend: BackendStandIn, opencode_bin: str, git: bool
+) -> Iterator[Server]:
+    env = _env(tmp_path, opencode_bin)
+    key = _api_key(backend)
+    with _serve(_workspace(tmp_path, env, git), env, backend, opencode_bin, key) as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -289,3 +314,38 @@ def test_plain_folder_changes_undo_redo(plain_server: Server) -> None:
         time.sleep(0.1)
     with pytest.raises(review.SessionBusy):
         review.undo_last_turn(srv.client, sid)
+
+
+def test_two_worktree_tasks_stay_apart_and_one_merges(
+    tmp_path: Path, backend: BackendStandIn, opencode_bin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two worktrees, a server in each at the same time; each agent writes its own file there,
+    nothing lands in the main tree; commit_all puts it on the branch; merge brings one in; the
+    agent's changes are reviewed per worktree (OpenCode's snapshots work in a worktree)."""
+    env = _env(tmp_path, opencode_bin)
+    for var in ("HOME", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM"):
+        monkeypatch.setenv(var, env[var])
+    repo = _workspace(tmp_path, env, git=True)
+    base = tmp_path / "data" / "worktrees"
+    key = _api_key(backend)
+    a = worktrees.create(repo, base, "task-a")
+    b = worktrees.create(repo, base, "task-b")
+    with (
+        _serve(a.path, env, backend, opencode_bin, key) as srv_a,
+        _serve(b.path, env, backend, opencode_bin, key) as srv_b,
+    ):
+        sid_a = srv_a.turn("A", ToolCall("write", {"filePath": "a.txt", "content": "A\n"}))
+        sid_b = srv_b.turn("B", ToolCall("write", {"filePath": "b.txt", "content": "B\n"}))
+        assert _listing(review.changes(srv_a.client, sid_a)) == [("a.txt", "added", 1, 0)]
+        assert _listing(review.changes(srv_b.client, sid_b)) == [("b.txt", "added", 1, 0)]
+    assert (a.path / "a.txt").exists() and not (a.path / "b.txt").exists()
+    assert (b.path / "b.txt").exists() and not (b.path / "a.txt").exists()
+    assert not (repo / "a.txt").exists() and not (repo / "b.txt").exists()
+    assert _git(repo, env, "status", "--porcelain") == ""
+    assert worktrees.commit_all(a.path, "A") and worktrees.commit_all(b.path, "B")
+    listed = {w.name: (w.status, w.additions) for w in worktrees.list_worktrees(repo, base)}
+    assert listed == {"task-a": ("ahead", 1), "task-b": ("ahead", 1)}
+    worktrees.merge(repo, base, "task-a")
+    assert (repo / "a.txt").read_text() == "A\n" and not (repo / "b.txt").exists()
+    worktrees.discard(repo, base, "task-b")
+    assert [w.name for w in worktrees.list_worktrees(repo, base)] == ["task-a"]

@@ -212,5 +212,5 @@ def test_undo_waits_for_opencode_to_record_the_turn(
     with pytest.raises(review.ReviewError, match="not finished recording") as err:
         review.undo_last_turn(as_client(fake), "ses_1")
     assert "x.txt" in err.value.problem and fake.calls == []
-    # Listing does not wait (the Agent tab polls it while a task runs).
+    # Listing waits as long, then shows what there is.
     assert review.changes(as_client(fake), "ses_1") == []
