@@ -56,6 +56,7 @@ import enum
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -734,6 +735,8 @@ def _write_plan(workspace: Path, plan: dict[str, str | None]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.smartspec-tmp")
         tmp.write_bytes(text.encode("utf-8"))
+        if target.exists():
+            shutil.copymode(target, tmp)  # keep an executable script executable
         os.replace(tmp, target)
 
 

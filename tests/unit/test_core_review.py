@@ -46,12 +46,13 @@ class FakeClient:
             )
             self.diffs[uid] = turn["diff"]
         self.revert_id = ""
+        self.project = "abc"
         self.calls: list[tuple[str, str]] = []
 
     def get_session(self, session_id: str) -> dict[str, Any]:
         info: dict[str, Any] = {
             "id": session_id,
-            "projectID": "abc",
+            "projectID": self.project,
             "directory": str(self.workspace),
         }
         if self.revert_id:
@@ -214,3 +215,59 @@ def test_undo_waits_for_opencode_to_record_the_turn(
     assert "x.txt" in err.value.problem and fake.calls == []
     # Listing waits as long, then shows what there is.
     assert review.changes(as_client(fake), "ses_1") == []
+
+
+def tool(name: str, inp: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "tool",
+        "tool": name,
+        "state": {"status": "completed", "input": inp, "metadata": meta},
+    }
+
+
+def test_plain_folder_undo_and_redo_from_tool_calls(tmp_path: Path) -> None:
+    fake = FakeClient(tmp_path, [{"diff": []}])
+    fake.project = "global"  # what OpenCode reports outside git: no snapshots
+    script = tmp_path / "run.sh"
+    before = "#!/bin/sh\necho one\necho two\n"
+    after = "#!/bin/sh\necho ONE\necho two\n"
+    script.write_text(after)
+    script.chmod(0o755)
+    (tmp_path / "new.txt").write_text("created\n")
+    fake.msgs[1]["parts"] = [
+        tool("read", {"filePath": "run.sh"}, {}),
+        tool(
+            "write",
+            {"filePath": "new.txt", "content": "created\n"},
+            {"filepath": str(tmp_path / "new.txt"), "exists": False},
+        ),
+        tool(
+            "edit",
+            {"filePath": "run.sh"},
+            {
+                "filediff": {
+                    "file": str(script),
+                    "patch": review.unified_diff("run.sh", before, after),
+                }
+            },
+        ),
+    ]
+    client = as_client(fake)
+    listing = [
+        (c.path, c.status, c.additions, c.deletions) for c in review.changes(client, "ses_1")
+    ]
+    assert listing == [("new.txt", "added", 1, 0), ("run.sh", "modified", 1, 1)]
+    result = review.undo_last_turn(client, "ses_1")
+    assert not result.snapshots and result.files == ["new.txt", "run.sh"]
+    assert script.read_text() == before and script.stat().st_mode & 0o111
+    assert not (tmp_path / "new.txt").exists()
+    review.redo(client, "ses_1")
+    assert script.read_text() == after and (tmp_path / "new.txt").read_text() == "created\n"
+
+    # A shell command recorded nothing to undo from: said plainly, forced only on request.
+    fake.msgs[1]["parts"].append(tool("bash", {"command": "make"}, {}))
+    with pytest.raises(review.UndoUnavailable, match="not a git repository") as err:
+        review.undo_last_turn(client, "ses_1")
+    assert err.value.files == ["(bash: make)"] and "git init" in err.value.fix
+    forced = review.undo_last_turn(client, "ses_1", force=True)
+    assert forced.not_restored == ["(bash: make)"] and script.read_text() == before
