@@ -21,7 +21,7 @@ import pytest
 from smartspec_desktop.core import review, worktrees
 from smartspec_desktop.core.opencode_api import OpenCodeClient
 from tests.backend_standin import BackendStandIn, Delay, Text, ToolCall
-from tests.conftest import sandbox_env
+from tests.conftest import processes_under, sandbox_env
 
 pytestmark = pytest.mark.integration
 
@@ -349,3 +349,5 @@ def test_two_worktree_tasks_stay_apart_and_one_merges(
     assert (repo / "a.txt").read_text() == "A\n" and not (repo / "b.txt").exists()
     worktrees.discard(repo, base, "task-b")
     assert [w.name for w in worktrees.list_worktrees(repo, base)] == ["task-a"]
+    assert not b.path.exists() and "smartspec/task-b" not in _git(repo, env, "branch")
+    assert processes_under(str(tmp_path)) == [], "no server or process outlives its worktree"
