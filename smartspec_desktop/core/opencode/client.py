@@ -275,3 +275,39 @@ class OpenCodeClient:
             if on_open is not None:
                 on_open(r)
             yield from parse_sse(r.iter_lines())
+
+    # -- review and undo (issue 14); shapes verified on 1.18.33, see core/review.py ------------
+    def session_diff(self, session_id: str, message_id: str | None = None) -> list[dict[str, Any]]:
+        """``GET /session/{id}/diff[?messageID=]``: ``[{file, patch, additions, deletions,
+        status}]`` for the turn started by user message ``message_id``. Without it 1.18.33
+        answered ``[]`` (verified), so callers ask per turn."""
+        params = {"messageID": message_id} if message_id else None
+        data = self._call("GET", f"/session/{session_id}/diff", params=params)
+        return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+    def vcs_diff(self, mode: str = "git") -> list[dict[str, Any]]:
+        """``GET /vcs/diff?mode=git|branch`` (``mode`` is required: 400 without it): the git
+        working tree against HEAD (``git``, untracked files included) or against the default
+        branch (``branch``); ``[]`` outside git."""
+        if mode not in ("git", "branch"):
+            raise ValueError(f"unknown vcs diff mode {mode!r}")
+        data = self._call("GET", "/vcs/diff", params={"mode": mode})
+        return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+    def revert(
+        self, session_id: str, message_id: str, part_id: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /session/{id}/revert`` ``{messageID, partID?}``: hide the conversation from that
+        message on and (in a git project) restore the files; returns the Session, whose
+        ``revert`` is ``{messageID, snapshot?, diff?}``. 409 while the session is busy."""
+        body: dict[str, Any] = {"messageID": message_id}
+        if part_id:
+            body["partID"] = part_id
+        data = self._call("POST", f"/session/{session_id}/revert", json=body)
+        return data if isinstance(data, dict) else {}
+
+    def unrevert(self, session_id: str) -> dict[str, Any]:
+        """``POST /session/{id}/unrevert``: bring back everything reverted; returns the Session
+        (without ``revert``)."""
+        data = self._call("POST", f"/session/{session_id}/unrevert", json={})
+        return data if isinstance(data, dict) else {}

@@ -1,0 +1,566 @@
+"""Parallel tasks, each in its own git worktree (issue 14). Pure git (``git`` subprocess calls
+with bounded timeouts), no OpenCode, no Qt; blocking, so the window calls it from a worker.
+
+API (for the CLI's ``worktrees``/``merge``/``discard``/``run --worktree`` and the workspace list)::
+
+    repo_root(path) -> Path                              # NotAGitRepository outside git
+    worktrees_dir(base_dir, repo) -> Path                # <base_dir>/<repo hash>
+    create(repo, base_dir, name=None, base="HEAD") -> Worktree
+    list_worktrees(repo, base_dir) -> list[Worktree]     # only ours
+    get(repo, base_dir, name) -> Worktree                # WorktreeNotFound
+    commit_all(worktree_path, message) -> str | None     # commit id, None when clean
+    merge(repo, base_dir, name) -> MergeResult           # MergeConflict, DirtyTree
+    discard(repo, base_dir, name) -> None                # removes worktree + branch
+    git_init(path) -> Path                               # the offer for a plain folder
+
+``base_dir`` is a folder the app manages, e.g. ``<data dir>/worktrees``; each repository gets
+``<base_dir>/<12 hex of sha256(repo path)>/<name>``, on branch ``smartspec/<name>``. It must lie
+outside the repository. "Ours" = a worktree on a ``smartspec/`` branch whose folder is there, so a
+worktree the user made by hand is never listed, merged or removed.
+
+The commits made here (``commit_all``, a merge commit) use the user's git identity when git has
+one, else ``SmartSpec Desktop <smartspec-desktop@localhost>``; they skip commit hooks and signing
+(``--no-verify``, ``commit.gpgsign=false``) so that an automated commit cannot hang on a prompt or
+fail on a linter: the branch always holds what the agent did. Every git failure is a
+:class:`WorktreeError` with problem + fix; git's stderr goes into ``details``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from smartspec_desktop.core.errors import SmartSpecError
+
+log = logging.getLogger(__name__)
+
+BRANCH_PREFIX = "smartspec/"
+GIT_TIMEOUT = 60.0
+FALLBACK_NAME = "SmartSpec Desktop"
+FALLBACK_EMAIL = "smartspec-desktop@localhost"
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,46}[a-z0-9])?$")
+_ADJECTIVES = ("amber", "brisk", "calm", "clever", "eager", "gentle", "keen", "lucky", "quiet")
+_NOUNS = ("otter", "falcon", "maple", "harbor", "comet", "willow", "badger", "river", "lantern")
+
+Status = Literal["clean", "uncommitted", "ahead", "missing"]
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+class WorktreeError(SmartSpecError):
+    code = "worktree"
+
+
+class GitMissing(WorktreeError):
+    code = "git_missing"
+
+
+class GitError(WorktreeError):
+    code = "git"
+
+
+class NotAGitRepository(WorktreeError):
+    """The workspace is a plain folder: worktrees are disabled; offer :func:`git_init`."""
+
+    code = "not_git"
+    offer = "git init"
+
+
+class InvalidWorktreeName(WorktreeError):
+    code = "worktree_name"
+
+
+class WorktreeExists(WorktreeError):
+    code = "worktree_exists"
+
+
+class WorktreeNotFound(WorktreeError):
+    code = "worktree_not_found"
+
+
+class DirtyTree(WorktreeError):
+    """Uncommitted changes (of the user, or in the worktree) are in the way."""
+
+    code = "dirty_tree"
+
+    def __init__(self, problem: str, fix: str, *, files: list[str]) -> None:
+        super().__init__(problem, fix, details="\n".join(files))
+        self.files = files
+
+
+class MergeConflict(WorktreeError):
+    """The merge conflicted; it was aborted and the repository is as before."""
+
+    code = "merge_conflict"
+
+    def __init__(self, problem: str, fix: str, *, files: list[str], details: str = "") -> None:
+        super().__init__(problem, fix, details=details or "\n".join(files))
+        self.files = files
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Worktree:
+    name: str
+    path: Path
+    branch: str  # "smartspec/<name>"
+    status: Status  # uncommitted work, commits not yet in the current branch, or nothing new
+    additions: int = 0  # lines against the base (merge base with the repository's HEAD)
+    deletions: int = 0
+    files: int = 0
+    head: str = ""
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "branch": self.branch,
+            "status": self.status,
+            "additions": self.additions,
+            "deletions": self.deletions,
+            "files": self.files,
+            "head": self.head,
+        }
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    name: str
+    branch: str
+    into: str  # the repository's current branch
+    fast_forward: bool
+    commit: str  # HEAD after the merge
+    files: list[str] = field(default_factory=list)  # files the merge brought in
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "branch": self.branch,
+            "into": self.into,
+            "fast_forward": self.fast_forward,
+            "commit": self.commit,
+            "files": self.files,
+        }
+
+
+# -- running git ---------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_EDITOR": "true"})
+    return env
+
+
+def _run(
+    args: list[str], cwd: Path, *, timeout: float = GIT_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise GitMissing(
+            "git is not installed (or not on PATH).",
+            "Install git (https://git-scm.com) and try again.",
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise GitError(
+            f"git {args[0]} did not finish within {timeout:.0f} s in {cwd}.",
+            "Check the repository (a lock file, a huge tree, a network filesystem) and retry.",
+        ) from None
+    except NotADirectoryError:
+        raise WorktreeError(f"{cwd} is not a folder.", "Pick an existing folder.") from None
+
+
+def _git(args: list[str], cwd: Path, problem: str, fix: str, **kw: Any) -> str:
+    r = _run(args, cwd, **kw)
+    if r.returncode != 0:
+        raise GitError(problem, fix, details=f"git {' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def _ok(args: list[str], cwd: Path) -> bool:
+    return _run(args, cwd).returncode == 0
+
+
+def _identity(cwd: Path) -> list[str]:
+    """``-c`` options: a fallback identity when git has none, and no signing prompt."""
+    opts = ["-c", "commit.gpgsign=false"]
+    if not _ok(["var", "GIT_COMMITTER_IDENT"], cwd) or not _ok(["var", "GIT_AUTHOR_IDENT"], cwd):
+        opts += ["-c", f"user.name={FALLBACK_NAME}", "-c", f"user.email={FALLBACK_EMAIL}"]
+    return opts
+
+
+# -- repositories --------------------------------------------------------------------------------
+
+
+def repo_root(path: Path) -> Path:
+    """The top folder of the git repository holding ``path``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise WorktreeError(f"{path} is not a folder.", "Pick an existing workspace folder.")
+    r = _run(["rev-parse", "--show-toplevel"], path)
+    if r.returncode != 0:
+        raise NotAGitRepository(
+            f"{path} is not a git repository, so tasks cannot run in their own worktree.",
+            "Run `git init` there (and make a first commit) to enable worktrees.",
+            details=r.stderr.strip(),
+        )
+    return Path(r.stdout.strip()).resolve()
+
+
+def git_init(path: Path) -> Path:
+    """The offer for a plain folder: ``git init`` (a first commit is still the user's call)."""
+    _git(["init", "-q"], Path(path), f"git init failed in {path}.", "See the details.")
+    return repo_root(path)
+
+
+def worktrees_dir(base_dir: Path, repo: Path) -> Path:
+    """Where this repository's worktrees live: ``<base_dir>/<12 hex of sha256(repo path)>``."""
+    root = repo_root(repo)
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    folder = Path(base_dir).resolve() / digest
+    if folder == root or root in folder.parents:
+        raise WorktreeError(
+            f"The worktree folder {folder} would be inside the repository {root}.",
+            "Use a data folder outside the workspace (e.g. --data-dir elsewhere).",
+        )
+    return folder
+
+
+def validate_name(name: str) -> str:
+    """A safe branch component: lower-case letters, digits, ``.``, ``_``, ``-`` (≤ 48)."""
+    if not _NAME.match(name) or ".." in name or name.endswith(".lock"):
+        raise InvalidWorktreeName(
+            f"{name!r} cannot be a worktree name.",
+            "Use 1–48 lower-case letters, digits, '.', '_' or '-', starting and ending with a "
+            "letter or digit (e.g. fix-login).",
+        )
+    return name
+
+
+def _generate_name(taken: set[str]) -> str:
+    for _ in range(50):
+        name = (
+            f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(90) + 10}"
+        )
+        if name not in taken:
+            return name
+    return f"task-{secrets.token_hex(4)}"
+
+
+def _branches(root: Path) -> set[str]:
+    out = _git(
+        ["for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}"],
+        root,
+        "Could not list the branches.",
+        "See the details.",
+    )
+    return {b[len(BRANCH_PREFIX) :] for b in out.split() if b.startswith(BRANCH_PREFIX)}
+
+
+def _registered(root: Path) -> list[tuple[Path, str]]:
+    """(path, branch) for every worktree git knows about, branch "" if detached."""
+    out = _git(
+        ["worktree", "list", "--porcelain"], root, "Could not list worktrees.", "See the details."
+    )
+    result: list[tuple[Path, str]] = []
+    path: Path | None = None
+    branch = ""
+    for line in [*out.splitlines(), ""]:
+        if line.startswith("worktree "):
+            path, branch = Path(line[len("worktree ") :]), ""
+        elif line.startswith("branch refs/heads/"):
+            branch = line[len("branch refs/heads/") :]
+        elif not line and path is not None:
+            result.append((path, branch))
+            path = None
+    return result
+
+
+def create(repo: Path, base_dir: Path, name: str | None = None, base: str = "HEAD") -> Worktree:
+    """A new worktree on branch ``smartspec/NAME`` from ``base`` (default: the current HEAD)."""
+    root = repo_root(repo)
+    folder = worktrees_dir(base_dir, root)
+    taken = _branches(root) | ({p.name for p in folder.iterdir()} if folder.is_dir() else set())
+    name = validate_name(name) if name is not None else _generate_name(taken)
+    branch = BRANCH_PREFIX + name
+    if name in taken:
+        raise WorktreeExists(
+            f"A worktree or branch named {branch} already exists.",
+            "Pick another name, or discard the old one first.",
+        )
+    r = _run(["rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"], root)
+    if r.returncode != 0:
+        if base == "HEAD":
+            raise GitError(
+                f"The repository {root} has no commit yet, so there is nothing to branch from.",
+                "Make a first commit, then run the task in a worktree.",
+            )
+        raise GitError(
+            f"{base!r} is not a commit or branch of {root}.",
+            "Pick an existing branch, tag or commit as the base.",
+        )
+    base_commit = r.stdout.strip()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    _git(
+        ["worktree", "add", "-q", "-b", branch, str(path), base_commit],
+        root,
+        f"Could not create the worktree {path}.",
+        "See the details; free disk space or pick another name.",
+    )
+    log.info("created worktree %s on %s from %s", path, branch, base_commit[:12])
+    return _describe(root, path, name)
+
+
+def _head_branch(root: Path) -> str:
+    r = _run(["symbolic-ref", "--quiet", "--short", "HEAD"], root)
+    if r.returncode != 0:
+        raise GitError(
+            f"The repository {root} is not on a branch (detached HEAD).",
+            "Check out the branch to merge into (e.g. `git switch main`).",
+        )
+    return r.stdout.strip()
+
+
+def _porcelain(cwd: Path) -> list[str]:
+    """Paths with uncommitted changes (untracked included), as `git status` names them."""
+    out = _git(
+        ["status", "--porcelain", "-z", "--untracked-files=all"],
+        cwd,
+        f"Could not read the status of {cwd}.",
+        "See the details.",
+    )
+    paths: list[str] = []
+    entries = out.split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC":  # a rename carries the old path next
+            paths.append(entries[i])
+            i += 1
+    return paths
+
+
+def _numstat(cwd: Path, base: str) -> tuple[int, int, int]:
+    out = _run(["diff", "--numstat", base], cwd).stdout
+    adds = dels = files = 0
+    for line in out.splitlines():
+        a, d, *_ = line.split("\t") + ["", ""]
+        files += 1
+        adds += int(a) if a.isdigit() else 0
+        dels += int(d) if d.isdigit() else 0
+    untracked = _run(["ls-files", "--others", "--exclude-standard", "-z"], cwd).stdout
+    for rel in filter(None, untracked.split("\0")):
+        files += 1
+        try:
+            data = (cwd / rel).read_bytes()
+        except OSError:
+            continue
+        if b"\0" not in data:
+            adds += len(data.splitlines())
+    return adds, dels, files
+
+
+def _describe(root: Path, path: Path, name: str) -> Worktree:
+    branch = BRANCH_PREFIX + name
+    if not path.is_dir():
+        return Worktree(name, path, branch, "missing")
+    head = _run(["rev-parse", "HEAD"], path).stdout.strip()
+    mb = _run(["merge-base", "HEAD", branch], root)
+    base = mb.stdout.strip() if mb.returncode == 0 else head
+    adds, dels, files = _numstat(path, base)
+    if _porcelain(path):
+        status: Status = "uncommitted"
+    elif head and head != base:
+        status = "ahead"
+    else:
+        status = "clean"
+    return Worktree(name, path, branch, status, adds, dels, files, head)
+
+
+def list_worktrees(repo: Path, base_dir: Path) -> list[Worktree]:
+    """This repository's worktrees made by the app (``smartspec/`` branch in our folder)."""
+    root = repo_root(repo)
+    folder = worktrees_dir(base_dir, root)
+    out: list[Worktree] = []
+    for path, branch in _registered(root):
+        if not branch.startswith(BRANCH_PREFIX):
+            continue
+        name = branch[len(BRANCH_PREFIX) :]
+        if path.resolve().parent != folder or path.name != name:
+            continue
+        out.append(_describe(root, path.resolve(), name))
+    return sorted(out, key=lambda w: w.name)
+
+
+def get(repo: Path, base_dir: Path, name: str) -> Worktree:
+    validate_name(name)
+    for wt in list_worktrees(repo, base_dir):
+        if wt.name == name:
+            return wt
+    raise WorktreeNotFound(
+        f"No worktree named {name!r} for {repo_root(repo)}.",
+        "List them with `smartspec-desktop worktrees PATH`.",
+    )
+
+
+def commit_all(worktree: Path, message: str) -> str | None:
+    """Commit everything in the worktree (the task's title as ``message``); None when clean."""
+    path = Path(worktree)
+    if not _porcelain(path):
+        return None
+    _git(["add", "-A"], path, f"Could not stage the changes in {path}.", "See the details.")
+    subject = " ".join(message.split()) or "SmartSpec task"
+    _git(
+        [*_identity(path), "commit", "-q", "--no-verify", "-m", subject],
+        path,
+        f"Could not commit the agent's work in {path}.",
+        "See the details; the changes are still in the worktree.",
+    )
+    commit = _run(["rev-parse", "HEAD"], path).stdout.strip()
+    log.info("committed %s in %s", commit[:12], path)
+    return commit
+
+
+def _merging(root: Path) -> bool:
+    return _ok(["rev-parse", "-q", "--verify", "MERGE_HEAD"], root)
+
+
+def merge(repo: Path, base_dir: Path, name: str) -> MergeResult:
+    """Merge ``smartspec/NAME`` into the repository's current branch: a fast-forward when
+    possible, else a merge commit. A conflict is aborted (:class:`MergeConflict` lists the files,
+    the repository is left as it was); uncommitted changes of the user that the merge would touch
+    refuse it (:class:`DirtyTree`)."""
+    root = repo_root(repo)
+    wt = get(root, base_dir, name)
+    if wt.status == "uncommitted":
+        raise DirtyTree(
+            f"The worktree {name} has uncommitted changes.",
+            "Let the task finish (its work is committed then), or discard the worktree.",
+            files=_porcelain(wt.path),
+        )
+    into = _head_branch(root)
+    if _merging(root):
+        raise GitError(
+            f"A merge is already in progress in {root}.",
+            "Finish it or run `git merge --abort` there, then merge again.",
+        )
+    incoming = _git(
+        ["diff", "--name-only", "-z", f"HEAD...{wt.branch}"],
+        root,
+        f"Could not compare {wt.branch} with {into}.",
+        "See the details.",
+    )
+    files = sorted(filter(None, incoming.split("\0")))
+    if not files and _ok(["merge-base", "--is-ancestor", wt.branch, "HEAD"], root):
+        head = _run(["rev-parse", "HEAD"], root).stdout.strip()
+        return MergeResult(name, wt.branch, into, True, head, [])
+    touched = sorted(set(files) & set(_porcelain(root)))
+    if touched:
+        raise DirtyTree(
+            f"Your uncommitted changes in {root} touch files this merge brings in: "
+            + ", ".join(touched[:5])
+            + ("…" if len(touched) > 5 else "")
+            + ".",
+            "Commit or stash them (git stash), then merge again.",
+            files=touched,
+        )
+    fast_forward = _ok(["merge-base", "--is-ancestor", "HEAD", wt.branch], root)
+    if fast_forward:
+        args = ["merge", "--ff-only", "-q", wt.branch]
+    else:
+        message = f"Merge {wt.branch} (SmartSpec task) into {into}"
+        args = [*_identity(root), "merge", "--no-ff", "--no-edit", "-q", "-m", message, wt.branch]
+    r = _run(args, root)
+    if r.returncode != 0:
+        conflicts = sorted(
+            filter(
+                None,
+                _run(["diff", "--name-only", "-z", "--diff-filter=U"], root).stdout.split("\0"),
+            )
+        )
+        if _merging(root) or conflicts:
+            _run(["merge", "--abort"], root)
+        details = f"git {' '.join(args)}: {(r.stdout + r.stderr).strip()}"
+        if conflicts:
+            raise MergeConflict(
+                f"Merging {wt.branch} into {into} conflicts in: {', '.join(conflicts)}. "
+                "The merge was aborted; your repository is unchanged.",
+                "Let the agent resolve it in the worktree (rebase or merge there), or edit the "
+                "files yourself.",
+                files=conflicts,
+                details=details,
+            )
+        raise GitError(
+            f"Could not merge {wt.branch} into {into}.",
+            "See the details; the repository was left as it was.",
+            details=details,
+        )
+    head = _run(["rev-parse", "HEAD"], root).stdout.strip()
+    log.info("merged %s into %s (%s)", wt.branch, into, "ff" if fast_forward else "merge commit")
+    return MergeResult(name, wt.branch, into, fast_forward, head, files)
+
+
+def discard(repo: Path, base_dir: Path, name: str) -> None:
+    """Remove the worktree (its uncommitted changes too) and delete its branch. Stopping a server
+    running in it is the caller's job, before this."""
+    root = repo_root(repo)
+    validate_name(name)
+    folder = worktrees_dir(base_dir, root)
+    path = folder / name
+    branch = BRANCH_PREFIX + name
+    known = {p.resolve(): b for p, b in _registered(root)}
+    if path in known and not path.exists():
+        _run(["worktree", "prune"], root)  # removed by hand: git only needs to forget it
+    elif path in known:
+        if known[path] != branch:
+            raise WorktreeError(
+                f"{path} is not on {branch}; it was not made by the app.",
+                "Remove it yourself with `git worktree remove`.",
+            )
+        _git(
+            ["worktree", "remove", "--force", str(path)],
+            root,
+            f"Could not remove the worktree {path}.",
+            "Stop any program using that folder (its server, an editor), then retry.",
+        )
+    elif name not in _branches(root):
+        raise WorktreeNotFound(
+            f"No worktree named {name!r} for {root}.",
+            "List them with `smartspec-desktop worktrees PATH`.",
+        )
+    _run(["worktree", "prune"], root)
+    if path.exists() and folder in path.resolve().parents:
+        shutil.rmtree(path, ignore_errors=True)
+    if name in _branches(root):
+        _git(
+            ["branch", "-D", branch],
+            root,
+            f"Could not delete the branch {branch}.",
+            "See the details.",
+        )
+    log.info("discarded worktree %s and branch %s", path, branch)
