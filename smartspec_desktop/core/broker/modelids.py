@@ -68,6 +68,40 @@ def safe_model_ids(ids: Iterable[object]) -> list[str]:
     return kept
 
 
+def broker_config_content(model: str, *, agent_permissions: str = "default") -> str:
+    """The small ``OPENCODE_CONFIG_CONTENT`` for a server behind the broker.
+
+    The provider's ``baseURL`` and ``apiKey`` are ``{env:SMARTSPEC_BROKER_URL}`` and
+    ``{env:SMARTSPEC_BROKER_TOKEN}`` (set by the supervisor), ``enabled_providers`` allows only
+    this provider, and ``model``/``small_model`` are ``smartspec/<model>``. The model list goes to
+    the file of :func:`write_models_config` (``OPENCODE_CONFIG``). ``model`` must pass
+    :func:`is_safe_model_id` (ValueError otherwise).
+    """
+    if not is_safe_model_id(model):
+        raise ValueError(f"the model id {model!r} is not a plain id")
+    config: dict[str, Any] = {
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {
+            PROVIDER_ID: {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "SmartSpecPro",
+                "options": {
+                    "baseURL": "{env:SMARTSPEC_BROKER_URL}",
+                    "apiKey": "{env:SMARTSPEC_BROKER_TOKEN}",
+                },
+            }
+        },
+        "enabled_providers": [PROVIDER_ID],
+        "model": f"{PROVIDER_ID}/{model}",
+        "small_model": f"{PROVIDER_ID}/{model}",
+        "autoupdate": False,
+        "share": "disabled",
+    }
+    if agent_permissions == "ask":
+        config["permission"] = {"edit": "ask", "bash": "ask"}
+    return json.dumps(config)
+
+
 def models_config(models: Iterable[str]) -> dict[str, Any]:
     """The models part of the OpenCode config, for the SmartSpecPro provider."""
     ids = safe_model_ids(models)

@@ -374,30 +374,40 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- forwarding ----------------------------------------------------------------------------
     def _forward(self, path: str, query: str) -> None:
-        b = self.broker
         rec = CallRecord(path=path, session=self.headers.get("x-session-id") or None)
-        t0 = time.monotonic()
+        self._t0 = time.monotonic()
+        self._done = False
         try:
             self._forward_call(path, query, rec)
         except _Refused as e:
             rec.status, rec.error = e.status, e.message
             rec.refused = rec.refused or ("auth" if e.status == 401 else None)
             self.close_connection = True
+            self._finish(rec)
             self._send_error(e.status, e.message, e.code)
         finally:
-            rec.duration = time.monotonic() - t0
-            if rec.refused != "auth":
-                b.meter.record(rec)
-                b.budgets.charge(rec.session, rec.total_tokens)
-            log.info(
-                "broker: %s %s → %s in %.2f s%s%s",
-                self.command,
-                path[len(PREFIX) :] or "/",
-                rec.status or "-",
-                rec.duration,
-                f", {rec.total_tokens} tokens" if rec.has_usage else "",
-                f" ({rec.refused or rec.error})" if (rec.refused or rec.error) else "",
-            )
+            self._finish(rec)
+
+    def _finish(self, rec: CallRecord) -> None:
+        """Meter and charge the call: once, and *before* its last byte goes out, so the next
+        call OpenCode makes is checked against a budget that already counts this one."""
+        if self._done:
+            return
+        self._done = True
+        b = self.broker
+        rec.duration = time.monotonic() - self._t0
+        if rec.refused != "auth":
+            b.meter.record(rec)
+            b.budgets.charge(rec.session, rec.total_tokens)
+        log.info(
+            "broker: %s %s → %s in %.2f s%s%s",
+            self.command,
+            rec.path[len(PREFIX) :] or "/",
+            rec.status or "-",
+            rec.duration,
+            f", {rec.total_tokens} tokens" if rec.has_usage else "",
+            f" ({rec.refused or rec.error})" if (rec.refused or rec.error) else "",
+        )
 
     def _forward_call(self, path: str, query: str, rec: CallRecord) -> None:
         b = self.broker
@@ -530,6 +540,7 @@ class _Handler(BaseHTTPRequestHandler):
                 obj = None
             if isinstance(obj, dict):
                 rec.set_usage(obj.get("usage"))
+        self._finish(rec)
         self.send_response(resp.status)
         for k, v in self._response_headers(resp):
             self.send_header(k, v)
@@ -567,6 +578,9 @@ class _Handler(BaseHTTPRequestHandler):
                     watcher.end()
                     break
                 out = watcher.feed(chunk)
+                if watcher.done and not self._done:
+                    rec.set_usage(watcher.usage)
+                    self._finish(rec)  # before [DONE] goes out (see _finish)
                 if out:
                     if not started:
                         begin()
@@ -580,12 +594,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if not started:
                     rec.status = 400
                     self.close_connection = True
+                    self._finish(rec)
                     self._send_error(400, message, errors.GATEWAY_DEFECT)
                     return
                 chunk_bytes = errors.error_chunk(message, errors.GATEWAY_DEFECT)
                 write(b"%x\r\n%b\r\n" % (len(chunk_bytes), chunk_bytes))
             if not started:
                 begin()
+            self._finish(rec)
             write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             rec.error = rec.error or "OpenCode closed the connection"
