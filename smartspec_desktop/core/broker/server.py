@@ -84,6 +84,8 @@ _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=/-]*")
 READ_SIZE = 64 * 1024
+#: Streams: read1 returns what has arrived (up to this), so a big size adds no latency.
+STREAM_READ_SIZE = 1024 * 1024
 TOO_LARGE = errors.TOO_LARGE
 
 
@@ -553,6 +555,11 @@ class _Handler(BaseHTTPRequestHandler):
         watcher = StreamWatcher()
         started = False
         write = self.wfile.write
+        sock = self.connection
+
+        def send_chunk(data: bytes) -> None:
+            # One chunk of the chunked encoding, scatter-gather: no copy of a big ``data``.
+            _send_all(sock, [b"%x\r\n" % len(data), data, b"\r\n"])
 
         def begin() -> None:
             nonlocal started
@@ -566,7 +573,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             while True:
                 try:
-                    chunk = resp.read1(READ_SIZE)
+                    chunk = resp.read1(STREAM_READ_SIZE)
                 except (OSError, http.client.HTTPException) as e:
                     watcher.error = watcher.error or (
                         f"its stream sent nothing for {b.config.idle_timeout:.0f} s"
@@ -584,7 +591,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if out:
                     if not started:
                         begin()
-                    write(b"%x\r\n%b\r\n" % (len(out), out))
+                    send_chunk(out)
                 if watcher.error is not None:
                     break
             rec.set_usage(watcher.usage)
@@ -597,8 +604,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._finish(rec)
                     self._send_error(400, message, errors.GATEWAY_DEFECT)
                     return
-                chunk_bytes = errors.error_chunk(message, errors.GATEWAY_DEFECT)
-                write(b"%x\r\n%b\r\n" % (len(chunk_bytes), chunk_bytes))
+                send_chunk(errors.error_chunk(message, errors.GATEWAY_DEFECT))
             if not started:
                 begin()
             self._finish(rec)
@@ -606,6 +612,17 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             rec.error = rec.error or "OpenCode closed the connection"
             self.close_connection = True
+
+
+def _send_all(sock: socket.socket, parts: list[bytes]) -> None:
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if views and sent:
+            views[0] = views[0][sent:]
 
 
 def _cap(value: object) -> int | None:
