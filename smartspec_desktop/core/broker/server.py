@@ -305,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         try:
             if path == CONTROL or path.startswith(CONTROL + "/"):
-                self._control(path[len(CONTROL) :], self._read_body())
+                self._control(path[len(CONTROL) :])
             elif path == PREFIX or path.startswith(PREFIX + "/"):
                 self._forward(path, query)
             else:
@@ -323,11 +323,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(400, f"The request is not valid: {e}.", "smartspec_bad_request")
 
     # -- control API ---------------------------------------------------------------------------
-    def _control(self, path: str, body: bytes) -> None:
+    def _control(self, path: str) -> None:
         b = self.broker
         if not b.control_ok(self.headers.get("Authorization")):
+            self.close_connection = True
             self._send_error(401, "The control token is missing or wrong.", errors.BROKER_AUTH)
             return
+        body = self._read_body()
         data: Any = json.loads(body) if body.strip() else {}
         if not isinstance(data, dict):
             raise ValueError("the body must be a JSON object")
@@ -376,7 +378,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- forwarding ----------------------------------------------------------------------------
     def _forward(self, path: str, query: str) -> None:
-        rec = CallRecord(path=path, session=self.headers.get("x-session-id") or None)
+        session = (self.headers.get("x-session-id") or "")[:200] or None
+        rec = CallRecord(path=path, session=session)
         self._t0 = time.monotonic()
         self._done = False
         try:
