@@ -59,7 +59,14 @@ Start = Callable[..., Supervised]
 def start(tmp_path: Path) -> Iterator[Start]:
     started: list[subprocess.Popen[bytes]] = []
 
-    def run(key: str, upstream: str, *, big: int = 0, payload: bytes | None = None) -> Supervised:
+    def run(
+        key: str,
+        upstream: str,
+        *,
+        big: int = 0,
+        payload: bytes | None = None,
+        broker: bool = True,
+    ) -> Supervised:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTSPEC_")}
         env["PYTHONPATH"] = str(ROOT)
         env["OPENCODE_SERVER_PASSWORD"] = PASSWORD
@@ -67,7 +74,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
         log = tmp_path / "logs" / "server.log"
         child = [sys.executable, "-c", CHILD, str(env_dump), str(big)]
         cmd = supervised_command(
-            child, log_path=log, exit_file=tmp_path / "exit.json", cwd=str(tmp_path), broker=True
+            child, log_path=log, exit_file=tmp_path / "exit.json", cwd=str(tmp_path), broker=broker
         )
         sup = subprocess.Popen(
             cmd,
@@ -80,19 +87,20 @@ def start(tmp_path: Path) -> Iterator[Start]:
         )
         started.append(sup)
         assert sup.stdin is not None and sup.stdout is not None
-        sup.stdin.write(
-            payload
-            if payload is not None
-            else broker_payload(
-                key=key,
-                token=TOKEN,
-                control_token=CONTROL,
-                upstream=upstream,
-                meter_file=tmp_path / "state" / "usage.jsonl",
-                budget_file=tmp_path / "state" / "budget.json",
-                redact=[PASSWORD],
+        if broker:
+            sup.stdin.write(
+                payload
+                if payload is not None
+                else broker_payload(
+                    key=key,
+                    token=TOKEN,
+                    control_token=CONTROL,
+                    upstream=upstream,
+                    meter_file=tmp_path / "state" / "usage.jsonl",
+                    budget_file=tmp_path / "state" / "budget.json",
+                    redact=[PASSWORD],
+                )
             )
-        )
         sup.stdin.close()
         hello = json.loads(sup.stdout.readline())
         sup.stdout.close()
@@ -168,12 +176,13 @@ def test_no_payload_is_a_clear_start_error(start: Start, tmp_path: Path) -> None
     assert s.sup.wait(10) == 126
 
 
+@pytest.mark.parametrize("broker", [False, True])
 def test_a_400_mb_line_stays_within_the_log_bound(
-    start: Start, backend: BackendStandIn, tmp_path: Path
+    start: Start, backend: BackendStandIn, tmp_path: Path, broker: bool
 ) -> None:
     backend.add_user("a@example.com", "pw")
     size = 400 * 1024 * 1024
-    s = start(backend.issue_api_key("a@example.com"), backend.url, big=size)
+    s = start(backend.issue_api_key("a@example.com"), backend.url, big=size, broker=broker)
     sup = psutil.Process(s.sup.pid)
     peak = 0
     deadline = time.monotonic() + 120
