@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from smartspec_desktop.core.errors import SmartSpecError
-from smartspec_desktop.core.opencode_api import OpenCodeClient
+from smartspec_desktop.core.opencode.client import OpenCodeClient
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,10 @@ tests.bench.run``).
 4. app cold start to window shown (``SMARTSPEC_EXIT_AFTER_SHOWN=1`` hook) and the app process's
    peak RSS up to then; skipped while ``smartspec_desktop.ui.app`` does not exist;
 5. scale: 5 workspaces started together (threads on one ServerManager, as the window does):
-   total time, and RSS of each server.
+   total time, and RSS of each server;
+6. the gateway broker: time to first byte and total time of a streamed answer (small, ~10 MB)
+   through the broker vs straight to the stand-in (:mod:`tests.bench.broker`, which also runs
+   alone: ``python -m tests.bench.broker``).
 """
 
 from __future__ import annotations
@@ -434,11 +437,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             bench.close()
+    print("(6) the gateway broker …", flush=True)
+    from tests.bench import broker as broker_bench
+
+    for measure, via, direct, note in broker_bench.rows():
+        rows.append(Row("6", measure, via, direct, note))
     print()
     print("| # | measure | SmartSpec Desktop | bare `opencode serve` | note |")
     print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r.number} | {r.measure} | {r.ours} | {r.bare} | {r.note} |")
+    for row in rows:
+        print(f"| {row.number} | {row.measure} | {row.ours} | {row.bare} | {row.note} |")
     return 0
 
 

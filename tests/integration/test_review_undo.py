@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from smartspec_desktop.core import review, worktrees
-from smartspec_desktop.core.opencode_api import OpenCodeClient
+from smartspec_desktop.core.opencode.client import OpenCodeClient
 from tests.backend_standin import BackendStandIn, Delay, Text, ToolCall
 from tests.conftest import processes_under, sandbox_env
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from smartspec_desktop.core import review
-from smartspec_desktop.core.opencode_api import OpenCodeClient
+from smartspec_desktop.core.opencode.client import OpenCodeClient
 
 
 def whole_file_patch(path: str, before: str | None, after: str | None) -> str:

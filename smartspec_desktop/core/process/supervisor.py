@@ -8,6 +8,19 @@ group, with the server as its child) pumps the output and writes the exit record
 Protocol: it prints one JSON line on stdout, ``{"pid": <server pid>}`` (or ``{"error": ...}``),
 then closes stdout. On SIGTERM/SIGINT/SIGHUP it forwards SIGTERM to the server and keeps pumping
 until the server is gone. It imports nothing heavy, so it starts fast.
+
+With ``--broker`` (issue 9) it first reads one JSON line from stdin (``core/broker/payload.py``:
+the real API key, the server's token, the control token, the backend URL, the meter and budget
+files, more secrets to redact), starts the gateway broker on 127.0.0.1 *before* spawning the
+server, and gives the server ``SMARTSPEC_BROKER_URL=http://127.0.0.1:<port>/v1/opencode`` and
+``SMARTSPEC_BROKER_TOKEN=<token>``; never the key (``SMARTSPEC_API_KEY`` is removed from the
+server's environment even if the parent left it in ours). The handshake then reads
+``{"pid": <server pid>, "broker_port": <port>}``. The broker stops, and the key is dropped, when
+the server exits.
+
+Output is pumped in chunks with a bound on each line (``MAX_LINE`` bytes, then
+``[… N bytes cut]``), so one huge line can neither take the memory nor grow a log file past the
+rotation bound (``LOG_MAX_BYTES`` × ``LOG_BACKUPS``) (F12).
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import IO, Any
 
 from smartspec_desktop.core.process.childenv import external_env
 from smartspec_desktop.core.redact import Redactor
@@ -40,6 +54,11 @@ SECRET_ENV_VARS = (
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LOG_MAX_BYTES = 2_000_000
 LOG_BACKUPS = 3
+#: The longest output line kept whole (F12); the rest of a longer line is counted, not kept.
+MAX_LINE = 64 * 1024
+READ_CHUNK = 64 * 1024
+BROKER_URL_ENV = "SMARTSPEC_BROKER_URL"
+BROKER_TOKEN_ENV = "SMARTSPEC_BROKER_TOKEN"
 
 
 def command_prefix() -> list[str]:
@@ -55,8 +74,14 @@ def command_prefix() -> list[str]:
     return [sys.executable, "-m", "smartspec_desktop.core.process.supervisor"]
 
 
-def supervised_command(argv: list[str], *, log_path: Path, exit_file: Path, cwd: str) -> list[str]:
-    """The command that runs ``argv`` under a supervisor (its log, its exit record, its cwd)."""
+def supervised_command(
+    argv: list[str], *, log_path: Path, exit_file: Path, cwd: str, broker: bool = False
+) -> list[str]:
+    """The command that runs ``argv`` under a supervisor (its log, its exit record, its cwd).
+
+    ``broker=True`` adds ``--broker``: the supervisor then reads the broker payload from its
+    stdin first (start it with ``stdin=PIPE`` and write ``broker_payload(...)``).
+    """
     return command_prefix() + [
         "--log",
         str(log_path),
@@ -64,21 +89,88 @@ def supervised_command(argv: list[str], *, log_path: Path, exit_file: Path, cwd:
         str(exit_file),
         "--cwd",
         cwd,
+        *(["--broker"] if broker else []),
         "--",
         *argv,
     ]
 
 
-def _writer(log_path: Path) -> logging.Logger:
+class LinePump:
+    """Splits a byte stream into lines with a bound on each (see ``MAX_LINE``, F12).
+
+    ``feed`` returns the complete lines so far (without their newline); a line over
+    ``max_line`` bytes is returned cut, marked ``[… N bytes cut]``, once its end arrives (or at
+    ``flush``). Memory stays within ``max_line`` plus one read.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._dropped = 0
+
+    def _emit(self, part: bytes | bytearray) -> bytes:
+        room = self.max_line - len(self._buf)
+        if room > 0:
+            self._buf += part[:room]
+        self._dropped += max(0, len(part) - max(room, 0))
+        line = bytes(self._buf)
+        if self._dropped:
+            line += b" [\xe2\x80\xa6 %d bytes cut]" % self._dropped
+        self._buf.clear()
+        self._dropped = 0
+        return line
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            lines.append(self._emit(data[start:nl]))
+            start = nl + 1
+        rest = data[start:]
+        room = self.max_line - len(self._buf)
+        if room > 0:
+            self._buf += rest[:room]
+        self._dropped += max(0, len(rest) - max(room, 0))
+        return lines
+
+    def flush(self) -> list[bytes]:
+        if self._buf or self._dropped:
+            return [self._emit(b"")]
+        return []
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Redacts every line; the broker's lines (one per call, warnings) get a prefix."""
+
+    def __init__(self, redact: Redactor | None) -> None:
+        super().__init__("%(message)s")
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.name.startswith("smartspec_desktop.core.broker"):
+            text = "[smartspec broker] " + text
+        return self._redact(text) if self._redact is not None else text
+
+
+def _writer(log_path: Path, redact: Redactor | None = None) -> logging.Logger:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(
         log_path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
     )
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_RedactingFormatter(redact))
     logger = logging.getLogger("smartspec.supervisor")
     logger.propagate = False
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
+    # One handler (thread-safe, one rotation) for the broker's threads too.
+    broker_log = logging.getLogger("smartspec_desktop.core.broker")
+    broker_log.propagate = False
+    broker_log.setLevel(logging.INFO)
+    broker_log.addHandler(handler)
     return logger
 
 
@@ -88,31 +180,111 @@ def _write_exit(path: Path, record: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
+def _read_broker_payload() -> tuple[Any, str | None]:
+    """The broker payload from stdin (``--broker``), or the reason it could not be read."""
+    from smartspec_desktop.core.broker.payload import PayloadError, read_payload
+
+    try:
+        payload = read_payload(sys.stdin.buffer)
+    except (PayloadError, OSError) as e:
+        return None, str(e)
+    finally:
+        # Nothing else ever comes that way: do not keep the pipe (or the key in its buffer).
+        with contextlib.suppress(OSError):
+            sys.stdin.close()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    return payload, None
+
+
+def _pump(stream: IO[bytes], out: logging.Logger, redact: Redactor) -> None:
+    """Copy the server's output to the log, line by line, each line bounded (F12)."""
+    pump = LinePump()
+    fd = stream.fileno()
+
+    def write(lines: list[bytes]) -> None:
+        for raw in lines:
+            line = ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r")
+            if line:
+                out.info("%s", redact(line))
+
+    while True:
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except InterruptedError:
+            continue
+        if not data:
+            break
+        write(pump.feed(data))
+    write(pump.flush())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smartspec-supervisor")
     parser.add_argument("--log", required=True, type=Path)
     parser.add_argument("--exit-file", required=True, type=Path)
     parser.add_argument("--cwd", required=True)
+    parser.add_argument(
+        "--broker",
+        action="store_true",
+        help="read the broker payload (one JSON line) from stdin and run the gateway broker",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
 
+    payload, payload_error = _read_broker_payload() if args.broker else (None, None)
     redact = Redactor(os.environ.get(v, "") for v in SECRET_ENV_VARS)
-    out = _writer(args.log)
+    if payload is not None:
+        for secret in payload.redact:
+            redact.add(secret)
+    out = _writer(args.log, redact)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     out.info("[smartspec %s] starting: %s (in %s)", stamp, redact(" ".join(command)), args.cwd)
 
-    def handshake(payload: dict[str, object]) -> None:
+    def handshake(message: dict[str, object]) -> None:
         # Whoever started us may be gone (a CLI killed mid-start): keep supervising anyway, so
         # the server stays logged and the next run can adopt or reap it.
         try:
-            sys.stdout.write(json.dumps(payload) + "\n")
+            sys.stdout.write(json.dumps(message) + "\n")
             sys.stdout.flush()
         except OSError:
             out.info("[smartspec] the starter is gone; supervising on")
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.close(devnull)
+
+    def fail(message: str, code: int) -> int:
+        message = redact(message)
+        out.info("[smartspec] %s", message)
+        _write_exit(args.exit_file, {"exit_code": code, "error": message, "ended_at": time.time()})
+        handshake({"error": message})
+        return code
+
+    env = external_env()
+    broker: Any = None
+    if args.broker:
+        if payload is None:
+            return fail(f"the gateway broker could not start: {payload_error}", 126)
+        from smartspec_desktop.core.broker.server import Broker
+
+        key = payload.config.key
+        try:
+            broker = Broker(payload.config)
+            if payload.day_cap is not None:
+                broker.budgets.set_day_cap(payload.day_cap)
+            broker.start()
+        except (OSError, ValueError) as e:
+            return fail(f"the gateway broker could not start: {e}", 126)
+        # The key never reaches the server, whatever the parent left in our environment.
+        for name in [k for k, v in env.items() if k == "SMARTSPEC_API_KEY" or key in v]:
+            del env[name]
+        del key
+        env[BROKER_URL_ENV] = broker.url
+        env[BROKER_TOKEN_ENV] = payload.config.token
+        payload.config.token = ""
+        out.info("[smartspec] gateway broker on %s → %s", broker.url, broker.upstream)
 
     child: subprocess.Popen[bytes] | None = None
     stop_requested = False
@@ -133,25 +305,26 @@ def main(argv: list[str] | None = None) -> int:
         child = subprocess.Popen(
             command,
             cwd=args.cwd,
-            env=external_env(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
     except OSError as e:
-        message = redact(f"could not start {command[0] if command else '?'}: {e}")
-        out.info("[smartspec] %s", message)
-        _write_exit(args.exit_file, {"exit_code": 127, "error": message, "ended_at": time.time()})
-        handshake({"error": message})
-        return 127
+        if broker is not None:
+            broker.stop()
+        return fail(f"could not start {command[0] if command else '?'}: {e}", 127)
+    del env
 
-    handshake({"pid": child.pid})
+    hello: dict[str, object] = {"pid": child.pid}
+    if broker is not None:
+        hello["broker_port"] = broker.port
+    handshake(hello)
     assert child.stdout is not None
-    for raw in iter(child.stdout.readline, b""):
-        line = ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r\n")
-        if line:
-            out.info("%s", redact(line))
+    _pump(child.stdout, out, redact)
     code = child.wait()
+    if broker is not None:
+        broker.stop()  # drops the key
     out.info(
         "[smartspec %s] %s exited with code %s%s",
         time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -1,0 +1,185 @@
+"""Benchmark (6): a streamed chat answer through the gateway broker vs straight to the stand-in.
+
+Time to first byte (request sent → first body byte) and total time of a streamed answer, small
+(one short text) and ~10 MB, alternating direct and broker calls in the same run; medians, the
+added TTFB and the throughput lost. Both sides use a fresh ``http.client`` connection per call.
+Goals (issue 9): ≤ 2 ms added to TTFB (median), ≤ 1 % throughput lost.
+
+``python -m tests.bench.broker`` runs only this one (no ``opencode`` needed).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MODEL = "openai/gpt-4o-mini"
+
+
+@dataclass
+class Figures:
+    label: str
+    direct_ttfb: float  # ms, median
+    broker_ttfb: float
+    direct_total: float  # ms, median
+    broker_total: float
+    size: int  # bytes of the answer
+
+    @property
+    def added_ttfb(self) -> float:
+        return self.broker_ttfb - self.direct_ttfb
+
+    @property
+    def throughput_lost(self) -> float:
+        """Fraction of throughput lost through the broker (negative: faster)."""
+        return 1.0 - self.direct_total / self.broker_total
+
+
+def _call(port: int, path: str, token: str, body: bytes) -> tuple[float, float, int]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.connect()
+        t0 = time.perf_counter()
+        conn.request(
+            "POST",
+            path,
+            body=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        first = resp.read1(65536)
+        t1 = time.perf_counter()
+        size = len(first)
+        while chunk := resp.read1(1 << 20):
+            size += len(chunk)
+        t2 = time.perf_counter()
+        if resp.status != 200 or size == 0:
+            raise RuntimeError(f"HTTP {resp.status}")
+        return (t1 - t0) * 1000, (t2 - t0) * 1000, size
+    finally:
+        conn.close()
+
+
+# The stand-in and the broker each run in a process of their own, as in real use (the broker
+# lives in the supervisor): in one process they would fight over the GIL and the figures
+# would measure that instead.
+_STANDIN = """
+import sys
+from tests.backend_standin import BackendStandIn, Text
+b = BackendStandIn().start()
+b.rate_limit_per_minute = None
+b.add_user("bench@example.com", "pw", credits=1e12)
+b.default_step = Text("x" * int(sys.argv[1]))
+print(b.port, b.issue_api_key("bench@example.com"), flush=True)
+sys.stdin.read()
+"""
+_BROKER = """
+import sys, tempfile
+from pathlib import Path
+from smartspec_desktop.core.broker.server import Broker, BrokerConfig
+tmp = Path(tempfile.mkdtemp())
+key = sys.stdin.readline().strip()
+b = Broker(BrokerConfig(key=key, token="bench-token", control_token="bench-control",
+    upstream=sys.argv[1], meter_file=tmp / "usage.jsonl", budget_file=tmp / "budget.json")).start()
+print(b.port, flush=True)
+sys.stdin.read()
+"""
+
+
+def _spawn(code: str, *args: str, stdin_line: str = "") -> tuple[subprocess.Popen[str], str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert p.stdin is not None and p.stdout is not None
+    if stdin_line:
+        p.stdin.write(stdin_line + "\n")
+        p.stdin.flush()
+    return p, p.stdout.readline().strip()
+
+
+def measure(text_size: int, runs: int, label: str) -> Figures:
+    standin, line = _spawn(_STANDIN, str(text_size))
+    port_s, key = line.split()
+    backend_port = int(port_s)
+    broker, broker_line = _spawn(_BROKER, f"http://127.0.0.1:{backend_port}", stdin_line=key)
+    broker_port = int(broker_line)
+    body = json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    ).encode()
+    path = "/v1/opencode/chat/completions"
+    try:
+        for _ in range(2):  # warm-up
+            _call(backend_port, path, key, body)
+            _call(broker_port, path, "bench-token", body)
+        d_ttfb, d_total, b_ttfb, b_total = [], [], [], []
+        size = 0
+        for _ in range(runs):
+            t, total, size = _call(backend_port, path, key, body)
+            d_ttfb.append(t)
+            d_total.append(total)
+            t, total, bsize = _call(broker_port, path, "bench-token", body)
+            if abs(bsize - size) > 64:  # chunk ids differ by a few bytes, never more
+                raise RuntimeError(f"sizes differ: {size} direct vs {bsize} via broker")
+            b_ttfb.append(t)
+            b_total.append(total)
+    finally:
+        for p in (broker, standin):
+            assert p.stdin is not None
+            p.stdin.close()
+            p.terminate()
+            p.wait(10)
+            if p.stdout is not None:
+                p.stdout.close()
+    med = statistics.median
+    return Figures(label, med(d_ttfb), med(b_ttfb), med(d_total), med(b_total), size)
+
+
+def run(small_runs: int = 200, big_runs: int = 20) -> list[Figures]:
+    return [
+        measure(40, small_runs, "small answer"),
+        measure(10 * 1024 * 1024, big_runs, "~10 MB answer"),
+    ]
+
+
+def rows(small_runs: int = 200, big_runs: int = 20) -> list[tuple[str, str, str, str]]:
+    """(measure, broker, direct, note) rows for ``tests.bench.run``'s table."""
+    out = []
+    for f in run(small_runs, big_runs):
+        if f.size < 1_000_000:  # per-call overhead; a throughput figure would mean nothing
+            cost = f"total +{f.broker_total - f.direct_total:.2f} ms per call"
+        else:
+            cost = (
+                f"total ×{f.broker_total / f.direct_total:.3f}, throughput lost "
+                f"{100 * f.throughput_lost:.1f} % (goal ≤ 1 %)"
+            )
+        out.append(
+            (
+                f"broker: streamed {f.label} ({f.size:,} bytes), TTFB / total",
+                f"{f.broker_ttfb:.2f} ms / {f.broker_total:.1f} ms",
+                f"{f.direct_ttfb:.2f} ms / {f.direct_total:.1f} ms",
+                f"TTFB +{f.added_ttfb:.2f} ms (goal ≤ 2 ms); {cost}",
+            )
+        )
+    return out
+
+
+if __name__ == "__main__":
+    print("| measure | through the broker | straight to the stand-in | note |")
+    print("|---|---|---|---|")
+    for r in rows():
+        print("| " + " | ".join(r) + " |")
