@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from smartspec_desktop.core.atomic import atomic_write_text
+from smartspec_desktop.core.storage.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
