@@ -15,8 +15,10 @@ What the chat route does is the ``gateway`` mode:
   queued with :meth:`BackendStandIn.script` (:class:`Text`, :class:`ToolCall`,
   :class:`ErrorChunk`, :class:`HttpError`, :class:`Delay`, :class:`Hang`), else ``default_step``.
 - ``"real"``: what the real service does today: streaming answers 200 with one string-shaped
-  ``data: {"error": "..."}`` line and no ``[DONE]``; non-streaming answers 500. Array or ``null``
-  message content is refused with 422 (``strict_content``).
+  ``data: {"error": "..."}`` line and no ``[DONE]``; non-streaming answers 500.
+
+In every mode array or ``null`` message content is refused with 422, like the real service
+(``strict_content=False`` turns that off).
 - ``"demo"``: a scripted demo conversation for ``smartspec-desktop --demo`` (a greeting; a file
   written through a tool call; a todo list) with simulated credits; see :class:`DemoScript`.
 
@@ -716,20 +718,22 @@ class BackendStandIn:
     """A SmartSpecPro backend on 127.0.0.1 (see the module docstring).
 
     ``gateway`` is ``"scripted"`` (default), ``"real"`` or ``"demo"``; ``port`` 0 lets the OS
-    pick one. ``strict_content`` (default: on in ``"real"`` mode) answers 422 to array or
-    ``null`` message content, as the real service does."""
+    pick one. ``strict_content`` (default on, in every mode) answers 422 to array or ``null``
+    message content, as the real service does; OpenCode 1.18.33 sends string content on every
+    turn, tool-call turns included (checked with tests/integration/test_cli_tasks.py). Turn it
+    off to try a client that sends OpenAI's array/``null`` content."""
 
     def __init__(
         self,
         *,
         gateway: str = "scripted",
         port: int = 0,
-        strict_content: bool | None = None,
+        strict_content: bool = True,
     ) -> None:
         if gateway not in GATEWAY_MODES:
             raise ValueError(f"gateway must be one of {GATEWAY_MODES}, not {gateway!r}")
         self.gateway = gateway
-        self.strict_content = gateway == "real" if strict_content is None else strict_content
+        self.strict_content = strict_content
         self._port = port
         self.demo = DemoScript()
         self._lock = threading.RLock()

@@ -134,12 +134,19 @@ def test_array_or_null_content_is_422_in_real_mode(real: BackendStandIn) -> None
 def test_scripted_mode_keeps_the_happy_path_for_tool_calls(backend: BackendStandIn) -> None:
     key = backend.issue_api_key(EMAIL)
     backend.script(ToolCall("write", {"filePath": "a.txt", "content": "x"}), Text("ok"))
+    turns = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1"}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+    ]
     null = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}]
     with http(backend) as c:
-        status, lines = sse(c, key, chat(null))
-        assert status == 200 and lines[-1] == "[DONE]" and "tool_calls" in lines[1]
-        backend.strict_content = True
+        status, lines = sse(c, key, chat(turns))
+        assert status == 200 and lines[-1] == "[DONE]" and "tool_calls" in lines[0]
+        # strict like the real service in every mode, unless turned off
         assert c.post(CHAT, headers=bearer(key), json=chat(null)).status_code == 422
+        backend.strict_content = False
+        assert sse(c, key, chat(null))[0] == 200
 
 
 def test_model_substring_passes_and_the_list_is_the_real_one(backend: BackendStandIn) -> None:
