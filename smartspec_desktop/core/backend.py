@@ -236,8 +236,11 @@ class BackendClient:
                         raise _TooSlow()
                 if time.monotonic() - started > self.deadline:
                     raise _TooSlow()
+                # The body is decoded already: drop the headers that describe the raw one.
+                raw_only = ("content-encoding", "content-length", "transfer-encoding")
+                kept = [(k, v) for k, v in r.headers.multi_items() if k.lower() not in raw_only]
                 return httpx.Response(
-                    r.status_code, headers=r.headers, content=bytes(body), request=r.request
+                    r.status_code, headers=kept, content=bytes(body), request=r.request
                 )
         except _TooLarge:
             mib = self.max_bytes / (1024 * 1024)

@@ -517,3 +517,29 @@ def test_empty_success_is_none_and_delete_works() -> None:
 def test_retry_after_seconds(header: str | None, expected: float) -> None:
     headers = {"Retry-After": header} if header is not None else {}
     assert retry_after_seconds(httpx.Response(429, headers=headers)) == expected
+
+
+def test_a_compressed_answer_is_read_once_and_limited_after_decoding() -> None:
+    import gzip
+    import json
+
+    payload = json.dumps({"status": "ok", "service": "opencode-gateway"}).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, content=gzip.compress(payload), headers={"Content-Encoding": "gzip"}
+        )
+
+    with mock_client(httpx.MockTransport(handler)) as c:
+        assert c.gateway_health()["service"] == "opencode-gateway"
+
+    bomb = gzip.compress(b" " * (4 * 1024 * 1024))  # small on the wire, 4 MiB decoded
+
+    def bomb_handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bomb, headers={"Content-Encoding": "gzip"})
+
+    c = mock_client(httpx.MockTransport(bomb_handler))
+    c.max_bytes = 1024 * 1024
+    with c, pytest.raises(BackendError) as ei:
+        c.gateway_health()
+    assert "more than 1 MiB" in ei.value.problem
