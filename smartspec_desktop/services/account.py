@@ -190,7 +190,6 @@ class AccountService(QObject):
                 self.keyring_missing.emit(source)  # the UI offers "use for this run only"
                 return
             self._current_key = key
-            self.key_changed.emit(masked, source)
             if unchecked:
                 self.warned.emit(
                     f"Stored {masked} in {source_text(source)} without checking it: {unchecked} "
@@ -298,7 +297,6 @@ class AccountService(QObject):
 
     def _key_kept(self, result: tuple[str, str, str]) -> None:
         masked, source, verb = result
-        self.key_changed.emit(masked, source)
         if source == "this run":
             self.message.emit(
                 f"{verb} {masked}. No OS keyring is available, so it is used for this run only."
