@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -346,6 +346,15 @@ def test_rotating_a_revoked_key_gives_a_dead_key(backend: BackendStandIn) -> Non
         assert r.status_code == 401 and r.json() == {"detail": "Invalid API key"}
 
 
+def test_revoke_api_key_helper(backend: BackendStandIn) -> None:
+    key = backend.issue_api_key(EMAIL)
+    assert backend.revoke_api_key(key) is True
+    assert backend.revoke_api_key("sk-smartspec-" + "n" * 43) is False
+    with http(backend) as c:
+        assert c.get("/v1/opencode/models", headers=bearer(key)).status_code == 401
+    assert backend.api_keys(EMAIL)[0]["is_active"] is False
+
+
 def test_timestamps_are_naive_utc(backend: BackendStandIn) -> None:
     # contract "Timestamps are naive ISO (no offset), UTC".
     key = backend.issue_api_key(EMAIL)
@@ -357,7 +366,7 @@ def test_timestamps_are_naive_utc(backend: BackendStandIn) -> None:
         health = c.get("/v1/opencode/health").json()
     stamps = [tx[0]["created_at"], keys[0]["created_at"], keys[0]["last_used_at"]]
     stamps.append(health["timestamp"])
-    now = datetime.utcnow()  # noqa: DTZ003 - the service's own clock is naive UTC
+    now = datetime.now(timezone.utc).replace(tzinfo=None)  # the service's naive UTC
     for stamp in stamps:
         parsed = datetime.fromisoformat(stamp)
         assert parsed.tzinfo is None, stamp
