@@ -35,7 +35,7 @@ from smartspec_desktop.core.opencode.tasks import run_task
 from smartspec_desktop.core.redact import mask_key
 from smartspec_desktop.core.servers.registry import CRASHED, ServerRecord
 from smartspec_desktop.core.storage.paths import Paths
-from smartspec_desktop.core.storage.secrets import check_api_key_format
+from smartspec_desktop.core.storage.secrets import API_KEY_ENV, check_api_key_format
 from smartspec_desktop.core.wiring import Core, build_core
 from smartspec_desktop.logsetup import setup_logging
 
@@ -312,12 +312,18 @@ def cmd_logs(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 def cmd_key(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     creds = core.credentials
     if args.key_command == "show":
-        key, source = creds.api_key()
-        out.write(f"{mask_key(key)} (from {source})\n")
+        status = creds.key_status()
+        out.write(f"{mask_key(status.key)} (from {status.source})\n")
+        if status.note():
+            out.write(f"note: {status.note()}\n")
         return EXIT_OK
     if args.key_command == "delete":
-        creds.forget_api_key()
-        out.write("Removed the API key from the keyring.\n")
+        if creds.forget_api_key():
+            out.write("Removed the API key from the keyring.\n")
+        else:
+            out.write("No API key was stored in the keyring; nothing was removed.\n")
+        if creds.environ.get(API_KEY_ENV, "").strip():
+            out.write(f"note: {API_KEY_ENV} is set in the environment, so its key is used.\n")
         return EXIT_OK
     # set: from stdin only, never argv (argv is visible to every user through ps)
     raw = getpass.getpass("SmartSpecPro API key: ") if sys.stdin.isatty() else sys.stdin.read()
@@ -330,6 +336,9 @@ def cmd_key(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             err.write(f"warning: could not verify the key now ({e.problem}); storing it anyway.\n")
     creds.store_api_key(key)
     out.write(f"Stored {mask_key(key)} in the OS keyring.\n")
+    note = creds.key_status().note()
+    if note:
+        out.write(f"note: {note}\n")
     return EXIT_OK
 
 

@@ -15,11 +15,16 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from smartspec_desktop.core.backend import BackendClient, CreatedKey, Login
-from smartspec_desktop.core.errors import AuthRequired, KeyringUnavailable, SmartSpecError
+from smartspec_desktop.core.backend import BackendClient, CreatedKey, Login, key_matches_prefix
+from smartspec_desktop.core.errors import (
+    AuthRequired,
+    BackendUnreachable,
+    KeyringUnavailable,
+    SmartSpecError,
+)
 from smartspec_desktop.core.redact import mask_key
 from smartspec_desktop.core.storage.config import Settings
-from smartspec_desktop.core.storage.secrets import Credentials, check_api_key_format
+from smartspec_desktop.core.storage.secrets import Credentials, check_api_key_format, source_text
 from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)
@@ -31,8 +36,10 @@ class AccountService(QObject):
     balance_changed = Signal(object)  # balance dict
     key_changed = Signal(str, str)  # masked key ("" when none), source
     keys_listed = Signal(object)  # list of key dicts
+    key_note = Signal(str)  # which key wins when several places hold one ("" when one)
     keyring_missing = Signal(str)  # why the key could not be stored (offer "this run only")
     message = Signal(str)  # a success line for the status bar
+    warned = Signal(str)  # done, but with a caveat the user should read
     failed = Signal(object)  # SmartSpecError
     busy_changed = Signal(bool)
 
@@ -54,6 +61,9 @@ class AccountService(QObject):
         self.user: dict[str, Any] | None = None
         self._busy = 0
         self._pending_key: str | None = None
+        #: The key this computer uses (only to tell which listed key it is; never shown).
+        self._current_key: str | None = None
+        self._listed: list[dict[str, Any]] = []
 
     @property
     def is_signed_in(self) -> bool:
@@ -126,14 +136,25 @@ class AccountService(QObject):
     # ---------------------------------------------------------------------------- API key
 
     def load_key_status(self) -> None:
-        def work() -> tuple[str, str]:
+        def work() -> tuple[str, str, str, str | None]:
             try:
-                key, source = self.credentials.api_key()
+                status = self.credentials.key_status()
             except SmartSpecError:
-                return "", ""
-            return mask_key(key), source
+                return "", "", "", None
+            return mask_key(status.key), status.source, status.note(), status.key
 
-        self._run(work, lambda r: self.key_changed.emit(*r))
+        def done(result: tuple[str, str, str, str | None]) -> None:
+            masked, source, note, key = result
+            self._current_key = key
+            self.key_changed.emit(masked, source)
+            self.key_note.emit(note)
+
+        self._run(work, done)
+
+    def is_this_computers_key(self, listed: dict[str, Any]) -> bool:
+        """Whether a key from the account's list is the one this computer uses."""
+        key = self._current_key
+        return bool(key) and key_matches_prefix(str(key), str(listed.get("key_prefix", "")))
 
     def use_key(self, raw: str, *, this_run_only: bool = False) -> None:
         """Validate a pasted key with the backend, then store it (keyring) or keep it in memory."""
@@ -143,27 +164,40 @@ class AccountService(QObject):
             self.failed.emit(e)
             return
 
-        def work() -> tuple[str, str]:
-            with self._backend() as b:
-                b.models(key)
+        def work() -> tuple[str, str, str]:
+            # One rule with `key set`: a backend that cannot be reached does not block storing
+            # the key; it is stored with a warning (a rejected key is never stored).
+            unchecked = ""
+            try:
+                with self._backend() as b:
+                    b.models(key)
+            except BackendUnreachable as e:
+                unchecked = e.problem
             if this_run_only:
                 self.credentials.session_key = key
-                return mask_key(key), "this run"
+                return mask_key(key), "this run", unchecked
             try:
                 self.credentials.store_api_key(key)
             except KeyringUnavailable as e:
-                return "", e.problem
+                return "", e.problem, unchecked
             self.credentials.session_key = None
-            return mask_key(key), "keyring"
+            return mask_key(key), "keyring", unchecked
 
-        def done(result: tuple[str, str]) -> None:
-            masked, source = result
+        def done(result: tuple[str, str, str]) -> None:
+            masked, source, unchecked = result
             if not masked:
                 self._pending_key = key
                 self.keyring_missing.emit(source)  # the UI offers "use for this run only"
                 return
-            self.key_changed.emit(masked, source)
-            self.message.emit(f"API key {masked} accepted ({source}).")
+            self._current_key = key
+            if unchecked:
+                self.warned.emit(
+                    f"Stored {masked} in {source_text(source)} without checking it: {unchecked} "
+                    "It is checked when a server starts."
+                )
+            else:
+                self.message.emit(f"API key {masked} accepted ({source}).")
+            self.load_key_status()
 
         self._run(work, done)
 
@@ -172,50 +206,80 @@ class AccountService(QObject):
         key, self._pending_key = self._pending_key, None
         if key:
             self.credentials.session_key = key
+            self._current_key = key
             self.key_changed.emit(mask_key(key), "this run")
             self.message.emit(f"Using {mask_key(key)} for this run only (not stored).")
 
     def forget_key(self) -> None:
-        def work() -> None:
-            self.credentials.forget_api_key()
+        def work() -> bool:
+            return self.credentials.forget_api_key()
 
-        self._run(work, lambda _r: self.load_key_status())
+        def done(removed: bool) -> None:
+            if removed:
+                self.message.emit("Removed the API key from this computer.")
+            else:
+                self.message.emit("No API key was stored on this computer; nothing was removed.")
+            self.load_key_status()
+
+        self._run(work, done)
 
     def list_keys(self) -> None:
         def work() -> list[dict[str, Any]]:
             with self._backend() as b:
                 return b.list_keys(self._need_token())
 
-        self._run(work, self.keys_listed.emit)
+        self._run(work, self._emit_keys)
+
+    def _emit_keys(self, keys: list[dict[str, Any]]) -> None:
+        """The account's keys, the one this computer uses marked ``this_computer: True``."""
+        self._listed = [dict(k, this_computer=self.is_this_computers_key(k)) for k in keys]
+        self.keys_listed.emit(list(self._listed))
 
     def create_key(self) -> None:
         """Create a key for this computer and store it in the keyring at once."""
         name = f"SmartSpec Desktop on {socket.gethostname()}"
 
-        def work() -> tuple[str, str]:
+        def work() -> tuple[str, str, str]:
             with self._backend() as b:
                 created: CreatedKey = b.create_key(self._need_token(), name)
-            return self._keep(created.key)
+                b.check_new_key(created, "created")  # a dead key never replaces a working one
+            return (*self._keep(created.key), "Created")
 
         self._run(work, self._key_kept)
 
     def rotate_key(self, key_id: str) -> None:
-        def work() -> tuple[str, str]:
+        def work() -> tuple[str, str, str]:
             with self._backend() as b:
                 created = b.rotate_key(self._need_token(), key_id)
-            return self._keep(created.key)
+                b.check_new_key(created, "rotated")  # rotating a revoked key gives a dead key
+            return (*self._keep(created.key), "Rotated to")
 
         self._run(work, self._key_kept)
 
-    def revoke_key(self, key_id: str) -> None:
+    def revoke_key(self, key_id: str, *, create_new: bool = False) -> None:
+        """Revoke a key. ``create_new``: then create (and check, and store) a new key for this
+        computer, for when the revoked key was the one it used."""
+
         def work() -> list[dict[str, Any]]:
             with self._backend() as b:
                 b.revoke_key(self._need_token(), key_id)
                 return b.list_keys(self._need_token())
 
+        was_ours = any(k.get("id") == key_id and k.get("this_computer") for k in self._listed)
+
         def done(keys: list[dict[str, Any]]) -> None:
-            self.keys_listed.emit(keys)
-            self.message.emit("Key revoked.")
+            self._emit_keys(keys)
+            if create_new:
+                self.message.emit("Key revoked; creating a new key for this computer …")
+                self.create_key()
+            elif was_ours:
+                self.warned.emit(
+                    "Revoked the key this computer uses: running servers stop getting answers "
+                    "(the gateway rejects it). Create a new key for this computer, then restart "
+                    "them."
+                )
+            else:
+                self.message.emit("Key revoked.")
             self.load_key_status()
 
         self._run(work, done)
@@ -224,18 +288,20 @@ class AccountService(QObject):
         try:
             self.credentials.store_api_key(key)
             self.credentials.session_key = None
+            self._current_key = key
             return mask_key(key), "keyring"
         except KeyringUnavailable:
             self.credentials.session_key = key
+            self._current_key = key
             return mask_key(key), "this run"
 
-    def _key_kept(self, result: tuple[str, str]) -> None:
-        masked, source = result
-        self.key_changed.emit(masked, source)
+    def _key_kept(self, result: tuple[str, str, str]) -> None:
+        masked, source, verb = result
         if source == "this run":
             self.message.emit(
-                f"Created {masked}. No OS keyring is available, so it is used for this run only."
+                f"{verb} {masked}. No OS keyring is available, so it is used for this run only."
             )
         else:
-            self.message.emit(f"Created {masked} and stored it in the OS keyring.")
+            self.message.emit(f"{verb} {masked} and stored it in the OS keyring.")
+        self.load_key_status()
         self.list_keys()

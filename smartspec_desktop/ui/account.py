@@ -83,6 +83,11 @@ class AccountPage(QWidget):
 
         # API key
         self.key_label = QLabel("No key configured.")
+        #: Which key wins when the keyring and SMARTSPEC_API_KEY both hold one.
+        self.key_note_label = QLabel("")
+        self.key_note_label.setWordWrap(True)
+        self.key_note_label.setStyleSheet("color:#78350f;")
+        self.key_note_label.hide()
         self.key_input = QLineEdit()
         self.key_input.setEchoMode(QLineEdit.EchoMode.Password)
         self.key_input.setPlaceholderText("Paste an sk-smartspec-… key")
@@ -105,6 +110,7 @@ class AccountPage(QWidget):
         keybox = QGroupBox("API key (used by OpenCode through the gateway)")
         kl = QVBoxLayout(keybox)
         kl.addWidget(self.key_label)
+        kl.addWidget(self.key_note_label)
         kr = QHBoxLayout()
         kr.addWidget(self.key_input, 1)
         kr.addWidget(self.use_key_button)
@@ -130,7 +136,9 @@ class AccountPage(QWidget):
         account.key_changed.connect(self._on_key)
         account.keys_listed.connect(self._on_keys)
         account.keyring_missing.connect(self._on_keyring_missing)
+        account.key_note.connect(self._on_key_note)
         account.message.connect(lambda m: self.banner.show_message("info", m))
+        account.warned.connect(lambda m: self.banner.show_message("warning", m))
         account.failed.connect(self._on_failed)
         account.busy_changed.connect(self._on_busy)
         self._on_signed_out()
@@ -168,6 +176,12 @@ class AccountPage(QWidget):
         key_id = self._selected_key_id()
         if not key_id:
             return
+        row = self.keys_table.currentRow()
+        if self._keys[row].get("this_computer"):
+            choice = self.ask_revoke_this_computers_key()
+            if choice != "cancel":
+                self.account.revoke_key(key_id, create_new=choice == "create")
+            return
         answer = QMessageBox.question(
             self,
             "Revoke key",
@@ -175,6 +189,31 @@ class AccountPage(QWidget):
         )
         if answer == QMessageBox.StandardButton.Yes:
             self.account.revoke_key(key_id)
+
+    def ask_revoke_this_computers_key(self) -> str:
+        """The confirmation for revoking the key this computer uses: ``"create"`` (revoke, then
+        create a new key for this computer), ``"only"`` or ``"cancel"``."""
+        box = QMessageBox(self)
+        box.setObjectName("revoke-this-computers-key")
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Revoke this computer's key")
+        box.setText("This is the key this computer uses.")
+        box.setInformativeText(
+            "Revoking it stops the running servers from getting answers: the gateway rejects "
+            "the key at once. Create a new key for this computer now (restart the servers to "
+            "use it)?"
+        )
+        create = box.addButton("Revoke and create a new key", QMessageBox.ButtonRole.AcceptRole)
+        only = box.addButton("Revoke only", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(create)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is create:
+            return "create"
+        if clicked is only:
+            return "only"
+        return "cancel"
 
     # ----------------------------------------------------------------------- rendering
 
@@ -222,14 +261,21 @@ class AccountPage(QWidget):
         self._keys = list(keys)
         self.keys_table.setRowCount(len(keys))
         for row, k in enumerate(keys):
+            status = "active" if k.get("is_active", True) else "revoked"
+            if k.get("this_computer"):
+                status += " (this computer)"
             values = [
                 str(k.get("name", "")),
                 str(k.get("key_prefix", "")),
-                "active" if k.get("is_active", True) else "revoked",
+                status,
                 _short_time(k.get("last_used_at")) or "never",
             ]
             for col, value in enumerate(values):
                 self.keys_table.setItem(row, col, QTableWidgetItem(value))
+
+    def _on_key_note(self, note: str) -> None:
+        self.key_note_label.setText(note)
+        self.key_note_label.setVisible(bool(note))
 
     def _on_keyring_missing(self, reason: str) -> None:
         answer = QMessageBox.question(

@@ -306,8 +306,21 @@ def test_rate_limit_with_retry_after_is_waited_out(sandbox: Sandbox) -> None:
     sandbox.backend.force_429(1, retry_after=1)
     r = sandbox.cli("start", str(ws), "--json")
     assert r.returncode == 0, r.stderr
-    assert "Rate limited" in r.stderr and "retrying in 1 s" in r.stderr
     assert json.loads(r.stdout)["status"] == "running"
+    statuses = [q.status for q in sandbox.backend.requests]
+    assert statuses[:2] == [429, 200], statuses  # waited, then really retried
+
+
+def test_rate_limit_without_retry_after_is_retried_with_backoff(sandbox: Sandbox) -> None:
+    # backend-contract.md: the real 429 "carries no Retry-After".
+    ws = sandbox.workspace()
+    sandbox.backend.force_429(2)
+    r = sandbox.cli("start", str(ws), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "running"
+    statuses = [q.status for q in sandbox.backend.requests]
+    assert statuses[:3] == [429, 429, 200], statuses
+    assert "retrying in 60 s" not in r.stderr
 
 
 def test_rate_limit_that_does_not_end_fails_clearly(sandbox: Sandbox) -> None:

@@ -77,3 +77,30 @@ def test_without_a_keyring_key_set_says_what_to_do(sandbox: Sandbox) -> None:
     r = sandbox.cli("key", "set", input=sandbox.api_key, env=env)
     assert r.returncode == 1
     assert "No OS keyring is available" in r.stderr and "SMARTSPEC_API_KEY" in r.stderr
+
+
+def test_key_delete_says_removed_only_when_something_was_stored(
+    sandbox: Sandbox, keyring_env: dict[str, str]
+) -> None:
+    r = sandbox.cli("key", "delete", env=keyring_env)
+    assert r.returncode == 0 and "nothing was removed" in r.stdout and "Removed" not in r.stdout
+    assert sandbox.cli("key", "set", input=sandbox.api_key, env=keyring_env).returncode == 0
+    r = sandbox.cli("key", "delete", env=keyring_env)
+    assert r.returncode == 0 and r.stdout.startswith("Removed the API key from the keyring.")
+    r = sandbox.cli("key", "delete", env=keyring_env)
+    assert "nothing was removed" in r.stdout
+    with_env = dict(keyring_env, SMARTSPEC_API_KEY=sandbox.api_key)
+    r = sandbox.cli("key", "delete", env=with_env)
+    assert "nothing was removed" in r.stdout and "SMARTSPEC_API_KEY is set" in r.stdout
+
+
+def test_key_show_says_which_key_wins(sandbox: Sandbox, keyring_env: dict[str, str]) -> None:
+    assert sandbox.cli("key", "set", input=sandbox.api_key, env=keyring_env).returncode == 0
+    other = sandbox.backend.issue_api_key(sandbox.email, name="env")
+    shown = sandbox.cli("key", "show", env=dict(keyring_env, SMARTSPEC_API_KEY=other))
+    assert shown.returncode == 0 and "(from keyring)" in shown.stdout
+    assert "SMARTSPEC_API_KEY environment variable" in shown.stdout
+    assert "the one from the OS keyring wins" in shown.stdout
+    assert other not in shown.stdout and sandbox.api_key not in shown.stdout
+    alone = sandbox.cli("key", "show", env=keyring_env)
+    assert "note:" not in alone.stdout

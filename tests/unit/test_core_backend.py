@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from smartspec_desktop.core.backend import BackendClient, retry_after_seconds
+from smartspec_desktop.core.backend import BackendClient, key_matches_prefix, retry_after_seconds
 from smartspec_desktop.core.errors import (
+    ApiKeyInvalid,
     ApiKeyRejected,
     AuthRequired,
     BackendError,
@@ -90,7 +92,7 @@ def test_unhealthy_gateway_is_an_error_with_its_status(
 
 def test_models_lists_the_gateway_model_ids(client: BackendClient, standin: BackendStandIn) -> None:
     key = standin.issue_api_key(EMAIL)
-    assert client.models(key) == ["anthropic/claude-3.5-sonnet", "openai/gpt-4o-mini"]
+    assert client.models(key) == standin.models and len(standin.models) == 19
     req = standin.requests[-1]
     assert req.path == "/v1/opencode/models" and req.bearer_token == key
 
@@ -116,19 +118,127 @@ def test_revoked_key_is_rejected(client: BackendClient, standin: BackendStandIn)
     assert_secret_free(ei.value, created.key, token)
 
 
-def test_rate_limit_reports_retry_after_from_the_header(
-    client: BackendClient, standin: BackendStandIn
+def test_rate_limit_with_a_long_retry_after_stops_at_once_and_says_so(
+    standin: BackendStandIn,
 ) -> None:
     key = standin.issue_api_key(EMAIL)
-    standin.force_429(1, retry_after=7)
-    with pytest.raises(RateLimited) as ei:
-        client.models(key)
-    assert ei.value.retry_after == 7.0
-    assert ei.value.status == 429
-    assert "retrying in 7 s" in str(ei.value)
+    standin.force_429(1, retry_after=70)
+    slept: list[float] = []
+    with BackendClient(standin.url, sleep=slept.append) as c, pytest.raises(RateLimited) as ei:
+        c.models(key)
+    assert slept == [] and ei.value.retry_after == 70.0 and ei.value.status == 429
+    assert "asks to wait 70 s" in ei.value.problem and "stopped" in ei.value.problem
+    assert "retrying" not in str(ei.value)  # never promise a retry that does not happen
     assert "60 requests a minute" in ei.value.fix
     assert_secret_free(ei.value, key)
-    assert client.models(key)  # the next request goes through
+    with BackendClient(standin.url) as c:
+        assert c.models(key)  # the next request goes through
+
+
+def test_429_without_retry_after_is_retried_with_a_bounded_backoff(
+    standin: BackendStandIn,
+) -> None:
+    # backend-contract.md: "429 carries no Retry-After ... Never promise "retrying in N s"
+    # unless the app really waits and retries."
+    key = standin.issue_api_key(EMAIL)
+    standin.force_429(3)
+    slept: list[float] = []
+    said: list[str] = []
+    with BackendClient(standin.url, sleep=slept.append, on_wait=said.append) as c:
+        assert c.models(key) == standin.models
+    assert slept == [1.0, 2.0, 4.0]
+    assert [r.status for r in standin.requests] == [429, 429, 429, 200]  # really retried
+    assert said[0].startswith("Rate limited by the SmartSpecPro backend; waiting 1 s")
+
+
+def test_429_that_does_not_end_stops_plainly_within_the_budget(standin: BackendStandIn) -> None:
+    key = standin.issue_api_key(EMAIL)
+    standin.force_429(50)
+    slept: list[float] = []
+    with (
+        BackendClient(standin.url, sleep=slept.append, rate_limit_wait=10) as c,
+        pytest.raises(RateLimited) as ei,
+    ):
+        c.models(key)
+    assert sum(slept) <= 10 and slept == [1.0, 2.0, 4.0]
+    assert "stopped trying" in ei.value.problem and "4 times over 7 s" in ei.value.problem
+    assert "retrying in" not in str(ei.value)
+    assert ei.value.retry_after == 60.0  # so callers that honour it do not retry at once
+    assert len(standin.requests) == 4
+
+
+def test_retry_after_header_within_the_budget_is_waited_out(standin: BackendStandIn) -> None:
+    key = standin.issue_api_key(EMAIL)
+    standin.force_429(1, retry_after=3)
+    slept: list[float] = []
+    with BackendClient(standin.url, sleep=slept.append) as c:
+        assert c.models(key)
+    assert slept == [3.0]
+
+
+def test_no_text_promises_a_retry_it_does_not_make() -> None:
+    import smartspec_desktop.core.backend as backend_module
+    import smartspec_desktop.core.errors as errors_module
+
+    for module in (backend_module, errors_module):
+        text = Path(str(module.__file__)).read_text(encoding="utf-8").lower()
+        assert "retrying in" not in text, module.__name__
+
+
+# --------------------------------------------------------------------------- F9: deadline, size
+
+
+def test_a_slow_drip_answer_fails_clearly_within_the_deadline(standin: BackendStandIn) -> None:
+    # security-review.md F9: "one byte every 5 s hangs start indefinitely".
+    key = standin.issue_api_key(EMAIL)
+    standin.drip_answers(5.0, path="/v1/opencode/models")
+    started = time.monotonic()
+    with BackendClient(standin.url, deadline=2.0) as c, pytest.raises(BackendUnreachable) as ei:
+        c.models(key)
+    assert time.monotonic() - started < 10.0  # seconds, not forever (generous bound)
+    assert "did not answer in time" in ei.value.problem and "2 s" in ei.value.problem
+    assert "backend is running" in ei.value.fix
+    assert_secret_free(ei.value, key)
+
+
+def test_a_fast_drip_is_cut_by_the_total_deadline_not_the_read_timeout(
+    standin: BackendStandIn,
+) -> None:
+    key = standin.issue_api_key(EMAIL)
+    standin.drip_answers(0.05, path="/v1/opencode/models")  # each read is quick; the whole is not
+    started = time.monotonic()
+    with (
+        BackendClient(standin.url, timeout=10.0, deadline=1.0) as c,
+        pytest.raises(BackendUnreachable) as ei,
+    ):
+        c.models(key)
+    assert time.monotonic() - started < 8.0
+    assert "within 1 s" in ei.value.problem
+
+
+def test_a_huge_answer_is_refused_without_reading_it_all(standin: BackendStandIn) -> None:
+    # security-review.md F9: "a 600 MiB models answer took the CLI to 8.6 GB of memory".
+    key = standin.issue_api_key(EMAIL)
+    standin.pad_answers(600 * 1024 * 1024, path="/v1/opencode/models")
+    with BackendClient(standin.url) as c, pytest.raises(BackendError) as ei:
+        c.models(key)
+    assert "more than 8 MiB" in ei.value.problem and "/v1/opencode/models" in ei.value.problem
+    assert "points at SmartSpecPro" in ei.value.fix
+
+
+def test_a_huge_chunked_answer_is_cut_at_the_limit() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        def body() -> Iterator[bytes]:
+            while True:
+                yield b" " * 65536
+
+        return httpx.Response(200, content=body())
+
+    c = mock_client(httpx.MockTransport(handler))
+    c.max_bytes = 1024 * 1024
+    with c, pytest.raises(BackendError) as ei:
+        c.gateway_health()
+    assert "more than 1 MiB" in ei.value.problem
 
 
 def test_unreachable_backend_names_the_url() -> None:
@@ -171,6 +281,41 @@ def test_wrong_password_says_so_without_echoing_it(client: BackendClient) -> Non
     assert_secret_free(ei.value, "wrong password!")
 
 
+def test_a_failed_login_says_the_email_is_case_sensitive(client: BackendClient) -> None:
+    # backend-contract.md "Login e-mail: ... lookup case-sensitive".
+    with pytest.raises(AuthRequired) as ei:
+        client.login(EMAIL.upper(), PASSWORD)
+    assert "case-sensitive" in ei.value.fix
+
+
+@pytest.mark.parametrize("login", ["admin", "dev", "dev@", "@example.com", "dev@localhost"])
+def test_a_login_that_is_not_an_email_asks_for_the_email(
+    client: BackendClient, standin: BackendStandIn, login: str
+) -> None:
+    # backend-contract.md "Login e-mail: validated as an e-mail ("admin" → 422 ...)".
+    standin.clear_requests()
+    with pytest.raises(BackendError) as ei:
+        client.login(login, PASSWORD)
+    assert "enter your account's e-mail address" in ei.value.fix.lower()
+    assert "backend URL" not in str(ei.value) and "app version" not in str(ei.value)
+    assert_secret_free(ei.value, PASSWORD)
+    assert standin.requests == []  # refused before asking the backend
+
+
+def test_a_422_for_the_email_from_the_backend_asks_for_the_email() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        detail = [{"loc": ["body", "email"], "msg": "value is not a valid email address: x"}]
+        return httpx.Response(422, json={"detail": detail})
+
+    with mock_client(httpx.MockTransport(handler)) as c, pytest.raises(BackendError) as ei:
+        c.login("odd@example.com", "pw")
+    assert "enter your account's e-mail address" in ei.value.fix.lower()
+
+
+def test_login_strips_spaces_around_the_email(client: BackendClient) -> None:
+    assert client.login(f"  {EMAIL} ", PASSWORD).user["email"] == EMAIL
+
+
 def test_inactive_user_login_is_refused_as_403(
     client: BackendClient, standin: BackendStandIn
 ) -> None:
@@ -178,7 +323,7 @@ def test_inactive_user_login_is_refused_as_403(
     with pytest.raises(BackendError) as ei:
         client.login(EMAIL, PASSWORD)
     assert ei.value.status == 403
-    assert "Inactive user" in ei.value.problem
+    assert "User account is inactive" in ei.value.problem
 
 
 def test_balance_and_transactions_with_a_jwt(
@@ -250,6 +395,41 @@ def test_create_key_sends_the_contract_body(client: BackendClient, standin: Back
     req = standin.requests[-1]
     assert req.body == {"name": "named", "expires_in_days": 7, "description": None}
     assert req.headers["accept"] == "application/json"
+
+
+def test_a_rotated_revoked_key_is_found_dead_by_check_new_key(
+    client: BackendClient, standin: BackendStandIn
+) -> None:
+    # backend-contract.md "Rotating a revoked key answers 200 with a fresh raw key that stays
+    # inactive ... Check a rotated or created key with /v1/opencode/models".
+    token = standin.issue_token(EMAIL)
+    created = client.create_key(token, "k")
+    client.check_new_key(created)  # a live key passes
+    client.revoke_key(token, created.id)
+    dead = client.rotate_key(token, created.id)
+    with pytest.raises(ApiKeyInvalid) as ei:
+        client.check_new_key(dead, "rotated")
+    assert "does not work" in ei.value.problem and dead.key_prefix in ei.value.problem
+    assert "current key was kept" in ei.value.fix
+    assert_secret_free(ei.value, dead.key, token)
+
+
+def test_a_rejected_key_names_its_source(client: BackendClient) -> None:
+    bad = "sk-smartspec-" + "z" * 43
+    with pytest.raises(ApiKeyRejected) as ei:
+        client.models(bad, source="SMARTSPEC_API_KEY")
+    assert "from the SMARTSPEC_API_KEY environment variable" in ei.value.problem
+    assert "Set SMARTSPEC_API_KEY to a valid key" in ei.value.fix
+    with pytest.raises(ApiKeyRejected) as ei:
+        client.models(bad, source="keyring")
+    assert "from the OS keyring" in ei.value.problem
+
+
+def test_key_prefix_matching() -> None:
+    key = "sk-smartspec-" + "A" * 39 + "DpQ8"
+    assert key_matches_prefix(key, f"{key[:16]}...{key[-4:]}")
+    assert not key_matches_prefix(key, "sk-smartspec-zDA...DpQ8")
+    assert not key_matches_prefix(key, "")
 
 
 def test_rotating_an_unknown_key_is_a_404_backend_error(
@@ -337,3 +517,29 @@ def test_empty_success_is_none_and_delete_works() -> None:
 def test_retry_after_seconds(header: str | None, expected: float) -> None:
     headers = {"Retry-After": header} if header is not None else {}
     assert retry_after_seconds(httpx.Response(429, headers=headers)) == expected
+
+
+def test_a_compressed_answer_is_read_once_and_limited_after_decoding() -> None:
+    import gzip
+    import json
+
+    payload = json.dumps({"status": "ok", "service": "opencode-gateway"}).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, content=gzip.compress(payload), headers={"Content-Encoding": "gzip"}
+        )
+
+    with mock_client(httpx.MockTransport(handler)) as c:
+        assert c.gateway_health()["service"] == "opencode-gateway"
+
+    bomb = gzip.compress(b" " * (4 * 1024 * 1024))  # small on the wire, 4 MiB decoded
+
+    def bomb_handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bomb, headers={"Content-Encoding": "gzip"})
+
+    c = mock_client(httpx.MockTransport(bomb_handler))
+    c.max_bytes = 1024 * 1024
+    with c, pytest.raises(BackendError) as ei:
+        c.gateway_health()
+    assert "more than 1 MiB" in ei.value.problem

@@ -227,6 +227,47 @@ def test_forget_api_key_clears_the_session_key_and_the_store(tmp_path: Path) -> 
     creds(NoStore(), tmp_path).forget_api_key()  # nothing to forget: no error
 
 
+def test_forget_api_key_says_whether_anything_was_stored(tmp_path: Path) -> None:
+    store = MemoryStore()
+    c = creds(store, tmp_path, {API_KEY_ENV: make_key()})
+    assert c.forget_api_key() is False  # only the variable: nothing stored to remove
+    c.store_api_key(make_key())
+    assert c.forget_api_key() is True
+    assert c.forget_api_key() is False
+    c.session_key = "temp"
+    assert c.forget_api_key() is True
+    assert creds(NoStore(), tmp_path).forget_api_key() is False
+
+
+def test_key_status_says_which_key_wins(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.set(API_KEY_ENTRY, "from-store")
+    c = creds(store, tmp_path, {API_KEY_ENV: "from-env"})
+    status = c.key_status()
+    assert (status.key, status.source, status.overridden) == (
+        "from-store",
+        "keyring",
+        (API_KEY_ENV,),
+    )
+    note = status.note()
+    assert "SMARTSPEC_API_KEY environment variable" in note and "OS keyring wins" in note
+    assert "key delete" in note
+    only_env = creds(MemoryStore(), tmp_path, {API_KEY_ENV: "from-env"}).key_status()
+    assert only_env.overridden == () and only_env.note() == ""
+    same = creds(store, tmp_path, {API_KEY_ENV: "from-store"}).key_status()
+    assert same.overridden == ()  # the same key twice is not a conflict
+
+
+def test_a_malformed_key_names_where_it_came_from() -> None:
+    with pytest.raises(ApiKeyInvalid) as ei:
+        check_api_key_format("sk-smartspec-short", source=API_KEY_ENV)
+    assert "from the SMARTSPEC_API_KEY environment variable" in ei.value.problem
+    assert f"Set {API_KEY_ENV} to a valid key" in ei.value.fix
+    with pytest.raises(ApiKeyInvalid) as ei:
+        check_api_key_format("nope", source="keyring")
+    assert "from the OS keyring" in ei.value.problem
+
+
 # ---------------------------------------------------------------------------- server passwords
 
 

@@ -1,9 +1,9 @@
 """The gateway broker: OpenCode never holds the company key (issue 9).
 
 Each running server gets a broker inside its supervisor (``core/process/supervisor.py``, in
-``--broker`` mode): an HTTP forwarder on 127.0.0.1 that accepts only a per-server random token, replaces it with the
-real ``sk-smartspec-…`` key and forwards ``/v1/opencode/…`` to the backend, metering every call
-and enforcing token budgets. Modules:
+``--broker`` mode): an HTTP forwarder on 127.0.0.1 that accepts only a per-server random
+token, replaces it with the real ``sk-smartspec-…`` key and forwards ``/v1/opencode/…`` to the
+backend, metering every call and enforcing token budgets. Modules:
 
 * ``server``   — :class:`Broker`, :class:`BrokerConfig`; the control API is documented there.
 * ``payload``  — :func:`broker_payload` (parent side: the stdin line that carries the key),

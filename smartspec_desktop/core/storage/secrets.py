@@ -13,6 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +28,9 @@ API_KEY_ENV = "SMARTSPEC_API_KEY"
 API_KEY_ENTRY = "api-key"
 #: ``sk-smartspec-`` + token_urlsafe(32) (43 chars); accept 32 or more like the backend's format.
 API_KEY_RE = re.compile(r"sk-smartspec-[A-Za-z0-9_-]{32,}")
+
+SOURCE_KEYRING = "keyring"
+SOURCE_THIS_RUN = "this run"
 
 KEYRING_FIX = (
     "Unlock or install an OS keyring (e.g. GNOME Keyring / KWallet on Linux), or set the "
@@ -146,15 +150,66 @@ class FileStore:
         self._path(name).unlink(missing_ok=True)
 
 
-def check_api_key_format(key: str) -> str:
+def source_text(source: str | None) -> str:
+    """Where a key came from, in words: ``"the OS keyring"``, ``"the SMARTSPEC_API_KEY
+    environment variable"``, ``"this run only (not stored)"``."""
+    if source == SOURCE_KEYRING:
+        return "the OS keyring"
+    if source == API_KEY_ENV:
+        return f"the {API_KEY_ENV} environment variable"
+    if source == SOURCE_THIS_RUN:
+        return "this run only (not stored)"
+    return str(source or "an unknown place")
+
+
+def key_fix(source: str | None) -> str:
+    """How to replace a bad key, for where it came from."""
+    if source == API_KEY_ENV:
+        return (
+            f"Set {API_KEY_ENV} to a valid key, or unset it and paste a key under Account "
+            "(or `smartspec-desktop key set`)."
+        )
+    if source == SOURCE_THIS_RUN:
+        return "Paste a valid key under Account (this one was for this run only)."
+    return "Paste a valid key under Account (or `smartspec-desktop key set`)."
+
+
+def check_api_key_format(key: str, source: str | None = None) -> str:
     key = key.strip()
     if not API_KEY_RE.fullmatch(key):
+        where = f"The API key from {source_text(source)}" if source else "That"
         raise ApiKeyInvalid(
-            "That is not a SmartSpecPro API key (expected sk-smartspec- followed by 32 or more "
-            "letters, digits, '-' or '_').",
-            "Copy the whole key from SmartSpecPro (Account → API keys), or create a new one.",
+            f"{where} is not a SmartSpecPro API key (expected sk-smartspec- followed by 32 or "
+            "more letters, digits, '-' or '_').",
+            (key_fix(source) + " " if source else "")
+            + "Copy the whole key from SmartSpecPro (Account → API keys), or create a new one.",
         )
     return key
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """The key in use and where it comes from, plus any other key it overrides."""
+
+    key: str
+    source: str
+    #: Other places that also hold a key and lose (e.g. SMARTSPEC_API_KEY under a keyring key).
+    overridden: tuple[str, ...] = ()
+
+    def note(self) -> str:
+        """One sentence saying which key wins, or "" when there is only one."""
+        if not self.overridden:
+            return ""
+        others = " and ".join(source_text(s) for s in self.overridden)
+        extra = "s" if len(self.overridden) > 1 else ""
+        verb = "are" if len(self.overridden) > 1 else "is"
+        hint = ""
+        if self.source == SOURCE_KEYRING and self.overridden == (API_KEY_ENV,):
+            hint = " (`smartspec-desktop key delete` removes the keyring's key to use it)"
+        return (
+            f"A key is also set in {others}; the one from {source_text(self.source)} wins, "
+            f"so that other key{extra} {verb} ignored{hint}."
+        )
 
 
 class Credentials:
@@ -174,8 +229,15 @@ class Credentials:
 
     def api_key(self) -> tuple[str, str]:
         """Return ``(key, source)``; source is "this run", "keyring" or the env variable name."""
+        status = self.key_status()
+        return status.key, status.source
+
+    def key_status(self) -> KeyStatus:
+        """The key in use (this run > keyring > SMARTSPEC_API_KEY) and the keys it overrides.
+        Raises :class:`ApiKeyMissing` when there is none."""
+        found: list[tuple[str, str]] = []
         if self.session_key:
-            return self.session_key, "this run"
+            found.append((self.session_key, SOURCE_THIS_RUN))
         if self.store.available():
             try:
                 key = self.store.get(API_KEY_ENTRY)
@@ -183,10 +245,14 @@ class Credentials:
                 log.info("keyring read failed, trying %s: %s", API_KEY_ENV, e)
                 key = None
             if key:
-                return key, "keyring"
+                found.append((key, SOURCE_KEYRING))
         env_key = self.environ.get(API_KEY_ENV, "").strip()
         if env_key:
-            return env_key, API_KEY_ENV
+            found.append((env_key, API_KEY_ENV))
+        if found:
+            (key, source), rest = found[0], found[1:]
+            overridden = tuple(s for k, s in rest if k != key)
+            return KeyStatus(key, source, overridden)
         if self.store.available():
             fix = (
                 "Run `smartspec-desktop key set` (reads the key from stdin) or paste it under "
@@ -204,10 +270,14 @@ class Credentials:
         self.store.set(API_KEY_ENTRY, key)
         return key
 
-    def forget_api_key(self) -> None:
+    def forget_api_key(self) -> bool:
+        """Remove the stored key (and this run's); True when there was one to remove."""
+        removed = bool(self.session_key)
         self.session_key = None
         if self.store.available():
+            removed = bool(self.store.get(API_KEY_ENTRY)) or removed
             self.store.delete(API_KEY_ENTRY)
+        return removed
 
     # Server passwords -------------------------------------------------------------------------
 
