@@ -18,6 +18,7 @@ writable by everyone without the sticky bit.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ import platformdirs
 
 from smartspec_desktop import APP_NAME
 from smartspec_desktop.core.errors import StateError
+
+log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "SMARTSPEC_DATA_DIR"
 
@@ -160,7 +163,10 @@ def _check_own(folder: Path, root: Path | None = None) -> None:
             f"(`chmod 700 '{folder}'`), or use a new folder (--data-dir).",
         )
     if mode & 0o077:
-        os.chmod(folder, 0o700)  # ours, and only readable by others: tighten
+        try:
+            os.chmod(folder, 0o700)  # ours, and only readable by others: tighten
+        except OSError as e:  # e.g. a read-only file system: readable is not a reason to stop
+            log.warning("could not make %s private (%s)", folder, e.strerror or e)
 
 
 def _check_above(parent: Path, path: Path) -> None:

@@ -680,8 +680,7 @@ class Handoff:
         uid = self._peer_owner(client, server)
         if uid == os.getuid():
             return True
-        with contextlib.suppress(OSError):
-            request.settimeout(0.0)  # closed at once: nothing to hold
+        # Refused: socketserver closes it at once, before any thread reads from it.
         who = f"uid {uid} ({_user_name(uid)})" if uid is not None else "an unknown owner"
         with self._lock:
             self.refused.append(f"{who} from port {client[1]}")
