@@ -327,3 +327,23 @@ def test_the_sessions_children_die_with_it(tmp_path: Path, how: str) -> None:
         if child.poll() is None:
             child.kill()
         reaper.join(timeout=10)
+
+
+def test_the_cli_shows_a_refused_attempt_as_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    from types import SimpleNamespace
+
+    from smartspec_desktop import cli
+
+    warning = "Another user on this machine tried to open your server (uid 1001 (eve); …)."
+    monkeypatch.setattr(
+        cli,
+        "open_openwork",
+        lambda *a, **k: launchers.LaunchOutcome("Opened OpenCode's web UI.", warning=warning),
+    )
+    core = SimpleNamespace(sessions=None, save_settings=lambda: None)
+    out, err = io.StringIO(), io.StringIO()
+    args = SimpleNamespace(workspace="/w")
+    assert cli.cmd_open_openwork(core, args, out, err) == 0  # type: ignore[arg-type]
+    assert out.getvalue() == "Opened OpenCode's web UI.\n"
+    assert f"warning: {warning}\n" in err.getvalue()
