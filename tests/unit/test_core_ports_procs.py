@@ -123,7 +123,7 @@ def wait_children(pid: int, count: int, timeout: float = 5.0) -> list[psutil.Pro
     while time.monotonic() < deadline:
         kids = psutil.Process(pid).children(recursive=True)
         if len(kids) >= count:
-            return kids
+            return list(kids)
         time.sleep(0.01)
     raise AssertionError(f"process {pid} did not start {count} children")
 
