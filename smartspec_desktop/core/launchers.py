@@ -662,6 +662,7 @@ class Handoff:
 
         self._server = Server((ports.HOST, 0), Handler)
         self.port = int(self._server.server_address[1])
+        _sweep_stale_pages(folder)
         self._folder = Path(tempfile.mkdtemp(prefix="open-", dir=folder))  # 0700
         self.page = self._folder / "open.html"
         _write_private(self.page, _handoff_page(self.port, self.token))
@@ -764,6 +765,16 @@ HANDOFF_PAGE = """<!doctype html>
 <noscript><button type="submit">Open OpenCode</button></noscript></form>
 <script>document.getElementById("open").submit();</script></body></html>
 """
+
+
+def _sweep_stale_pages(folder: Path) -> None:
+    """Remove pages left by a run that was killed (their tokens are worthless: the listener
+    is gone); one that may still be in use (younger than the overall window) stays."""
+    with contextlib.suppress(OSError):
+        for old in folder.glob("open-*"):
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > 2 * HANDOFF_TIMEOUT:
+                    shutil.rmtree(old, ignore_errors=True)
 
 
 def _handoff_page(port: int, token: str) -> str:

@@ -248,6 +248,14 @@ def test_handoff_redirects_exactly_once(tmp_path: Path) -> None:
     finally:
         h.close()
     assert not h.page.parent.exists()
+    # A page left by a killed run is swept by the next hand-off; a recent one is not.
+    stale, recent = tmp_path / "open-stale", tmp_path / "open-recent"
+    for d in (stale, recent):
+        d.mkdir()
+        (d / "open.html").write_text("token")
+    os.utime(stale, (0, 0))
+    Handoff(target, tmp_path).close()
+    assert not stale.exists() and recent.exists()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/net/tcp")
