@@ -149,7 +149,11 @@ def _check_own(folder: Path, root: Path | None = None) -> None:
         "a new folder, or set SMARTSPEC_DATA_DIR), or have that folder removed."
     )
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeFolder(f"{where} is not a folder.", "Remove it, or pass another --data-dir.")
+        raise UnsafeFolder(
+            f"Cannot use {where}: it is not a folder.",
+            "Remove or rename it so the app can make a writable folder there, or pass "
+            "--data-dir with another folder.",
+        )
     if st.st_uid != os.getuid():
         raise UnsafeFolder(
             f"The app's folder {where} belongs to another user (uid {st.st_uid}), not to you.",
