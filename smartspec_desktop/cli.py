@@ -371,6 +371,7 @@ def cmd_open_openwork(core: Core, args: argparse.Namespace, out: TextIO, err: Te
     out.write(outcome.message + "\n")
     if outcome.notice:
         err.write(f"note: {outcome.notice}\n")
+    _warn([outcome.warning] if outcome.warning else [], err)
     return EXIT_OK
 
 

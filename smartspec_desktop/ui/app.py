@@ -77,7 +77,7 @@ def ask_running_instance_to_raise(name: str, *, wait_s: float = 5.0) -> bool:
 
 def instance_lock(paths: Paths) -> FileLock:
     """Held while a window runs on this data folder (released by the OS if it dies)."""
-    paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.ensure()  # private folders of ours, or UnsafeFolder (problem and fix)
     return FileLock(str(paths.state_dir / "window.lock"), timeout=0)
 
 
@@ -172,7 +172,10 @@ def _install_signal_handlers(window: MainWindow) -> QTimer:
     return timer
 
 
-def _folders_error(paths: Paths, e: OSError) -> int:
+def _folders_error(paths: Paths, e: OSError | SmartSpecError) -> int:
+    if isinstance(e, SmartSpecError):  # e.g. a data dir another user controls
+        sys.stderr.write(f"error: {e}\n")
+        return 1
     sys.stderr.write(
         f"error: cannot create the app's folders under {paths.state_dir.parent} ({e}). "
         "Make that folder writable, or pass --data-dir with a writable folder.\n"
@@ -220,11 +223,11 @@ def run_gui(args: argparse.Namespace) -> int:
             "not answer. Close it (or end its process) and start again.\n"
         )
         return 1
-    except OSError as e:
+    except (OSError, SmartSpecError) as e:
         return _folders_error(paths, e)
     try:
         core = build_core(paths, backend_url=getattr(args, "backend_url", None))
-    except OSError as e:
+    except (OSError, SmartSpecError) as e:
         return _folders_error(paths, e)
     # The key joins the redactor once read off the GUI thread (a keyring read can take 0.3 s).
     redactor = Redactor()

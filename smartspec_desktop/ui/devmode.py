@@ -560,6 +560,8 @@ class DevModePanel(QWidget):
         self._say(ws, message)
         if notice:
             self._set_banner(ws, "info", _esc(notice), None, "")
+        if getattr(outcome, "warning", None):  # e.g. another local user tried to get in
+            self._set_banner(ws, "warning", _esc(str(getattr(outcome, "warning", ""))), None, "")
         self._reload_list()
 
 

@@ -30,6 +30,7 @@ from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials, FileStore
 from tests.conftest import ROOT, Sandbox
+from tests.handoff_browser import handoff_form, open_handoff
 
 pytestmark = pytest.mark.integration
 
@@ -108,9 +109,12 @@ def test_open_openwork_falls_back_to_opencode_web_ui_signed_in(
         return True
 
     outcome = open_openwork(sm, str(ws), opener=chromium_opener)
-    # Only a one-time token was on the browser's command line, never the password.
+    # Only a private page (0600, in a 0700 folder) was on the browser's command line, and it is
+    # gone: it held a one-time token, never the password.
     assert len(opened) == 1 and password not in opened[0]
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/open/[\w-]{40,}", opened[0])
+    assert re.fullmatch(r"file:///.+/open-[\w]+/open\.html", opened[0]), opened[0]
+    assert not Path(opened[0][len("file://") :]).exists()
+    assert outcome.warning is None
     text = visible_text(doms[0])
     assert "launcher test session" in text, text[:2000]
     assert "Something went wrong" not in text
@@ -120,10 +124,13 @@ def test_open_openwork_falls_back_to_opencode_web_ui_signed_in(
 
     # Second time: no notice; the link is one-shot (a replay gets 404, not the credentials).
     def http_opener(url: str) -> bool:
-        first = httpx.get(url, follow_redirects=False, trust_env=False)
+        assert password not in Path(url[len("file://") :]).read_text()
+        action, token = handoff_form(url)
+        first = open_handoff(url)
         assert first.status_code == 303
         assert first.headers["location"].startswith(f"http://opencode:{password}@127.0.0.1:")
-        again = httpx.get(url, follow_redirects=False, trust_env=False)
+        assert not Path(url[len("file://") :]).exists()  # used: deleted
+        again = httpx.post(action, data={"token": token}, trust_env=False)
         assert again.status_code == 404 and password not in again.text
         return True
 

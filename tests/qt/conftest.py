@@ -26,6 +26,7 @@ from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
 from tests.conftest import Sandbox
+from tests.handoff_browser import open_handoff
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
@@ -56,8 +57,9 @@ class Heartbeat:
 
 
 class BrowserStandIn:
-    """Replaces the opener only: records each URL and fetches it like a browser would (without
-    following the redirect, so the test can read where it points)."""
+    """Replaces the opener only: records each URL and opens it like a browser would (the app's
+    private hand-off page: its form is submitted; without following the redirect, so the test can
+    read where it points)."""
 
     def __init__(self) -> None:
         self.urls: list[str] = []
@@ -65,7 +67,12 @@ class BrowserStandIn:
 
     def __call__(self, url: str) -> bool:
         self.urls.append(url)
-        self.responses.append(httpx.get(url, timeout=10, follow_redirects=False, trust_env=False))
+        if url.startswith("file://"):
+            self.responses.append(open_handoff(url))
+        else:
+            self.responses.append(
+                httpx.get(url, timeout=10, follow_redirects=False, trust_env=False)
+            )
         return True
 
 

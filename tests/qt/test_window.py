@@ -332,7 +332,7 @@ def test_open_openwork_ui_starts_the_server_and_signs_the_browser_in(gui: Gui, q
     assert rec is not None and rec.status == "running"  # started on the way
     password = gui.core.servers.password(rec)
     (url,), (resp,) = gui.browser.urls, gui.browser.responses
-    assert url.startswith("http://127.0.0.1:") and password not in url
+    assert url.startswith("file://") and password not in url
     assert resp.status_code == 303
     assert resp.headers["location"].startswith(f"http://opencode:{password}@127.0.0.1:{rec.port}/")
     qtbot.waitUntil(lambda: panel.banner.isVisible(), timeout=5000)  # once: how to get OpenWork

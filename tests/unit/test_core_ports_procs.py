@@ -15,7 +15,14 @@ import psutil
 import pytest
 
 from smartspec_desktop.core.ports import os_assigned_port, pick_port, port_is_free
-from smartspec_desktop.core.process.procs import ProcIdentity, kill_tree, tree
+from smartspec_desktop.core.process.procs import (
+    ProcIdentity,
+    is_supervisor,
+    kill_recorded,
+    kill_tree,
+    spawned_by_us,
+    tree,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -116,7 +123,7 @@ def wait_children(pid: int, count: int, timeout: float = 5.0) -> list[psutil.Pro
     while time.monotonic() < deadline:
         kids = psutil.Process(pid).children(recursive=True)
         if len(kids) >= count:
-            return kids
+            return list(kids)
         time.sleep(0.01)
     raise AssertionError(f"process {pid} did not start {count} children")
 
@@ -214,3 +221,54 @@ def test_processes_ignoring_sigterm_are_killed_after_the_grace(
     assert elapsed < 4.0
     assert all(gone(k) for k in kids)
     assert gone(root)
+
+
+def test_a_root_that_does_not_lead_its_group_never_drags_the_group_in(
+    spawned: list[subprocess.Popen[bytes]],
+) -> None:
+    # A group leader with two members; the "recorded root" is one member, not the leader.
+    p = start("sleep 60 & sleep 60 & wait", spawned)
+    a, b = wait_children(p.pid, 2)
+    assert tree(a) == [a]  # not its leader, nor its sibling
+    assert kill_tree(a, grace=3.0) == []
+    assert gone(a) and psutil.Process(p.pid).is_running() and b.is_running()
+    assert not gone(b)
+
+
+def test_only_processes_we_spawned_are_killed_from_a_record(
+    spawned: list[subprocess.Popen[bytes]],
+) -> None:
+    # Same pid and create time as "recorded", but a command line that is none of ours: spared.
+    stranger = start("sleep 60", spawned)
+    ident = ProcIdentity.of(stranger.pid)
+    assert ident is not None and not spawned_by_us(psutil.Process(stranger.pid))
+    assert kill_recorded([(ident.pid, ident.create_time)], grace=1.0) == []
+    assert psutil.Process(stranger.pid).status() != psutil.STATUS_ZOMBIE
+    # Shaped like one of our supervisors (its flags before "--"), and a program under it: killed.
+    sup = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys; subprocess.run(['sleep', '60'])",
+            "--log",
+            "l",
+            "--exit-file",
+            "e",
+            "--cwd",
+            "c",
+            "--",
+            "opencode",
+        ],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    spawned.append(sup)
+    (child,) = wait_children(sup.pid, 1)
+    assert spawned_by_us(psutil.Process(sup.pid)) and spawned_by_us(child)
+    assert is_supervisor(["py", "--log", "l", "--exit-file", "e", "--cwd", "c", "--", "x"])
+    assert not is_supervisor(["py", "--", "--log", "l", "--exit-file", "e", "--cwd", "c"])
+    sup_ident = ProcIdentity.of(sup.pid)
+    assert sup_ident is not None
+    assert kill_recorded([(sup_ident.pid, sup_ident.create_time)], grace=3.0) == []
+    sup.wait(5)
+    assert gone(child)

@@ -5,7 +5,9 @@ tests/integration/test_launchers.py."""
 from __future__ import annotations
 
 import base64
+import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -33,6 +35,7 @@ from smartspec_desktop.core.servers.registry import RUNNING, ChildRecord, Server
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials, MemoryStore
+from tests.handoff_browser import handoff_form, open_handoff
 
 PW = "server-password-0123456789abcdef"
 KEY = "sk-smartspec-abcdefghijklmnopqrstuvwxyz"
@@ -220,43 +223,74 @@ def test_web_ui_path_matches_the_ui_route_encoding() -> None:
     assert path.endswith("/session/ses_1")
 
 
-def test_handoff_redirects_exactly_once() -> None:
+def test_handoff_redirects_exactly_once(tmp_path: Path) -> None:
     target = f"http://opencode:{PW}@127.0.0.1:3795/x/session/s"
-    h = Handoff(target)
+    h = Handoff(target, tmp_path)
     try:
-        assert PW not in h.url
-        wrong = httpx.get(h.url + "x", follow_redirects=False, trust_env=False)
+        # The browser gets a private file (0600 in a 0700 folder), holding only a one-time token.
+        assert h.url.startswith("file://") and PW not in h.url
+        assert stat.S_IMODE(h.page.stat().st_mode) == 0o600
+        assert stat.S_IMODE(h.page.parent.stat().st_mode) == 0o700
+        assert PW not in h.page.read_text() and h.token in h.page.read_text()
+        action, token = handoff_form(h.url)
+        assert action == f"http://127.0.0.1:{h.port}/open" and token == h.token
+        wrong = httpx.post(action, data={"token": "x" + token}, trust_env=False)
         assert wrong.status_code == 404 and not h.used.is_set()
-        first = httpx.get(h.url, follow_redirects=False, trust_env=False)
+        assert httpx.get(f"{action}/{token}", trust_env=False).status_code == 404
+        first = open_handoff(h.url)
         assert first.status_code == 303 and first.headers["location"] == target
         assert first.headers["cache-control"] == "no-store"
         assert first.headers["referrer-policy"] == "no-referrer"
-        assert h.wait(5)
-        replay = httpx.get(h.url, follow_redirects=False, trust_env=False)
+        assert h.wait(5) and not h.page.exists()  # used: nothing of it stays on disk
+        replay = httpx.post(action, data={"token": token}, trust_env=False)
         assert replay.status_code == 404 and PW not in replay.text
+        assert h.refused == [] and h.warning is None
     finally:
         h.close()
+    assert not h.page.parent.exists()
+    # A page left by a killed run is swept by the next hand-off; a recent one is not.
+    stale, recent = tmp_path / "open-stale", tmp_path / "open-recent"
+    for d in (stale, recent):
+        d.mkdir()
+        (d / "open.html").write_text("token")
+    os.utime(stale, (0, 0))
+    Handoff(target, tmp_path).close()
+    assert not stale.exists() and recent.exists()
 
 
-def test_handoff_refuses_another_users_socket() -> None:
-    h = Handoff("http://opencode:pw@127.0.0.1:1/", check_peer=lambda c, s: False)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/net/tcp")
+@pytest.mark.parametrize("owner", [None, 12345])
+def test_handoff_refuses_a_peer_of_another_or_unknown_owner(
+    tmp_path: Path, owner: int | None
+) -> None:
+    h = Handoff("http://opencode:pw@127.0.0.1:1/", tmp_path, peer_owner=lambda c, s: owner)
     try:
-        r = httpx.get(h.url, follow_redirects=False, trust_env=False)
-        assert r.status_code == 403 and h.refused and not h.used.is_set()
+        action, token = handoff_form(h.url)
+        with pytest.raises(httpx.TransportError):
+            httpx.post(action, data={"token": token}, trust_env=False)
+        assert not h.used.is_set() and len(h.refused) == 1
+        assert h.warning and "Another user on this machine tried to open your server" in h.warning
     finally:
         h.close()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/net/tcp")
-def test_peer_check_recognises_our_own_socket() -> None:
+@pytest.mark.parametrize(
+    ("family", "host"),
+    [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::ffff:127.0.0.1")],
+    ids=["ipv4", "ipv4-mapped"],
+)
+def test_socket_owner_finds_our_socket_in_either_table(family: int, host: str) -> None:
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
-        with socket.create_connection(srv.getsockname()) as client:
-            conn, _ = srv.accept()
+        with socket.socket(family) as client:
+            client.connect((host, srv.getsockname()[1]))
+            conn, peer = srv.accept()
             with conn:
-                port = client.getsockname()[1]
-                assert launchers._peer_is_us(port, srv.getsockname()[1])
+                assert launchers.socket_owner(peer, srv.getsockname()) == os.getuid()
+                # A socket that is not there (or not established) has no owner: refused.
+                assert launchers.socket_owner(("127.0.0.1", 1), srv.getsockname()) is None
 
 
 @pytest.mark.parametrize("how", ["stop", "server gone"])
@@ -264,8 +298,22 @@ def test_the_servers_children_die_with_it(tmp_path: Path, how: str) -> None:
     paths = Paths.from_base(tmp_path / "data")
     paths.ensure()
     sm = ServerManager(paths, Settings(), Credentials(MemoryStore(), MemoryStore()))
+    # Shaped like one of our supervisors (its flags): only processes we spawned are killed.
     child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(120)",
+            "--log",
+            "l",
+            "--exit-file",
+            "e",
+            "--cwd",
+            "c",
+            "--",
+            "openwork-server",
+        ],
+        start_new_session=True,
     )
     reaper = threading.Thread(target=child.wait)
     reaper.start()
@@ -287,3 +335,23 @@ def test_the_servers_children_die_with_it(tmp_path: Path, how: str) -> None:
         if child.poll() is None:
             child.kill()
         reaper.join(timeout=10)
+
+
+def test_the_cli_shows_a_refused_attempt_as_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    from types import SimpleNamespace
+
+    from smartspec_desktop import cli
+
+    warning = "Another user on this machine tried to open your server (uid 1001 (eve); …)."
+    monkeypatch.setattr(
+        cli,
+        "open_openwork",
+        lambda *a, **k: launchers.LaunchOutcome("Opened OpenCode's web UI.", warning=warning),
+    )
+    core = SimpleNamespace(servers=None, save_settings=lambda: None)
+    out, err = io.StringIO(), io.StringIO()
+    args = SimpleNamespace(workspace="/w")
+    assert cli.cmd_open_openwork(core, args, out, err) == 0  # type: ignore[arg-type]
+    assert out.getvalue() == "Opened OpenCode's web UI.\n"
+    assert f"warning: {warning}\n" in err.getvalue()

@@ -17,9 +17,13 @@ argv; ``OPENWORK_OPENCODE_BIN`` = our opencode; no update check; 127.0.0.1 and a
 until ``/health`` answers, open ``http://127.0.0.1:<port>/`` (openwork-server injects its client
 token into that page). It runs under the same supervisor as the servers (own process group,
 output in ``<log dir>/servers/<server id>.openwork.log``, redacted), is recorded in the server's
-``children``, reused while alive, shown by ``status`` and killed by ``stop``. Residual risk (by
-OpenWork's design, which we use unmodified): any local user who can reach that loopback port gets
-the page with the token in it.
+``children``, reused while alive, shown by ``status`` and killed by ``stop``. Reviewed for other
+local users: it binds 127.0.0.1 only and no token or password is on its argv, but (by OpenWork's
+design, which we use unmodified) any local user who connects to that loopback port gets the page
+with its client token, and with that token ``/status`` returns the OpenCode password. A user
+program cannot keep other accounts off a loopback port (that would take a firewall rule by uid or
+a network namespace), so this stays a documented residual risk; on a shared machine the fix is
+Settings → OpenWork mode ``web``.
 
 **Path 2** (fallback): OpenCode 1.18.33's own web UI, served by the workspace's server. What that
 UI accepts, read from its bundle and tried in headless Chromium: every path, the HTML and the
@@ -29,22 +33,31 @@ bar, but it sets no cookie, so the page's own assets are then refused (a query s
 put the password in history). A URL with ``opencode:<pw>@`` works (the browser keeps the
 credentials for the origin), but a browser's argv is readable by every local user (``ps``).
 
-So the app hands the credentials over through a **one-shot loopback page** it owns: it binds
-``127.0.0.1:<random port>``, opens ``http://127.0.0.1:<port>/open/<random one-time token>`` (only
-this token is in argv), and answers the first request for it with ``303 See Other`` to
-``http://opencode:<pw>@127.0.0.1:<server port>/<workspace>/session/<id>`` (``no-store``,
-``no-referrer``), then shuts down; every other request gets 404. On Linux the request is only
-honoured when ``/proc/net/tcp`` says the connecting socket belongs to our own user. The page
-opened is the workspace's latest session (a new, empty one is created when it has none: the UI's
-project list lives in the browser's per-origin storage, so a bare ``/`` would show nothing, and
-``/<workspace>`` without a session fails in 1.18.33's UI). Residual risk: on macOS/Windows another
-local user who reads the token from ``ps`` before the browser requests it (a window of a second
-or so) could fetch the redirect; the user then sees "already used" and should restart the
-server. The browser keeps the password for the origin until it quits, and Chromium also writes
-the redirected address (with the password) into the session-restore files of the user's own
-profile (its history keeps the address without it; both verified); the password is fresh per
-server start and useless once the server stops. Firefox asks once to confirm the sign-in as
-"opencode".
+So the app hands the credentials over through a **private hand-off page** (:class:`Handoff`):
+a file ``open.html`` (0600, in a fresh 0700 folder under the state dir) whose form posts a random
+one-time token to a listener of ours on ``127.0.0.1:<random port>``; the first request bearing it
+gets ``303 See Other`` to ``http://opencode:<pw>@127.0.0.1:<server port>/<workspace>/session/<id>``
+(``no-store``, ``no-referrer``) and the page is deleted; everything else gets 404. Only the page's
+``file://`` URL is on the browser's argv (readable by every local user), and no other account can
+read the file: **nothing on any argv is usable by another user.** As a second wall, on Linux each
+connection is admitted only when ``/proc/net/tcp`` or ``/proc/net/tcp6`` show it is an established
+socket of our own uid (an IPv6 socket connected to ``::ffff:127.0.0.1`` is listed only in tcp6);
+another uid's, or one whose owner cannot be established, is closed at accept time — fail closed,
+and nobody can hold the listener busy (it is threaded, 3 s per read, 60 s overall for the browser's
+cold start). A refused attempt is logged and returned as :attr:`LaunchOutcome.warning` ("Another
+user on this machine tried to open your server …"), shown by the CLI and the window. Elsewhere
+(macOS, Windows) the owner of a loopback peer cannot be read without extra tools, so the token,
+which only our own account can read, is the guard. Verified with headless Chromium: a ``file://``
+page posting to the loopback listener and following its redirect to a URL with credentials opens
+the UI signed in. The page opened is the workspace's latest session (a new, empty one is created
+when it has none: the UI's project list lives in the browser's per-origin storage, so a bare ``/``
+would show nothing, and ``/<workspace>`` without a session fails in 1.18.33's UI). Residual risks:
+the browser keeps the password for the origin until it quits, and Chromium also writes the
+redirected address (with the password) into the session-restore files of the user's own profile
+(its history keeps the address without it; both verified) — readable by the user only; the
+password is fresh per server start and useless once the server stops. A browser confined by snap
+or flatpak may not read the page in the app's (hidden) state folder: the timeout error says to set
+``BROWSER``. Firefox asks once to confirm the sign-in as "opencode".
 """
 
 from __future__ import annotations
@@ -52,12 +65,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
+import ipaddress
 import logging
 import os
 import secrets
 import shutil
+import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import webbrowser
@@ -65,7 +81,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import httpx
 
@@ -78,6 +94,7 @@ from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Super
 from smartspec_desktop.core.servers.launch_config import SCRUBBED_ENV
 from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.servers.registry import ChildRecord, ServerRecord
+from smartspec_desktop.core.storage.paths import check_trusted_program, make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +113,10 @@ OPENWORK_NOTICE = (
 OPENWORK_START_TIMEOUT = 30.0
 #: What openwork-server (Node) prints when its port was taken before it could bind it.
 PORT_CONFLICT_MARKERS = ("EADDRINUSE", "address already in use")
-#: How long the one-shot page waits for the browser to ask for it.
-HANDOFF_TIMEOUT = 90.0
+#: How long the one-shot page waits for the browser to ask for it (a browser's cold start).
+HANDOFF_TIMEOUT = 60.0
+#: How long one connection to it may take per read: a silent client loses its turn.
+HANDOFF_CONNECTION_TIMEOUT = 3.0
 #: A terminal that exits within this time with an error code did not open a window.
 TERMINAL_EARLY_EXIT = 1.0
 #: Variables the terminal's environment never gets (the TUI needs none of them).
@@ -109,6 +128,8 @@ class LaunchOutcome:
     message: str  # one line for a status bar / CLI stdout, no secrets
     url: str | None = None  # what was opened (never containing a password)
     notice: str | None = None  # a one-time hint, e.g. how to install OpenWork
+    #: Something the user must know, e.g. another local user tried to open the server.
+    warning: str | None = None
 
 
 def _quiet(_msg: str) -> None:
@@ -270,8 +291,12 @@ def find_openwork_server(
                 f"The OpenWork server path in Settings ({configured}) is not an executable file.",
                 f"Fix or clear Settings → OpenWork server (install: `{OPENWORK_INSTALL}`).",
             )
+        check_trusted_program(path, "Settings → OpenWork server")
         return path
-    return which(OPENWORK_BINARY)
+    found = which(OPENWORK_BINARY)
+    if found:
+        check_trusted_program(found, "PATH (or set Settings → OpenWork server)")
+    return found
 
 
 def _default_opener(url: str) -> bool:
@@ -517,24 +542,30 @@ def _open_web_ui(
     path = web_ui_path(rec.workspace_path, session_id)
     host = rec.url.split("://", 1)[1]
     target = f"http://{USERNAME}:{quote(password, safe='')}@{host}{path}"
-    handoff = Handoff(target)
+    servers.paths.ensure()
+    handoff = Handoff(target, servers.paths.state_dir)
     try:
         say("Opening OpenCode's web UI in the browser …")
         _open_in_browser(open_url, handoff.url)
         if not handoff.wait(HANDOFF_TIMEOUT):
             raise LaunchError(
-                f"The browser did not open the page within {HANDOFF_TIMEOUT:.0f} s.",
-                "Check that a browser opens at all here (or set BROWSER), then try again.",
+                f"The browser did not open the page within {HANDOFF_TIMEOUT:.0f} s."
+                + (f" {handoff.warning}" if handoff.warning else ""),
+                "Check that a browser opens at all here (or set BROWSER); a browser confined "
+                "by snap or flatpak may not read the app's private page: set BROWSER to one "
+                "that is not, then try again.",
             )
     finally:
         handoff.close()
-    if handoff.refused:
-        log.warning("the one-shot page was requested by another user's socket first")
+    warning = handoff.warning
+    if warning:
+        log.warning("%s", warning)
     shown = _notice_once(servers) if notice else None
     return LaunchOutcome(
         f"Opened OpenCode's web UI for {rec.workspace_path} at {rec.url}{path}.",
         url=rec.url + path,
         notice=shown,
+        warning=warning,
     )
 
 
@@ -543,59 +574,134 @@ def _notice_once(servers: ServerManager) -> str | None:
     if marker.exists():
         return None
     with contextlib.suppress(OSError):
-        marker.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(marker.parent)
         marker.write_text("1\n", encoding="utf-8")
     return OPENWORK_NOTICE
 
 
 class Handoff:
-    """A loopback page that answers one request for ``/open/<token>`` with a redirect.
+    """A private page that hands the browser its credentials once, to our own user only.
 
-    The redirect target (which carries the credentials) is never in any argv; the token is,
-    and it is worthless once used. Lives until :meth:`close` (used or not).
+    The page is a file (``open.html``, 0600, in a fresh 0700 folder under ``folder``) that posts a
+    random one-time token to a loopback listener of ours, which answers the first request bearing
+    it with ``303 See Other`` to ``target`` (which carries the credentials). The browser's argv
+    holds only that file's ``file://`` URL, useless to anyone who cannot read the file. The
+    listener (threaded, 127.0.0.1 only, a few seconds per connection) also checks who connects: on
+    Linux a connection is accepted only when ``/proc/net/tcp`` or ``/proc/net/tcp6`` show that its
+    socket is an established one of our own uid; another uid's, or one whose owner cannot be
+    established, is closed at once and counted in :attr:`refused` (so nobody can hold the page
+    busy). Lives until :meth:`close` (used or not), which deletes the page and its folder.
     """
 
-    def __init__(self, target: str, *, check_peer: Callable[[int, int], bool] | None = None):
+    def __init__(
+        self,
+        target: str,
+        folder: Path,
+        *,
+        peer_owner: Callable[[tuple[str, int], tuple[str, int]], int | None] | None = None,
+    ) -> None:
         self.token = secrets.token_urlsafe(32)
         self.used = threading.Event()
-        self.refused = False
+        #: One line per refused connection ("uid 1001 over IPv4"), for the log and the warning.
+        self.refused: list[str] = []
         self._target = target
-        self._check_peer = check_peer or _peer_is_us
+        self._peer_owner = peer_owner or socket_owner
+        self._lock = threading.Lock()
         handoff = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            timeout = 5.0  # a client that connects and says nothing cannot hold the page
+            timeout = HANDOFF_CONNECTION_TIMEOUT  # per read: a silent client loses its turn
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 handoff._answer(self)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass  # the path holds the token
+            def do_GET(self) -> None:  # noqa: N802
+                handoff._plain(self, 404, "Nothing here. Use Open OpenWork UI in the app.")
 
-        self._server = http.server.HTTPServer((ports.HOST, 0), Handler)
-        port = self._server.server_address[1]
-        self.url = f"http://{ports.HOST}:{port}/open/{self.token}"
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def verify_request(self, request: Any, client_address: Any) -> bool:
+                return handoff._admit(request, client_address)
+
+        self._server = Server((ports.HOST, 0), Handler)
+        self.port = int(self._server.server_address[1])
+        _sweep_stale_pages(folder)
+        self._folder = Path(tempfile.mkdtemp(prefix="open-", dir=folder))  # 0700
+        self.page = self._folder / "open.html"
+        _write_private(self.page, _handoff_page(self.port, self.token))
+        self.url = self.page.as_uri()
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
         )
         self._thread.start()
 
+    # -- who connects ---------------------------------------------------------------------
+    def _admit(self, request: Any, client_address: Any) -> bool:
+        if not sys.platform.startswith("linux"):
+            return True  # no owner to read here: the token (in a 0600 file only) is the guard
+        client = (str(client_address[0]), int(client_address[1]))
+        server = (ports.HOST, self.port)
+        uid = self._peer_owner(client, server)
+        if uid == os.getuid():
+            return True
+        # Refused: socketserver closes it at once, before any thread reads from it.
+        who = f"uid {uid} ({_user_name(uid)})" if uid is not None else "an unknown owner"
+        with self._lock:
+            self.refused.append(f"{who} from port {client[1]}")
+        log.warning("refused a connection to the one-shot page from %s (port %s)", who, client[1])
+        return False
+
+    @property
+    def warning(self) -> str | None:
+        """What the user is told when someone else tried: None when nobody did."""
+        with self._lock:
+            refused = list(self.refused)
+        if not refused:
+            return None
+        uids = sorted({r.split(" from ")[0] for r in refused})
+        return (
+            "Another user on this machine tried to open your server "
+            f"({', '.join(uids)}; {len(refused)} connection(s) refused). They got nothing: the "
+            "link only works from your own account. If this is unexpected, tell whoever runs "
+            "this machine."
+        )
+
+    # -- the one request ------------------------------------------------------------------
     def _answer(self, req: http.server.BaseHTTPRequestHandler) -> None:
-        server_port = self._server.server_address[1]
-        if req.path != f"/open/{self.token}" or self.used.is_set():
+        if req.path != "/open":
+            self._plain(req, 404, "Nothing here. Use Open OpenWork UI in the app.")
+            return
+        try:
+            length = int(req.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 < length <= 4096:
+            self._plain(req, 400, "Bad request.")
+            return
+        try:
+            body = req.rfile.read(length).decode("ascii", errors="replace")
+        except OSError:
+            return
+        given = (parse_qs(body).get("token") or [""])[0]
+        with self._lock:
+            ok = secrets.compare_digest(given, self.token) and not self.used.is_set()
+            if ok:
+                self.used.set()
+        if not ok:
             self._plain(req, 404, "This link was already used. Use Open OpenWork UI again.")
             return
-        if not self._check_peer(req.client_address[1], server_port):
-            self.refused = True
-            self._plain(req, 403, "This link belongs to another user.")
-            return
+        with contextlib.suppress(OSError):
+            self.page.unlink()  # done: nothing of it stays on disk
         req.send_response(303)
         req.send_header("Location", self._target)
         req.send_header("Cache-Control", "no-store")
         req.send_header("Referrer-Policy", "no-referrer")
         req.send_header("Content-Length", "0")
         req.end_headers()
-        self.used.set()
 
     @staticmethod
     def _plain(req: http.server.BaseHTTPRequestHandler, code: int, text: str) -> None:
@@ -603,8 +709,10 @@ class Handoff:
         req.send_response(code)
         req.send_header("Content-Type", "text/plain; charset=utf-8")
         req.send_header("Content-Length", str(len(body)))
+        req.send_header("Cache-Control", "no-store")
         req.end_headers()
-        req.wfile.write(body)
+        with contextlib.suppress(OSError):
+            req.wfile.write(body)
 
     def wait(self, timeout: float) -> bool:
         return self.used.wait(timeout)
@@ -613,24 +721,102 @@ class Handoff:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        shutil.rmtree(self._folder, ignore_errors=True)
 
 
-def _peer_is_us(client_port: int, server_port: int) -> bool:
-    """Linux: whether the connecting loopback socket belongs to our uid (/proc/net/tcp).
+HANDOFF_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">
+<title>Opening OpenCode …</title></head>
+<body><form id="open" method="post" action="http://{host}:{port}/open">
+<input type="hidden" name="token" value="{token}">
+<noscript><button type="submit">Open OpenCode</button></noscript></form>
+<script>document.getElementById("open").submit();</script></body></html>
+"""
 
-    Elsewhere, or when the table cannot be read, there is nothing to check: True.
-    """
-    if not sys.platform.startswith("linux"):
-        return True
-    want_local = f":{client_port:04X}"
-    want_remote = f":{server_port:04X}"
+
+def _sweep_stale_pages(folder: Path) -> None:
+    """Remove pages left by a run that was killed (their tokens are worthless: the listener
+    is gone); one that may still be in use (younger than the overall window) stays."""
+    with contextlib.suppress(OSError):
+        for old in folder.glob("open-*"):
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > 2 * HANDOFF_TIMEOUT:
+                    shutil.rmtree(old, ignore_errors=True)
+
+
+def _handoff_page(port: int, token: str) -> str:
+    return HANDOFF_PAGE.format(host=ports.HOST, port=port, token=token)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by us only (0600 whatever the umask; never through a link)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        if hasattr(os, "fchmod"):
+            os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
+def _user_name(uid: int | None) -> str:
     try:
-        with open("/proc/net/tcp", encoding="ascii") as f:
-            rows = f.read().splitlines()[1:]
-    except OSError:
-        return True
-    for row in rows:
-        cols = row.split()
-        if len(cols) > 7 and cols[1].endswith(want_local) and cols[2].endswith(want_remote):
-            return cols[7] == str(os.getuid())
-    return True
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name if uid is not None else "?"
+    except (ImportError, KeyError):
+        return "?"
+
+
+def _proc_net_address(hex_addr: str) -> str:
+    """An address of /proc/net/tcp[6] (host-order 32-bit words in hex) as text; an IPv4-mapped
+    IPv6 address comes out as its IPv4 form, so both families compare alike."""
+    words = [int(hex_addr[i : i + 8], 16) for i in range(0, len(hex_addr), 8)]
+    raw = b"".join(struct.pack("=I", w) for w in words)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw))
+    v6 = ipaddress.IPv6Address(raw)
+    return str(v6.ipv4_mapped) if v6.ipv4_mapped else str(v6)
+
+
+def socket_owner(client: tuple[str, int], server: tuple[str, int]) -> int | None:
+    """Linux: the uid owning the established TCP socket ``client`` → ``server``, from both
+    /proc/net/tcp and /proc/net/tcp6 (an IPv6 socket connected to ``::ffff:127.0.0.1`` is listed
+    only in the latter). None when no live row says so (not found, closing, unreadable): the
+    caller refuses such a peer."""
+    want = (
+        _normal_ip(client[0]),
+        client[1],
+        _normal_ip(server[0]),
+        server[1],
+    )
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) < 10 or cols[3] != "01":  # 01 = ESTABLISHED
+                continue
+            try:
+                local_ip, local_port = cols[1].rsplit(":", 1)
+                remote_ip, remote_port = cols[2].rsplit(":", 1)
+                got = (
+                    _proc_net_address(local_ip),
+                    int(local_port, 16),
+                    _proc_net_address(remote_ip),
+                    int(remote_port, 16),
+                )
+            except ValueError:
+                continue
+            if got == want and cols[9] != "0":  # inode 0: no longer a process's socket
+                return int(cols[7])
+    return None
+
+
+def _normal_ip(text: str) -> str:
+    ip = ipaddress.ip_address(text)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ip)

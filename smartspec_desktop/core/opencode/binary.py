@@ -24,6 +24,7 @@ from smartspec_desktop.core.errors import (
 )
 from smartspec_desktop.core.process.childenv import external_env
 from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
+from smartspec_desktop.core.storage.paths import check_trusted_program, make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ def find_opencode(
     if not candidates:
         raise OpenCodeNotFound("OpenCode is not installed (no `opencode` on PATH).", INSTALL_HINT)
     path, source = candidates[0]
+    check_trusted_program(path, "Settings → OpenCode path (or PATH)")
     if not os.access(path, os.X_OK):
         raise OpenCodeNotFound(
             f"{path} is not executable.", f"Make it executable (chmod +x) or {INSTALL_HINT}"
@@ -195,7 +197,7 @@ def install_opencode(
             "Install Node.js (it includes npm) from nodejs.org or your package manager, "
             "then try again.",
         )
-    managed_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(managed_dir)
     cmd = [
         npm,
         "install",
@@ -218,6 +220,7 @@ def install_opencode(
         stdin=subprocess.DEVNULL,
         text=True,
         errors="replace",
+        umask=0o077,  # what npm writes into the data dir is ours alone
     )
     assert proc.stdout is not None
     with proc:

@@ -1,7 +1,11 @@
 """Processes we own: identity that survives pid reuse, and killing a whole tree.
 
 A pid alone is not an identity: after a crash or reboot the number may belong to another program.
-We record (pid, create_time) and only ever signal a process whose both match.
+We record (pid, create_time) and only ever signal a process whose both match. That pair is public
+(anyone can read a process's start time), so a recorded process is also killed only when it is
+provably one we spawned (:func:`spawned_by_us`): our own user's, and with the command line of our
+supervisor, a program under it, or one of the programs we supervise. A process group is signalled
+(and its members swept) only when the recorded root leads it.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ class ProcIdentity:
 
 
 def tree(root: psutil.Process) -> list[psutil.Process]:
-    """The root, its descendants, and (POSIX) every process still in its process group."""
+    """The root, its descendants, and (POSIX) every process still in its process group when the
+    root leads that group (we start supervisors in a session of their own); a root inside
+    someone else's group never drags that group in."""
     procs: dict[int, psutil.Process] = {root.pid: root}
     with contextlib.suppress(psutil.Error):
         for c in root.children(recursive=True):
@@ -57,6 +63,8 @@ def tree(root: psutil.Process) -> list[psutil.Process]:
     if sys.platform != "win32":
         with contextlib.suppress(OSError):
             pgid = os.getpgid(root.pid)
+            if pgid != root.pid:
+                return list(procs.values())
             for p in psutil.process_iter():
                 with contextlib.suppress(OSError, psutil.Error):
                     if p.pid not in procs and os.getpgid(p.pid) == pgid:
@@ -94,17 +102,62 @@ def kill_recorded(
 ) -> list[psutil.Process]:
     """Kill the tree of each recorded (pid, create_time) that is still provably that process.
 
-    A pid of 0 (never recorded) and a pid now owned by another program are skipped. Returns what
-    would not die.
+    A pid of 0 (never recorded), a pid now owned by another program, and a process that matches
+    the record but is not one we spawned (:func:`spawned_by_us`: a planted or damaged record) are
+    skipped. Returns what would not die.
     """
     leftovers: list[psutil.Process] = []
     for pid, ctime in identities:
         if not pid:
             continue
         proc = ProcIdentity(pid, ctime).process()
-        if proc is not None:
-            leftovers += kill_tree(proc, grace=grace)
+        if proc is None:
+            continue
+        if not spawned_by_us(proc):
+            log.warning(
+                "not killing pid %s: it matches a recorded process but is not one this app "
+                "started (another user's, or another program's command line)",
+                pid,
+            )
+            continue
+        leftovers += kill_tree(proc, grace=grace)
     return leftovers
+
+
+#: The flags every supervisor we start carries (core.process.supervisor.supervised_command).
+SUPERVISOR_FLAGS = ("--log", "--exit-file", "--cwd")
+#: The programs we run under a supervisor (what an orphan, whose supervisor died, looks like).
+SUPERVISED_PROGRAMS = ("opencode", "openwork")
+
+
+def is_supervisor(cmdline: list[str]) -> bool:
+    """Whether an argv is one of our supervisors' (its flags, in order, before ``--``)."""
+    head = cmdline[: cmdline.index("--")] if "--" in cmdline else cmdline
+    try:
+        places = [head.index(flag) for flag in SUPERVISOR_FLAGS]
+    except ValueError:
+        return False
+    return places == sorted(places)
+
+
+def spawned_by_us(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is provably one we spawned: our own user's (POSIX), and a supervisor of
+    ours, a process under one, or one of the programs we supervise (its first two argv
+    entries name ``opencode`` or ``openwork``: a server whose supervisor died)."""
+    try:
+        if sys.platform != "win32" and proc.uids().real != os.getuid():
+            return False
+        cmdline = proc.cmdline()
+        if is_supervisor(cmdline):
+            return True
+        for parent in proc.parents():
+            with contextlib.suppress(psutil.Error):
+                if is_supervisor(parent.cmdline()):
+                    return True
+    except psutil.Error:
+        return False
+    names = [os.path.basename(arg).lower() for arg in cmdline[:2]]
+    return any(program in name for name in names for program in SUPERVISED_PROGRAMS)
 
 
 def kill_popen_tree(proc: subprocess.Popen[bytes], *, grace: float = 3.0) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 from smartspec_desktop.core.errors import ServerStartError
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_popen_tree
 from smartspec_desktop.core.process.supervisor import supervised_command
+from smartspec_desktop.core.storage.paths import make_private_dir
 
 #: How long the supervisor may take to print its handshake line.
 HANDSHAKE_TIMEOUT = 20.0
@@ -220,7 +221,7 @@ class Supervised:
         killed and the error raised: a :class:`ServerStartError` naming ``name`` when the
         supervisor reports no program.
         """
-        exit_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(exit_file.parent)
         exit_file.unlink(missing_ok=True)
         cmd = supervised_command(list(argv), log_path=log_path, exit_file=exit_file, cwd=cwd)
         if supervisor_args:
