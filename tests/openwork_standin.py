@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     ).encode()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path == "/health":
                 body, kind = json.dumps({"ok": True}).encode(), "application/json"
             elif self.path == "/":
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *a: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *a: Any) -> None:
             print(f"request {self.command} {self.path}", flush=True)
 
     server = http.server.HTTPServer((args.host, args.port), Handler)

@@ -599,10 +599,10 @@ class Handoff:
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = 5.0  # a client that connects and says nothing cannot hold the page
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 handoff._answer(self)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # the path holds the token
 
         self._server = http.server.HTTPServer((ports.HOST, 0), Handler)

@@ -437,8 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| # | measure | SmartSpec Desktop | bare `opencode serve` | note |")
     print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r.number} | {r.measure} | {r.ours} | {r.bare} | {r.note} |")
+    for row in rows:
+        print(f"| {row.number} | {row.measure} | {row.ours} | {row.bare} | {row.note} |")
     return 0
 
 

@@ -114,7 +114,7 @@ def start(cmd: str, spawned: list[subprocess.Popen[bytes]]) -> subprocess.Popen[
 def wait_children(pid: int, count: int, timeout: float = 5.0) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = psutil.Process(pid).children(recursive=True)
+        kids: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
         if len(kids) >= count:
             return kids
         time.sleep(0.01)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from smartspec_desktop.core import atomic
 from smartspec_desktop.core.atomic import atomic_write_json, atomic_write_text, read_json_object
 from smartspec_desktop.core.errors import (
     ApiKeyRejected,
@@ -127,7 +126,7 @@ def test_failed_atomic_write_keeps_old_content_and_removes_temp(
     def broken_replace(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(atomic.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space left"):
         atomic_write_json(target, {"v": 2})
     monkeypatch.undo()
@@ -182,7 +181,7 @@ def test_corrupt_file_that_cannot_be_moved_still_reads_as_empty(
     def no_replace(src: object, dst: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(atomic.os, "replace", no_replace)
+    monkeypatch.setattr(os, "replace", no_replace)
     data, warning = read_json_object(p)
     assert data == {}
     assert warning is not None and "could not be moved aside" in warning

@@ -124,9 +124,7 @@ def test_unknown_fields_are_ignored_and_broken_records_dropped(registry: Registr
     }
     missing_status = {"session_id": "s2", "workspace_path": "/ws/b", "created_at": "t"}
     registry.file.write_text(
-        json.dumps(
-            {"version": 99, "sessions": {"s1": good, "s2": missing_status, "s3": "junk"}}
-        ),
+        json.dumps({"version": 99, "sessions": {"s1": good, "s2": missing_status, "s3": "junk"}}),
         encoding="utf-8",
     )
     snap = registry.snapshot()
