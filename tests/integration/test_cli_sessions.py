@@ -44,7 +44,9 @@ def test_start_run_stop_end_to_end(sandbox: Sandbox) -> None:
     assert info["status"] == "running" and info["reused"] is False
     assert info["workspace_path"] == str(ws.resolve())
     assert info["opencode_version"].startswith("1.18.")
-    assert 3795 <= info["port"] <= 3800 or info["port_note"]
+    # The sandbox's private preferred range (a port of it may have been taken meanwhile: noted).
+    lo, hi = sandbox.ports
+    assert lo <= info["port"] <= hi or info["port_note"]
     assert info["url"] == f"http://127.0.0.1:{info['port']}"
 
     pw = password_of(sandbox, info["session_id"])
@@ -134,11 +136,7 @@ def test_busy_port_range_falls_back_to_a_free_port(sandbox: Sandbox) -> None:
     # running at the same time) take and free 3795-3800 while this test runs.
     held = hold_free_block(6)
     first, last = held[0].getsockname()[1], held[-1].getsockname()[1]
-    config = sandbox.data_dir / "config"
-    config.mkdir(parents=True)
-    (config / "settings.json").write_text(
-        json.dumps({"port_range_start": first, "port_range_end": last})
-    )
+    sandbox.write_settings(port_range_start=first, port_range_end=last)
     try:
         r = sandbox.cli("start", str(sandbox.workspace()), "--json")
         assert r.returncode == 0, r.stderr
@@ -354,7 +352,7 @@ def test_run_reports_gateway_failures_clearly(
     r = sandbox.cli("run", str(ws), "hello", timeout=90)
     assert r.returncode == 1
     assert expected in r.stderr and "gateway" in r.stderr.lower()
-    assert time.monotonic() - t0 < 30, "a gateway failure must not hang the run"
+    assert time.monotonic() - t0 < 60, "a gateway failure must not hang the run"
 
 
 @pytest.mark.faults

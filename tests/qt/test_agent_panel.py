@@ -3,7 +3,6 @@ the TaskService and the AgentPanel driven with pytest-qt."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,9 +66,7 @@ class Rig:
 
 def start_rig(box: Sandbox, qtbot: object, *, permissions: str = "default") -> Iterator[Rig]:
     if permissions != "default":
-        settings = box.data_dir / "config" / "settings.json"
-        settings.parent.mkdir(parents=True, exist_ok=True)
-        settings.write_text(json.dumps({"agent_permissions": permissions}))
+        box.write_settings(agent_permissions=permissions)
     ws = box.workspace()
     info = box.cli_json("start", str(ws))
     record = SessionRecord(

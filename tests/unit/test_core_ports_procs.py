@@ -200,6 +200,10 @@ def _pgid(pid: int) -> int:
         return -1
 
 
+@pytest.mark.allow_log(
+    r"core\.procs: killing 2 process\(es\) that ignored SIGTERM",
+    reason="the children ignore SIGTERM on purpose",
+)
 def test_processes_ignoring_sigterm_are_killed_after_the_grace(
     spawned: list[subprocess.Popen[bytes]],
 ) -> None:
@@ -211,6 +215,6 @@ def test_processes_ignoring_sigterm_are_killed_after_the_grace(
     elapsed = time.monotonic() - started
     assert left == []
     assert elapsed >= 0.5  # SIGTERM was tried first
-    assert elapsed < 4.0
+    assert elapsed < 30, "kill_tree waited for the child (sleep 60) instead of killing it"
     assert all(gone(k) for k in kids)
     assert gone(root)

@@ -162,6 +162,10 @@ def test_corrupt_json_is_moved_aside_with_a_warning_naming_the_copy(
     assert warning in caplog.text
 
 
+@pytest.mark.allow_log(
+    r"core\.atomic: .* was unreadable \(top level is not an object\)",
+    reason="the corrupt file is the input",
+)
 @pytest.mark.parametrize("content", ["[1, 2]", '"text"', "42", "null"])
 def test_non_object_top_level_is_treated_as_corrupt(tmp_path: Path, content: str) -> None:
     p = tmp_path / "s.json"
@@ -172,6 +176,10 @@ def test_non_object_top_level_is_treated_as_corrupt(tmp_path: Path, content: str
     assert not p.exists()
 
 
+@pytest.mark.allow_log(
+    r"core\.atomic: .* was unreadable .* could not be moved aside",
+    reason="the corrupt, unmovable file is the input",
+)
 def test_corrupt_file_that_cannot_be_moved_still_reads_as_empty(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,6 +195,9 @@ def test_corrupt_file_that_cannot_be_moved_still_reads_as_empty(
     assert warning is not None and "could not be moved aside" in warning
 
 
+@pytest.mark.allow_log(
+    r"core\.atomic: .* was unreadable \('utf-8' codec", reason="the non-UTF-8 file is the input"
+)
 def test_non_utf8_file_is_treated_as_corrupt_not_raised(tmp_path: Path) -> None:
     p = tmp_path / "settings.json"
     p.write_bytes(b'{"terminal": "caf\xe9"}')  # e.g. saved as Latin-1 by an editor

@@ -98,6 +98,9 @@ def test_an_exception_inside_a_transaction_saves_nothing(registry: Registry) -> 
     assert registry.snapshot()["s1"].status == RUNNING
 
 
+@pytest.mark.allow_log(
+    r"core\.atomic: .*sessions\.json was unreadable", reason="the corrupt state file is the input"
+)
 def test_corrupt_state_file_gives_a_warning_and_an_empty_registry(registry: Registry) -> None:
     registry.file.parent.mkdir(parents=True)
     registry.file.write_text('{"sessions": {', encoding="utf-8")
@@ -112,6 +115,10 @@ def test_corrupt_state_file_gives_a_warning_and_an_empty_registry(registry: Regi
     assert list(registry.snapshot()) == ["s1"]
 
 
+@pytest.mark.allow_log(
+    r"core\.registry: dropping an unreadable session record",
+    reason="the broken records are the input",
+)
 def test_unknown_fields_are_ignored_and_broken_records_dropped(registry: Registry) -> None:
     registry.file.parent.mkdir(parents=True)
     good = {
