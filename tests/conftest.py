@@ -35,13 +35,17 @@ IN_CI = os.environ.get("CI") == "true"
 
 #: tests/run-tests gives the whole run a throw-away HOME and names the real one here.
 REAL_HOME = Path(os.environ.get("SMARTSPEC_TESTS_REAL_HOME") or os.path.expanduser("~"))
-#: Where the tools the tests drive would write into a HOME: nothing new may appear in these (or
-#: directly in HOME and its XDG dirs) while the suite runs. Only new entries count: the user's
-#: own keyring or browser may change existing files meanwhile.
+#: Where the tools the tests drive would write into a HOME (globs, relative to it): nothing new
+#: may appear in these, or directly in HOME, while the suite runs. Only new entries count, and
+#: only here: the user's own desktop may change existing files, or other folders, meanwhile.
 HOME_WATCHED = (
-    ".local/share/keyrings",
+    ".local/share/keyrings",  # gnome-keyring-daemon's keyrings
+    ".cache/keyring-*",  # its control socket when XDG_RUNTIME_DIR is unset
     ".config/chromium",
     ".cache/chromium",
+    ".pki",  # Chromium's NSS database
+    ".dbus",  # dbus-launch's autolaunch files
+    ".npm",
     ".config/opencode",
     ".local/share/opencode",
     ".cache/opencode",
@@ -51,23 +55,20 @@ HOME_WATCHED = (
     ".local/state/smartspec-desktop",
     ".cache/smartspec-desktop",
 )
-HOME_TOP = ("", ".config", ".local", ".local/share", ".local/state", ".cache")
-#: The tests' own caches (scripts/setup-tests), which a run may use.
-HOME_IGNORED = (".cache/smartspec-desktop-tests",)
 
 
 def home_entries(home: Path) -> set[str]:
-    """Every path under ``HOME_WATCHED`` and the direct children of ``HOME_TOP``, relative."""
+    """Every path (relative) matching or under ``HOME_WATCHED``, and HOME's direct children."""
     found: set[str] = set()
-    for top in HOME_TOP:
-        with contextlib.suppress(OSError):
-            found.update(str((home / top / n).relative_to(home)) for n in os.listdir(home / top))
-    for watched in HOME_WATCHED:
-        base = home / watched
-        for dirpath, dirnames, filenames in os.walk(base):
-            for n in dirnames + filenames:
-                found.add(str((Path(dirpath) / n).relative_to(home)))
-    return {e for e in found if not e.startswith(HOME_IGNORED)}
+    with contextlib.suppress(OSError):
+        found.update(os.listdir(home))
+    for pattern in HOME_WATCHED:
+        for base in home.glob(pattern):
+            found.add(str(base.relative_to(home)))
+            for dirpath, dirnames, filenames in os.walk(base):
+                for n in dirnames + filenames:
+                    found.add(str((Path(dirpath) / n).relative_to(home)))
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -248,7 +248,8 @@ REAL_NPM_CACHE = os.environ.get("npm_config_cache") or os.path.expanduser("~/.np
 
 def test_missing_opencode_is_installed_from_the_banner(gui: Gui, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """No opencode anywhere → the banner offers Install; a real `npm install` (offline, from the
-    npm cache scripts/setup-tests filled) puts the pinned OpenCode in the app's data dir; Start works."""
+    tests' npm cache scripts/setup-tests filled) puts the pinned OpenCode in the app's data dir;
+    Start works."""
     assert os.path.isdir(os.path.join(REAL_NPM_CACHE, "_cacache")), (
         f"no npm cache at {REAL_NPM_CACHE}: run `bash scripts/setup-tests` first"
     )

@@ -67,17 +67,22 @@ def test_logfail_fails_a_test_that_logs_an_unexpected_warning(pytester: pytest.P
 
 def test_home_check_sees_a_new_keyring_and_browser_profile(tmp_path: Path) -> None:
     (tmp_path / ".local" / "share" / "keyrings").mkdir(parents=True)
+    (tmp_path / ".config").mkdir()
     (tmp_path / ".cache" / "smartspec-desktop-tests").mkdir(parents=True)
     before = conftest.home_entries(tmp_path)
     (tmp_path / ".local" / "share" / "keyrings" / "login.keyring").write_text("x")
     (tmp_path / ".config" / "chromium" / "Default").mkdir(parents=True)
+    (tmp_path / ".cache" / "keyring-AB12CD").mkdir()
     (tmp_path / ".cache" / "smartspec-desktop-tests" / "npm").mkdir()  # the tests' own cache
+    (tmp_path / ".config" / "some-desktop-app").mkdir()  # not ours to watch
+    (tmp_path / ".Xauthority").write_text("x")
     created = conftest.home_entries(tmp_path) - before
     assert created == {
-        ".config",
         ".config/chromium",
         ".config/chromium/Default",
+        ".cache/keyring-AB12CD",
         ".local/share/keyrings/login.keyring",
+        ".Xauthority",
     }
 
 
