@@ -78,7 +78,10 @@ def real_home_untouched() -> Iterator[None]:
     before = home_entries(REAL_HOME)
     yield
     created = sorted(home_entries(REAL_HOME) - before)
-    assert not created, f"the tests wrote into the real HOME {REAL_HOME}: {created[:20]}"
+    assert not created, (
+        f"the tests wrote into the real HOME {REAL_HOME}: {created[:20]} (or another process did "
+        "meanwhile, e.g. a test run without tests/run-tests' throw-away HOME)"
+    )
 
 
 # ------------------------------------------------------------------------------ private ports

@@ -37,7 +37,10 @@ def test_start_and_stop_from_the_window_never_freeze_it(gui: Gui, qtbot) -> None
     assert panel.current == str(ws.resolve())
     assert panel.start_button.isEnabled() and not panel.stop_button.isEnabled()
     settings_file = gui.core.paths.settings_file
-    qtbot.waitUntil(settings_file.exists, timeout=3000)  # saved off the GUI thread
+    # Saved off the GUI thread (the file holds the sandbox's port range from the start).
+    qtbot.waitUntil(
+        lambda: "recent_workspaces" in json.loads(settings_file.read_text()), timeout=3000
+    )
     assert json.loads(settings_file.read_text())["recent_workspaces"] == [str(ws.resolve())]
 
     with Heartbeat() as beat:
