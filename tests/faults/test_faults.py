@@ -270,7 +270,7 @@ def test_damaged_state_file_is_survived(sandbox: Sandbox) -> None:
 def test_unwritable_state_fails_clearly_and_spawns_nothing(sandbox: Sandbox, blocker: str) -> None:
     # Root ignores chmod, so block writes with a file where a folder should be (and vice versa).
     ws = sandbox.workspace()
-    sandbox.data_dir.mkdir(parents=True)
+    sandbox.data_dir.mkdir(parents=True, exist_ok=True)  # holds config/ (the port range)
     if blocker == "state-dir-is-a-file":
         (sandbox.data_dir / "state").write_text("not a folder")
     else:

@@ -250,14 +250,13 @@ def test_missing_opencode_says_how_to_install(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.faults
-def test_bad_and_malformed_keys_spawn_nothing(sandbox: Sandbox) -> None:
+def test_bad_and_missing_keys_spawn_nothing(sandbox: Sandbox) -> None:
+    # The CLI's wording; malformed keys, no models and the rest: tests/unit/test_start_failures.py
     ws = sandbox.workspace()
     unknown = "sk-smartspec-" + "A" * 43
     r = sandbox.cli("start", str(ws), env=dict(sandbox.env, SMARTSPEC_API_KEY=unknown))
     assert r.returncode == 1 and "rejected the API key" in r.stderr
     assert unknown not in r.stderr
-    r = sandbox.cli("start", str(ws), env=dict(sandbox.env, SMARTSPEC_API_KEY="sk-nope"))
-    assert r.returncode == 1 and "not a SmartSpecPro API key" in r.stderr
     env = dict(sandbox.env)
     env.pop("SMARTSPEC_API_KEY")
     r = sandbox.cli("start", str(ws), env=env)
@@ -281,16 +280,11 @@ def test_backend_down_spawns_nothing(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.faults
-@pytest.mark.parametrize(
-    ("kind", "expected"),
-    [("missing", "does not exist"), ("file", "is a file, not a folder")],
-)
-def test_workspace_errors(sandbox: Sandbox, kind: str, expected: str) -> None:
+def test_workspace_errors(sandbox: Sandbox) -> None:
+    # The CLI's wording; the other workspace errors: tests/unit/test_start_failures.py
     target = sandbox.root / "nothing-here"
-    if kind == "file":
-        target.write_text("x")
     r = sandbox.cli("start", str(target))
-    assert r.returncode == 1 and expected in r.stderr
+    assert r.returncode == 1 and "does not exist" in r.stderr
     assert r.stderr.count("\n") == 1, "one line: the problem and the fix"
 
 

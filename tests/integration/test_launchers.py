@@ -168,6 +168,10 @@ def standin_binary(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.allow_log(
+    r"core\.procs: killing 2 process\(es\) that ignored SIGTERM",
+    reason="the test suspends openwork-server (SIGSTOP): it and its supervisor outlive SIGTERM",
+)
 def test_open_openwork_runs_openwork_server_as_a_child_of_the_session(
     sandbox: Sandbox, sm_stop: list[SessionManager], tmp_path: Path
 ) -> None:
