@@ -92,20 +92,24 @@ pick_python() {
   die "Python 3.10 or newer is needed (Debian/Ubuntu: sudo apt-get install python3)"
 }
 
-# ensure_venv: $VENV exists and works; creates it (installing apt's python3-venv if the chosen
-# Python cannot make one, as on a stock Debian/Ubuntu).
+# ensure_venv: $VENV exists and works; creates it. A stock Debian/Ubuntu Python cannot until apt's
+# python3.X-venv is installed (`python3 -m venv` fails: "ensurepip is not available"): then that
+# is installed and the venv made again.
 ensure_venv() {
   if [ -x "$VPY" ] && "$VPY" -c 'import sys, pip; sys.exit(sys.prefix == sys.base_prefix)' 2>/dev/null; then
     return 0
   fi
-  local py
+  local py ver
   py="$(pick_python)"
-  if ! "$py" -c 'import ensurepip, venv' 2>/dev/null; then
-    have_apt || die "$py cannot create a virtual environment (no ensurepip); install its venv module"
-    apt_ensure python3-venv
-  fi
   rm -rf "$VENV"
   say "creating the virtual environment $VENV (from $py)"
+  if "$py" -m venv "$VENV" 2>/dev/null; then
+    return 0
+  fi
+  have_apt || die "$py cannot create a virtual environment; install its venv module (ensurepip)"
+  ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  apt_ensure "python$ver-venv|python3-venv"
+  rm -rf "$VENV"
   "$py" -m venv "$VENV"
 }
 
