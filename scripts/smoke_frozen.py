@@ -33,7 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 from smartspec_desktop import __version__  # noqa: E402
 from tests.backend_standin import BackendStandIn  # noqa: E402
-from tests.conftest import find_test_opencode, reap, sandbox_env  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    find_test_opencode,
+    private_port_range,
+    reap,
+    sandbox_env,
+)
 
 results: list[tuple[str, str, str]] = []
 
@@ -116,12 +121,18 @@ def main() -> int:
 
         def start_stop() -> str:
             if not opencode:
-                raise Skip("no opencode on PATH (bash .ci/setup installs it)")
+                raise Skip("no opencode on PATH (bash scripts/setup-tests installs it)")
             backend.add_user("smoke@example.com", "pw")
             senv = dict(env, SMARTSPEC_API_KEY=backend.issue_api_key("smoke@example.com"))
             ws = tmp / "workspace"
             ws.mkdir()
             base = ["--data-dir", str(data), "--backend-url", backend.url]
+            # A private preferred port range: never the product's 3795-3800 (the user's servers).
+            lo, hi = private_port_range()
+            (data / "config").mkdir(parents=True, exist_ok=True)
+            (data / "config" / "settings.json").write_text(
+                json.dumps({"port_range_start": lo, "port_range_end": hi})
+            )
             r = run(exe, *base, "start", str(ws), "--json", env=senv)
             assert r.returncode == 0, f"start failed: {r.stderr}"
             info = json.loads(r.stdout)

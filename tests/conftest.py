@@ -1,13 +1,17 @@
-"""Shared fixtures: an isolated sandbox (HOME, XDG dirs, data dir, keyring service), the backend
-stand-in on 127.0.0.1, the real ``opencode`` binary, a CLI runner, and a reaper that makes sure
-no process a test started outlives it.
+"""Shared fixtures: an isolated sandbox (HOME, XDG dirs, data dir, keyring service, a private
+preferred port range), the backend stand-in on 127.0.0.1, the real ``opencode`` binary, a CLI
+runner, a reaper that makes sure no process a test started outlives it, a check that the run
+left the real HOME alone, and ``logfail`` (tests/logfail.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -21,9 +25,94 @@ import pytest
 
 from tests.backend_standin import BackendStandIn
 
+pytest_plugins = ["tests.logfail", "pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 OPENCODE_ENV = "SMARTSPEC_TEST_OPENCODE"
 IN_CI = os.environ.get("CI") == "true"
+
+# ------------------------------------------------------------------------------ the real HOME
+
+#: tests/run-tests gives the whole run a throw-away HOME and names the real one here.
+REAL_HOME = Path(os.environ.get("SMARTSPEC_TESTS_REAL_HOME") or os.path.expanduser("~"))
+#: Where the tools the tests drive would write into a HOME (globs, relative to it): nothing new
+#: may appear in these, or directly in HOME, while the suite runs. Only new entries count, and
+#: only here: the user's own desktop may change existing files, or other folders, meanwhile.
+HOME_WATCHED = (
+    ".local/share/keyrings",  # gnome-keyring-daemon's keyrings
+    ".cache/keyring-*",  # its control socket when XDG_RUNTIME_DIR is unset
+    ".config/chromium",
+    ".cache/chromium",
+    ".pki",  # Chromium's NSS database
+    ".dbus",  # dbus-launch's autolaunch files
+    ".npm",
+    ".config/opencode",
+    ".local/share/opencode",
+    ".cache/opencode",
+    ".local/state/opencode",
+    ".config/smartspec-desktop",
+    ".local/share/smartspec-desktop",
+    ".local/state/smartspec-desktop",
+    ".cache/smartspec-desktop",
+)
+
+
+def home_entries(home: Path) -> set[str]:
+    """Every path (relative) matching or under ``HOME_WATCHED``, and HOME's direct children."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        found.update(os.listdir(home))
+    for pattern in HOME_WATCHED:
+        for base in home.glob(pattern):
+            found.add(str(base.relative_to(home)))
+            for dirpath, dirnames, filenames in os.walk(base):
+                for n in dirnames + filenames:
+                    found.add(str((Path(dirpath) / n).relative_to(home)))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_home_untouched() -> Iterator[None]:
+    """Fails the run if it created anything in the real HOME (keyrings, Chromium's profile,
+    OpenCode's or the app's folders, …)."""
+    before = home_entries(REAL_HOME)
+    yield
+    created = sorted(home_entries(REAL_HOME) - before)
+    assert not created, (
+        f"the tests wrote into the real HOME {REAL_HOME}: {created[:20]} (or another process did "
+        "meanwhile, e.g. a test run without tests/run-tests' throw-away HOME)"
+    )
+
+
+# ------------------------------------------------------------------------------ private ports
+
+#: Preferred port ranges for sandboxes come from here: away from the product's 3795-3800 (the
+#: user's own servers) and below Linux's ephemeral range (where the OS picks fallback ports).
+PORT_POOL = (20000, 30000)
+PORT_BLOCK = 6
+_next_block = [random.randrange(PORT_POOL[0], PORT_POOL[1] - PORT_BLOCK)]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def private_port_range(n: int = PORT_BLOCK) -> tuple[int, int]:
+    """A block of ``n`` consecutive ports of 127.0.0.1, free now, for one sandbox's preferred
+    range. Blocks are handed out in turn from a random start, so two test runs at once (or a
+    test and the user's servers) rarely meet; if they do, the product's fallback still works."""
+    lo, hi = PORT_POOL
+    for _ in range((hi - lo) // n):
+        start = _next_block[0]
+        _next_block[0] = start + n if start + 2 * n <= hi else lo
+        if all(_port_free(p) for p in range(start, start + n)):
+            return start, start + n - 1
+    raise RuntimeError(f"no {n} free consecutive ports in {lo}-{hi}")
 
 
 def find_test_opencode() -> str | None:
@@ -35,7 +124,7 @@ def opencode_bin() -> str:
     path = find_test_opencode()
     if not path:
         pytest.fail(
-            "The real `opencode` binary is needed: run `bash .ci/run` once, or "
+            "The real `opencode` binary is needed: run `bash scripts/setup-tests` once, or "
             "`npm install -g opencode-ai@1.18.33`, or set SMARTSPEC_TEST_OPENCODE."
         )
     return path
@@ -87,9 +176,21 @@ class Sandbox:
     data_dir: Path
     env: dict[str, str]
     backend: BackendStandIn
+    ports: tuple[int, int] = (0, 0)
     email: str = "dev@example.com"
     api_key: str = ""
     extra_args: list[str] = field(default_factory=list)
+
+    def write_settings(self, **values: object) -> None:
+        """Merge ``values`` into the data dir's settings.json (which always holds the sandbox's
+        private preferred port range)."""
+        path = self.data_dir / "config" / "settings.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        current = json.loads(path.read_text()) if path.exists() else {}
+        current.update(values)
+        current.setdefault("port_range_start", self.ports[0])
+        current.setdefault("port_range_end", self.ports[1])
+        path.write_text(json.dumps(current))
 
     def workspace(self, name: str = "ws") -> Path:
         p = self.root / "workspaces" / name
@@ -168,7 +269,8 @@ def sandbox(tmp_path: Path, backend: BackendStandIn, opencode_bin: str) -> Itera
     backend.add_user("dev@example.com", "correct horse")
     key = backend.issue_api_key("dev@example.com")
     env["SMARTSPEC_API_KEY"] = key
-    box = Sandbox(root, root / "data", env, backend, api_key=key)
+    box = Sandbox(root, root / "data", env, backend, ports=private_port_range(), api_key=key)
+    box.write_settings()
     try:
         yield box
     finally:

@@ -149,7 +149,7 @@ CONFIG = Config()
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *a: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *a: Any) -> None:
         say(f"request {self.command} {self.path.split('?', 1)[0]}")
 
     def _send(self, status: int, body: bytes, kind: str, headers: Any = ()) -> None:
@@ -225,7 +225,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": "not_found"})
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
 def main(argv: list[str]) -> int:

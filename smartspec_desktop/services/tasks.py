@@ -62,7 +62,7 @@ class _RunThread(QThread):
             self.run_obj = self._make_run()
             self.ready.set()
             state = self.run_obj.run()
-        except BaseException as e:  # noqa: BLE001 - every failure must reach the GUI thread
+        except BaseException as e:
             self.ready.set()
             self.failed.emit(e)
         else:

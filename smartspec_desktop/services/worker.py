@@ -44,7 +44,7 @@ class _Runnable(QRunnable):
     def run(self) -> None:
         try:
             result = self.fn()
-        except BaseException as e:  # noqa: BLE001 - every failure must reach the GUI thread
+        except BaseException as e:
             if not isinstance(e, Exception):
                 log.warning("worker interrupted: %r", e)
             self._deliver(self.bridge.failed, e)

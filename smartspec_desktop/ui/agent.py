@@ -239,7 +239,7 @@ class AgentPanel(QWidget):
         split.addWidget(act)
         split.setStretchFactor(2, 1)
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if (
             watched is self.prompt
             and event.type() == QEvent.Type.KeyPress

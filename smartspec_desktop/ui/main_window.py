@@ -206,7 +206,7 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------------------- quit
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: QCloseEvent) -> None:
         if self._quitting:
             event.ignore()
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from smartspec_desktop.core.wiring import Core
 
@@ -37,7 +38,7 @@ def event_loop_gap(
     servers.start_polling()
 
     gaps = {"start": 0.0, "stop": 0.0}
-    phase = {"name": "start", "last": 0.0}
+    phase: dict[str, Any] = {"name": "start", "last": 0.0}
 
     def tick() -> None:
         now = time.perf_counter()

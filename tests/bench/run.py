@@ -3,7 +3,7 @@
 Everything runs in a throw-away sandbox like the tests' (own HOME/XDG dirs, data dir, no keyring),
 against the backend stand-in on 127.0.0.1 and the real ``opencode`` (``$SMARTSPEC_TEST_OPENCODE``
 or PATH; ``bash tests/run-tests`` puts the pinned one first, or run
-``PATH=~/.cache/smartspec-desktop-tests/opencode/node_modules/.bin:$PATH python -m
+``PATH=~/.cache/smartspec-desktop-tests/data/opencode/node_modules/.bin:$PATH python -m
 tests.bench.run``).
 
 1. click→ready: ``ServerManager.start`` until healthy vs bare ``opencode serve`` until healthy
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     opencode = find_test_opencode()
     if not opencode:
-        print("error: the real opencode is needed (bash .ci/setup, or put it on PATH)")
+        print("error: the real opencode is needed (bash scripts/setup-tests, or put it on PATH)")
         return 1
     rows: list[Row] = []
     print(f"machine: {machine()}", flush=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from smartspec_desktop.core.opencode import VersionCache, find_opencode
+from smartspec_desktop.core.opencode.binary import VersionCache, find_opencode
 from smartspec_desktop.core.storage.paths import Paths, UnsafeFolder
 from tests.conftest import Sandbox
 from tests.faults.conftest import Attacker

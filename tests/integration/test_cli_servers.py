@@ -44,7 +44,9 @@ def test_start_run_stop_end_to_end(sandbox: Sandbox) -> None:
     assert info["status"] == "running" and info["reused"] is False
     assert info["workspace_path"] == str(ws.resolve())
     assert info["opencode_version"].startswith("1.18.")
-    assert 3795 <= info["port"] <= 3800 or info["port_note"]
+    # The sandbox's private preferred range (a port of it may have been taken meanwhile: noted).
+    lo, hi = sandbox.ports
+    assert lo <= info["port"] <= hi or info["port_note"]
     assert info["url"] == f"http://127.0.0.1:{info['port']}"
 
     pw = password_of(sandbox, info["server_id"])
@@ -134,11 +136,7 @@ def test_busy_port_range_falls_back_to_a_free_port(sandbox: Sandbox) -> None:
     # running at the same time) take and free 3795-3800 while this test runs.
     held = hold_free_block(6)
     first, last = held[0].getsockname()[1], held[-1].getsockname()[1]
-    config = sandbox.data_dir / "config"
-    config.mkdir(parents=True)
-    (config / "settings.json").write_text(
-        json.dumps({"port_range_start": first, "port_range_end": last})
-    )
+    sandbox.write_settings(port_range_start=first, port_range_end=last)
     try:
         r = sandbox.cli("start", str(sandbox.workspace()), "--json")
         assert r.returncode == 0, r.stderr
@@ -252,14 +250,13 @@ def test_missing_opencode_says_how_to_install(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.faults
-def test_bad_and_malformed_keys_spawn_nothing(sandbox: Sandbox) -> None:
+def test_bad_and_missing_keys_spawn_nothing(sandbox: Sandbox) -> None:
+    # The CLI's wording; malformed keys, no models and the rest: tests/unit/test_start_failures.py
     ws = sandbox.workspace()
     unknown = "sk-smartspec-" + "A" * 43
     r = sandbox.cli("start", str(ws), env=dict(sandbox.env, SMARTSPEC_API_KEY=unknown))
     assert r.returncode == 1 and "rejected the API key" in r.stderr
     assert unknown not in r.stderr
-    r = sandbox.cli("start", str(ws), env=dict(sandbox.env, SMARTSPEC_API_KEY="sk-nope"))
-    assert r.returncode == 1 and "not a SmartSpecPro API key" in r.stderr
     env = dict(sandbox.env)
     env.pop("SMARTSPEC_API_KEY")
     r = sandbox.cli("start", str(ws), env=env)
@@ -283,16 +280,11 @@ def test_backend_down_spawns_nothing(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.faults
-@pytest.mark.parametrize(
-    ("kind", "expected"),
-    [("missing", "does not exist"), ("file", "is a file, not a folder")],
-)
-def test_workspace_errors(sandbox: Sandbox, kind: str, expected: str) -> None:
+def test_workspace_errors(sandbox: Sandbox) -> None:
+    # The CLI's wording; the other workspace errors: tests/unit/test_start_failures.py
     target = sandbox.root / "nothing-here"
-    if kind == "file":
-        target.write_text("x")
     r = sandbox.cli("start", str(target))
-    assert r.returncode == 1 and expected in r.stderr
+    assert r.returncode == 1 and "does not exist" in r.stderr
     assert r.stderr.count("\n") == 1, "one line: the problem and the fix"
 
 
@@ -354,7 +346,7 @@ def test_run_reports_gateway_failures_clearly(
     r = sandbox.cli("run", str(ws), "hello", timeout=90)
     assert r.returncode == 1
     assert expected in r.stderr and "gateway" in r.stderr.lower()
-    assert time.monotonic() - t0 < 30, "a gateway failure must not hang the run"
+    assert time.monotonic() - t0 < 60, "a gateway failure must not hang the run"
 
 
 @pytest.mark.faults

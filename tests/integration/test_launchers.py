@@ -44,7 +44,12 @@ def manager(box: Sandbox, **settings: object) -> ServerManager:
     # No keyring, like the sandbox's CLI runs: passwords in the same 0600 files they read.
     files = FileStore(paths.state_dir / "secrets")
     creds = Credentials(files, files, environ=box.env)
-    conf = Settings(backend_url=box.backend.url, **settings)  # type: ignore[arg-type]
+    conf = Settings(
+        backend_url=box.backend.url,
+        port_range_start=box.ports[0],
+        port_range_end=box.ports[1],
+        **settings,  # type: ignore[arg-type]
+    )
     return ServerManager(paths, conf, creds, environ=box.env)
 
 
@@ -154,9 +159,7 @@ def test_openwork_mode_requires_openwork_server(sandbox: Sandbox) -> None:
 
 
 def with_settings(box: Sandbox, mode: str) -> dict[str, str]:
-    config = box.data_dir / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "settings.json").write_text(json.dumps({"openwork_mode": mode}))
+    box.write_settings(openwork_mode=mode)
     return box.env
 
 
@@ -172,6 +175,10 @@ def standin_binary(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.allow_log(
+    r"core\.process\.procs: killing 2 process\(es\) that ignored SIGTERM",
+    reason="the test suspends openwork-server (SIGSTOP): it and its supervisor outlive SIGTERM",
+)
 def test_open_openwork_runs_openwork_server_as_a_child_of_the_server(
     sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path
 ) -> None:
@@ -181,9 +188,7 @@ def test_open_openwork_runs_openwork_server_as_a_child_of_the_server(
     sandbox.env["OPENWORK_STANDIN_REPORT"] = str(report)
     sm = manager(sandbox, openwork_server_path=str(binary))
     sm_stop.append(sm)
-    (sandbox.data_dir / "config" / "settings.json").write_text(
-        json.dumps({"openwork_server_path": str(binary)})  # the same, for CLI runs
-    )
+    sandbox.write_settings(openwork_server_path=str(binary))  # the same, for CLI runs
     opened: list[str] = []
 
     def opener(url: str) -> bool:
@@ -307,9 +312,7 @@ def test_open_cli_in_xterm_connects_the_tui_with_the_password_in_env_only(
 ) -> None:
     assert os.environ.get("DISPLAY"), "run through tests/run-tests (it provides Xvfb)"
     ws = sandbox.workspace()
-    config = sandbox.data_dir / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "settings.json").write_text(json.dumps({"terminal": "xterm"}))
+    sandbox.write_settings(terminal="xterm")
     env = dict(sandbox.env, DISPLAY=os.environ["DISPLAY"])
     r = sandbox.cli("open-cli", str(ws), env=env)
     assert r.returncode == 0, r.stderr

@@ -3,7 +3,6 @@ the TaskService and the AgentPanel driven with pytest-qt."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QMessageBox, QPushButton
+from PySide6.QtWidgets import (
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTreeWidget,
+    QTreeWidgetItem,
+)
 
 from smartspec_desktop.core.opencode.events import TaskState
 from smartspec_desktop.core.servers.registry import ServerRecord
@@ -25,6 +32,18 @@ from tests.conftest import Sandbox
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
 WAIT = 60_000  # ms: generous bound for a real opencode turn on a busy 2-core machine
+
+
+def cell(table: QTableWidget, row: int, column: int) -> QTableWidgetItem:
+    item = table.item(row, column)
+    assert item is not None, f"no item at ({row}, {column})"
+    return item
+
+
+def top_item(tree: QTreeWidget, index: int) -> QTreeWidgetItem:
+    item = tree.topLevelItem(index)
+    assert item is not None, f"no top-level item {index}"
+    return item
 
 
 def password_of(box: Sandbox, server_id: str) -> str:
@@ -47,9 +66,7 @@ class Rig:
 
 def start_rig(box: Sandbox, qtbot: object, *, permissions: str = "default") -> Iterator[Rig]:
     if permissions != "default":
-        settings = box.data_dir / "config" / "settings.json"
-        settings.parent.mkdir(parents=True, exist_ok=True)
-        settings.write_text(json.dumps({"agent_permissions": permissions}))
+        box.write_settings(agent_permissions=permissions)
     ws = box.workspace()
     info = box.cli_json("start", str(ws))
     record = ServerRecord(
@@ -143,11 +160,11 @@ def test_tool_call_todos_and_completion_show_in_the_activity_view(rig: Rig, qtbo
     assert (rig.ws / "hello.txt").read_text() == "hi there\n"
     p = rig.panel
     rows = [
-        (p.tools_view.topLevelItem(i).text(0), p.tools_view.topLevelItem(i).text(1))
+        (top_item(p.tools_view, i).text(0), top_item(p.tools_view, i).text(1))
         for i in range(p.tools_view.topLevelItemCount())
     ]
     assert rows == [("todowrite", "✔ done"), ("write", "✔ done"), ("todowrite", "✔ done")]
-    assert p.tools_view.topLevelItem(1).text(2).endswith("hello.txt")
+    assert top_item(p.tools_view, 1).text(2).endswith("hello.txt")
     assert p.todo_label.text() == "Todo: 2 of 2 done"
     assert [p.todo_list.item(i).checkState() for i in range(2)] == [Qt.CheckState.Checked] * 2
     assert progress[0] == (0, 2) and progress[-1] == (2, 2), progress
@@ -171,8 +188,8 @@ def test_tool_call_todos_and_completion_show_in_the_activity_view(rig: Rig, qtbo
         return p.table.rowCount() == 1 and item is not None and not item.text().startswith("▶")
 
     qtbot.waitUntil(listed, timeout=WAIT)  # type: ignore[attr-defined]
-    assert p.table.item(0, 0).text() == "Write hello.txt and tell me"
-    assert p.table.item(0, 3).text() == f"{total_tokens:,}"
+    assert cell(p.table, 0, 0).text() == "Write hello.txt and tell me"
+    assert cell(p.table, 0, 3).text() == f"{total_tokens:,}"
 
 
 def test_permission_request_is_answered_from_the_ui(asking_rig: Rig, qtbot: object) -> None:
@@ -222,14 +239,14 @@ def test_abort_stops_a_long_task_and_sessions_can_be_managed(
     # New, Rename and Delete through the table's buttons
     def ids() -> list[str]:
         return [
-            p.table.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in range(p.table.rowCount())
+            cell(p.table, r, 0).data(Qt.ItemDataRole.UserRole) for r in range(p.table.rowCount())
         ]
 
     def title_of(session_id: str) -> str:
         return next(
-            p.table.item(r, 0).text()
+            cell(p.table, r, 0).text()
             for r in range(p.table.rowCount())
-            if p.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == session_id
+            if cell(p.table, r, 0).data(Qt.ItemDataRole.UserRole) == session_id
         )
 
     qtbot.mouseClick(p.new_btn, Qt.MouseButton.LeftButton)  # type: ignore[attr-defined]
@@ -251,7 +268,7 @@ def test_abort_stops_a_long_task_and_sessions_can_be_managed(
     assert len(remaining) == 1
     opened: list[str] = []
     p.open_session_requested.connect(opened.append)
-    pos = p.table.visualItemRect(p.table.item(0, 0)).center()
+    pos = p.table.visualItemRect(cell(p.table, 0, 0)).center()
     vp = p.table.viewport()
     qtbot.mouseClick(vp, Qt.MouseButton.LeftButton, pos=pos)  # type: ignore[attr-defined]
     qtbot.mouseDClick(vp, Qt.MouseButton.LeftButton, pos=pos)  # type: ignore[attr-defined]

@@ -429,12 +429,12 @@ def test_force_429(backend: BackendStandIn, client: httpx.Client) -> None:
 
 
 def test_delay_all_causes_client_timeout(backend: BackendStandIn) -> None:
-    backend.delay_all(2.0)
+    backend.delay_all(60.0)
     with httpx.Client(base_url=backend.url, timeout=0.1) as c, pytest.raises(httpx.ReadTimeout):
         c.get("/v1/opencode/health")
     t0 = time.monotonic()
     backend.stop()
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 20, "stop waited for the delayed request"
 
 
 @pytest.mark.parametrize("step", [Hang(), Hang(after_headers=True), Delay(30.0)])
@@ -463,8 +463,8 @@ def test_stop_is_prompt_during_hang(step: Step) -> None:
         time.sleep(0.05)
         t0 = time.monotonic()
         backend.stop()
-        assert time.monotonic() - t0 < 1.0
-        caller.join(2.0)
+        assert time.monotonic() - t0 < 20, "stop waited for the hanging request"
+        caller.join(20.0)
         assert not caller.is_alive()
     finally:
         backend.stop()

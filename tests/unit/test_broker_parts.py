@@ -122,6 +122,10 @@ def test_model_ids_that_opencode_would_expand_are_dropped(
     assert "Ignored 6 model id(s)" in caplog.text
 
 
+@pytest.mark.allow_log(
+    r"core\.broker\.modelids: Ignored 1 model id",
+    reason="the {file:} model id is the input",
+)
 def test_models_file_is_0600_and_big_catalogues_fit(tmp_path: Path) -> None:
     models = [f"vendor/model-{i:05d}" for i in range(5000)] + ["{file:/secret}"]
     path = write_models_config(tmp_path / "state" / "models.json", models)

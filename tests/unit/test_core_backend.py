@@ -251,12 +251,12 @@ def test_unreachable_backend_names_the_url() -> None:
 
 
 def test_slow_backend_times_out_as_unreachable(standin: BackendStandIn) -> None:
-    standin.delay_all(5.0)
+    standin.delay_all(60.0)
     key = standin.issue_api_key(EMAIL)
     started = time.monotonic()
     with BackendClient(standin.url, timeout=0.3) as c, pytest.raises(BackendUnreachable) as ei:
         c.models(key)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 30, "the client waited for the 60 s answer"
     assert "did not answer in time" in ei.value.problem
     assert standin.url in ei.value.problem
     assert_secret_free(ei.value, key)

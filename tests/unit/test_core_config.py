@@ -81,6 +81,10 @@ def test_saved_file_is_plain_json_with_every_field(tmp_path: Path) -> None:
         ("terminal", None),
     ],
 )
+@pytest.mark.allow_log(
+    r"core\.storage\.config: Setting '\w+' in .* has a bad value",
+    reason="the bad value is the input; the test checks the warning returned",
+)
 def test_bad_types_are_dropped_with_a_warning(tmp_path: Path, key: str, bad: Any) -> None:
     path = write(tmp_path / "settings.json", {key: bad, "model": "kept"})
     settings, warnings = load_settings(path)
@@ -105,6 +109,10 @@ def test_unknown_keys_are_ignored_quietly(tmp_path: Path) -> None:
     assert not hasattr(settings, "future_option")
 
 
+@pytest.mark.allow_log(
+    r"settings\.json was unreadable",
+    reason="the corrupt file is the input (logged by atomic and by config)",
+)
 def test_corrupt_file_gives_defaults_and_a_warning(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     path.write_text("{not json", encoding="utf-8")

@@ -133,6 +133,14 @@ def test_unsupported_versions_are_refused_with_the_way_out(version: str) -> None
     assert "opencode install" in ei.value.fix and ALLOW_UNTESTED_ENV in ei.value.fix
 
 
+@pytest.mark.allow_log(
+    r"core\.opencode: OpenCode 1\.17\.2 .* is not supported",
+    reason="the untested version is the input",
+)
+@pytest.mark.allow_log(
+    r"core\.opencode\.binary: OpenCode 1\.17\.2 .* is not supported",
+    reason="the untested version is the input",
+)
 def test_allow_untested_turns_the_refusal_into_a_warning() -> None:
     warning = check_supported("/x/opencode", "1.17.2", {ALLOW_UNTESTED_ENV: "1"})
     assert "1.17.2" in warning and "not supported" in warning
@@ -208,6 +216,14 @@ def test_nothing_installed_gives_the_install_hint(tmp_path: Path, cache: Version
     assert f"opencode-ai@{PINNED_VERSION}" in ei.value.fix
 
 
+@pytest.mark.allow_log(
+    r"core\.opencode: OpenCode 1\.17\.2 .* is not supported",
+    reason="the untested version is the input",
+)
+@pytest.mark.allow_log(
+    r"core\.opencode\.binary: OpenCode 1\.17\.2 .* is not supported",
+    reason="the untested version is the input",
+)
 def test_wrong_version_is_refused_unless_allowed(
     tmp_path: Path, cache: VersionCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -245,6 +261,9 @@ def test_cache_key_follows_symlinks(tmp_path: Path, cache: VersionCache) -> None
     assert runs(counter) == 1
 
 
+@pytest.mark.allow_log(
+    r"opencode-version\.json was unreadable", reason="the corrupt cache is the input"
+)
 def test_cache_is_bounded_and_tolerates_a_corrupt_file(tmp_path: Path, cache: VersionCache) -> None:
     cache.path.parent.mkdir(parents=True)
     cache.path.write_text("{{{", encoding="utf-8")

@@ -121,7 +121,7 @@ def start(cmd: str, spawned: list[subprocess.Popen[bytes]]) -> subprocess.Popen[
 def wait_children(pid: int, count: int, timeout: float = 5.0) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = psutil.Process(pid).children(recursive=True)
+        kids: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
         if len(kids) >= count:
             return list(kids)
         time.sleep(0.01)
@@ -207,6 +207,10 @@ def _pgid(pid: int) -> int:
         return -1
 
 
+@pytest.mark.allow_log(
+    r"core\.process\.procs: killing 2 process\(es\) that ignored SIGTERM",
+    reason="the children ignore SIGTERM on purpose",
+)
 def test_processes_ignoring_sigterm_are_killed_after_the_grace(
     spawned: list[subprocess.Popen[bytes]],
 ) -> None:
@@ -218,7 +222,7 @@ def test_processes_ignoring_sigterm_are_killed_after_the_grace(
     elapsed = time.monotonic() - started
     assert left == []
     assert elapsed >= 0.5  # SIGTERM was tried first
-    assert elapsed < 4.0
+    assert elapsed < 30, "kill_tree waited for the child (sleep 60) instead of killing it"
     assert all(gone(k) for k in kids)
     assert gone(root)
 
@@ -235,6 +239,10 @@ def test_a_root_that_does_not_lead_its_group_never_drags_the_group_in(
     assert not gone(b)
 
 
+@pytest.mark.allow_log(
+    r"core\.process\.procs: not killing pid \d+",
+    reason="the stranger's process is the input",
+)
 def test_only_processes_we_spawned_are_killed_from_a_record(
     spawned: list[subprocess.Popen[bytes]],
 ) -> None:

@@ -19,7 +19,6 @@ from smartspec_desktop.core.errors import (
     WorkspaceError,
 )
 from smartspec_desktop.core.redact import MASK, Redactor, mask_key
-from smartspec_desktop.core.storage import atomic
 from smartspec_desktop.core.storage.atomic import (
     atomic_write_json,
     atomic_write_text,
@@ -131,7 +130,7 @@ def test_failed_atomic_write_keeps_old_content_and_removes_temp(
     def broken_replace(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(atomic.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space left"):
         atomic_write_json(target, {"v": 2})
     monkeypatch.undo()
@@ -167,6 +166,10 @@ def test_corrupt_json_is_moved_aside_with_a_warning_naming_the_copy(
     assert warning in caplog.text
 
 
+@pytest.mark.allow_log(
+    r"core\.storage\.atomic: .* was unreadable \(top level is not an object\)",
+    reason="the corrupt file is the input",
+)
 @pytest.mark.parametrize("content", ["[1, 2]", '"text"', "42", "null"])
 def test_non_object_top_level_is_treated_as_corrupt(tmp_path: Path, content: str) -> None:
     p = tmp_path / "s.json"
@@ -177,6 +180,10 @@ def test_non_object_top_level_is_treated_as_corrupt(tmp_path: Path, content: str
     assert not p.exists()
 
 
+@pytest.mark.allow_log(
+    r"core\.storage\.atomic: .* was unreadable .* could not be moved aside",
+    reason="the corrupt, unmovable file is the input",
+)
 def test_corrupt_file_that_cannot_be_moved_still_reads_as_empty(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,12 +193,16 @@ def test_corrupt_file_that_cannot_be_moved_still_reads_as_empty(
     def no_replace(src: object, dst: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(atomic.os, "replace", no_replace)
+    monkeypatch.setattr(os, "replace", no_replace)
     data, warning = read_json_object(p)
     assert data == {}
     assert warning is not None and "could not be moved aside" in warning
 
 
+@pytest.mark.allow_log(
+    r"core\.storage\.atomic: .* was unreadable \('utf-8' codec",
+    reason="the non-UTF-8 file is the input",
+)
 def test_non_utf8_file_is_treated_as_corrupt_not_raised(tmp_path: Path) -> None:
     p = tmp_path / "settings.json"
     p.write_bytes(b'{"terminal": "caf\xe9"}')  # e.g. saved as Latin-1 by an editor

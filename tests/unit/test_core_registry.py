@@ -99,6 +99,10 @@ def test_an_exception_inside_a_transaction_saves_nothing(registry: Registry) -> 
     assert registry.snapshot()["s1"].status == RUNNING
 
 
+@pytest.mark.allow_log(
+    r"core\.storage\.atomic: .*(servers|sessions)\.json was unreadable",
+    reason="the corrupt state file is the input",
+)
 def test_corrupt_state_file_gives_a_warning_and_an_empty_registry(registry: Registry) -> None:
     registry.file.parent.mkdir(parents=True)
     registry.file.write_text('{"sessions": {', encoding="utf-8")
@@ -113,6 +117,15 @@ def test_corrupt_state_file_gives_a_warning_and_an_empty_registry(registry: Regi
     assert list(registry.snapshot()) == ["s1"]
 
 
+@pytest.mark.allow_log(
+    r"core\.servers\.registry: dropping an unreadable server record",
+    reason="the broken records are the input",
+)
+@pytest.mark.allow_log(
+    r"core\.servers\.registry: (dropping an unreadable server record|the state was written by a "
+    r"newer version)",
+    reason="broken records are the input",
+)
 def test_unknown_fields_are_ignored_and_broken_records_dropped(registry: Registry) -> None:
     registry.file.parent.mkdir(parents=True)
     good = {

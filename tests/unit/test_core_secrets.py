@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keyring
@@ -74,10 +74,10 @@ class LockedStore:
 class DictKeyring(KeyringBackend):
     """A working in-memory keyring backend."""
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.data: dict[tuple[str, str], str] = {}
 
     def get_password(self, service: str, username: str) -> str | None:
@@ -339,11 +339,12 @@ def test_fail_keyring_is_unavailable_and_raises_keyring_unavailable(
     store = KeyringStore("smartspec-test")
     assert store.available() is False
     assert isinstance(keyring.get_keyring(), fail.Keyring)
-    for call in (
+    calls: list[Callable[[], object]] = [
         lambda: store.get(API_KEY_ENTRY),
         lambda: store.set(API_KEY_ENTRY, "v"),
         lambda: store.delete(API_KEY_ENTRY),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(KeyringUnavailable) as ei:
             call()
         assert API_KEY_ENV in ei.value.fix
@@ -352,7 +353,7 @@ def test_fail_keyring_is_unavailable_and_raises_keyring_unavailable(
 def test_credentials_over_a_fail_keyring_use_env_and_file(
     tmp_path: Path, restore_keyring: None
 ) -> None:
-    keyring.set_keyring(fail.Keyring())
+    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]
     c = Credentials(KeyringStore("smartspec-test"), FileStore(tmp_path), environ={})
     with pytest.raises(ApiKeyMissing, match="No SmartSpecPro API key"):
         c.api_key()

@@ -258,6 +258,10 @@ def test_handoff_redirects_exactly_once(tmp_path: Path) -> None:
     assert not stale.exists() and recent.exists()
 
 
+@pytest.mark.allow_log(
+    r"core\.launch\.launchers: refused a connection to the one-shot page",
+    reason="the foreign peer is the input",
+)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/net/tcp")
 @pytest.mark.parametrize("owner", [None, 12345])
 def test_handoff_refuses_a_peer_of_another_or_unknown_owner(
@@ -293,6 +297,10 @@ def test_socket_owner_finds_our_socket_in_either_table(family: int, host: str) -
                 assert launchers.socket_owner(("127.0.0.1", 1), srv.getsockname()) is None
 
 
+@pytest.mark.allow_log(
+    r"core\.servers\.reconcile: forgetting the server of .*: pid 0 is gone",
+    reason="the 'server gone' case records a dead pid on purpose",
+)
 @pytest.mark.parametrize("how", ["stop", "server gone"])
 def test_the_servers_children_die_with_it(tmp_path: Path, how: str) -> None:
     paths = Paths.from_base(tmp_path / "data")

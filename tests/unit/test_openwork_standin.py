@@ -28,10 +28,10 @@ LISTENING = re.compile(r"openwork-standin listening on http://127\.0\.0\.1:(\d+)
 class FakeOpenCode(http.server.BaseHTTPRequestHandler):
     """An OpenCode server with a password: /global/health for opencode:<PASSWORD> only."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         expected = "Basic " + base64.b64encode(f"opencode:{PASSWORD}".encode()).decode()
         if self.headers.get("Authorization") != expected:
             status, body = 401, b'{"error":"unauthorized"}'

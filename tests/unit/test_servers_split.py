@@ -58,6 +58,10 @@ def test_version_1_state_is_migrated_to_servers_json(tmp_path: Path) -> None:
     assert data["servers"]["srv_a"]["children"][0]["kind"] == "openwork"
 
 
+@pytest.mark.allow_log(
+    r"core\.servers\.registry: dropping an unreadable server record",
+    reason="bad records are the input",
+)
 def test_records_with_a_bad_field_are_dropped(tmp_path: Path) -> None:
     state = tmp_path / "servers.json"
     good = {"server_id": "a", "workspace_path": "/w", "status": "running", "created_at": "t"}
@@ -92,6 +96,10 @@ def record(**kw: object) -> ServerRecord:
     return ServerRecord(**{**base, **kw})  # type: ignore[arg-type]
 
 
+@pytest.mark.allow_log(
+    r"core\.servers\.reconcile: forgetting the server of",
+    reason="a vanished server is the input",
+)
 def test_reconcile_keeps_live_servers_and_marks_crashes(tmp_path: Path) -> None:
     assert reconcile(record(pid=10), FakeTable({10})) is True
     exit_file = tmp_path / "exit.json"
@@ -111,6 +119,10 @@ def test_reconcile_keeps_live_servers_and_marks_crashes(tmp_path: Path) -> None:
     assert reconcile(record(pid=10, exit_file=str(exit_file)), FakeTable(set())) is False
 
 
+@pytest.mark.allow_log(
+    r"core\.servers\.reconcile: reaped the unrecorded server",
+    reason="the interrupted start is the input",
+)
 def test_reconcile_reaps_an_interrupted_start_only_when_its_starter_died() -> None:
     starting = record(status=STARTING, owner_pid=5, exit_file="/state/exits/srv_1.json")
     table = FakeTable({5})

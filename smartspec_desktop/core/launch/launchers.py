@@ -612,13 +612,13 @@ class Handoff:
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = HANDOFF_CONNECTION_TIMEOUT  # per read: a silent client loses its turn
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 handoff._answer(self)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 handoff._plain(self, 404, "Nothing here. Use Open OpenWork UI in the app.")
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         class Server(http.server.ThreadingHTTPServer):

@@ -272,7 +272,7 @@ def _interrupt(response: httpx.Response) -> None:
     def close() -> None:
         try:
             response.close()
-        except Exception:  # noqa: BLE001 - racing the reader; the stream is dead either way
+        except Exception:
             log.debug("closing the event stream raised", exc_info=True)
 
     threading.Thread(target=close, name="close-event-stream", daemon=True).start()
