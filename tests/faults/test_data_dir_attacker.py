@@ -182,7 +182,7 @@ def stranger() -> Iterator[psutil.Process]:
 
 
 def plant_registry(data_dir: Path, victim: psutil.Process, ws: Path) -> None:
-    """Records as a damaged (or, before the folder checks, planted) ``sessions.json`` may hold:
+    """Records as a damaged (or, before the folder checks, planted) ``servers.json`` may hold:
     one whose server is gone but whose child names the victim, and one whose server and
     supervisor are the victim."""
     ctime = victim.create_time()
@@ -195,10 +195,10 @@ def plant_registry(data_dir: Path, victim: psutil.Process, ws: Path) -> None:
     }
     base = {"workspace_path": str(ws), "status": "running", "created_at": "2026-12-01T00:00:00Z"}
     sessions = {
-        "srv_gone": dict(base, session_id="srv_gone", pid=0, children=[child]),
+        "srv_gone": dict(base, server_id="srv_gone", pid=0, children=[child]),
         "srv_victim": dict(
             base,
-            session_id="srv_victim",
+            server_id="srv_victim",
             workspace_path=str(ws) + "-2",
             pid=victim.pid,
             create_time=ctime,
@@ -209,7 +209,7 @@ def plant_registry(data_dir: Path, victim: psutil.Process, ws: Path) -> None:
         ),
     }
     state = data_dir / "state"
-    (state / "sessions.json").write_text(json.dumps({"version": 1, "sessions": sessions}))
+    (state / "servers.json").write_text(json.dumps({"version": 2, "servers": sessions}))
 
 
 def test_a_registry_naming_a_strangers_process_never_kills_it(

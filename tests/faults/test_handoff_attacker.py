@@ -65,6 +65,11 @@ def assert_got_nothing(seen: list[dict[str, Any]], password: str, opened: str) -
     assert {e["how"] for e in attacked} == {"ipv4", "ipv6", "ipv4-mapped"}
 
 
+@pytest.mark.allow_log(
+    r"core\.launch\.launchers: (refused a connection to the one-shot page"
+    r"|Another user on this machine tried)",
+    reason="the other user's connections are the attack",
+)
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is needed")
 def test_another_user_gets_nothing_while_real_chromium_signs_in(
     sandbox: Sandbox, attacker: Attacker, tmp_path: Path
@@ -105,6 +110,11 @@ def test_another_user_gets_nothing_while_real_chromium_signs_in(
     assert_got_nothing(seen, password, opened[0])
 
 
+@pytest.mark.allow_log(
+    r"core\.launch\.launchers: (refused a connection to the one-shot page"
+    r"|Another user on this machine tried)",
+    reason="the other user's connections are the attack",
+)
 def test_the_page_refuses_every_socket_family_of_another_user(
     attacker: Attacker, tmp_path: Path
 ) -> None:
