@@ -130,8 +130,8 @@ def check_backend(url: str, backend_factory: Callable[[str], BackendClient]) -> 
         return Check(
             BACKEND,
             State.FAILED,
-            f"Not reachable at {url}: {e.problem} Start the backend, or set its URL in "
-            "Settings (or try the demo backend).",
+            (e.problem if url in e.problem else f"Not reachable at {url}: {e.problem}")
+            + " Start the backend, or set its URL in Settings (or try the demo backend).",
             FIX_SETTINGS,
         )
     except RateLimited as e:

@@ -96,7 +96,7 @@ def test_backend_ok_and_failed_states_name_the_url_and_offer_settings() -> None:
     down = BackendUnreachable("Cannot connect.", "Start it.")
     bad = r.check_backend("http://b.test", lambda u: FakeBackend(u, health=down))
     assert bad.state == r.State.FAILED
-    assert "Not reachable at http://b.test" in bad.detail
+    assert "Not reachable at http://b.test: Cannot connect." in bad.detail
     assert bad.fix_action == r.FIX_SETTINGS and bad.fix_label == "Open Settings"
     assert FakeBackend.calls == ["health", "health"]  # one request per check, no retry
 
