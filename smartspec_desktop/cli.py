@@ -426,6 +426,12 @@ def _run_demo(paths: Paths, args: argparse.Namespace, out: TextIO, err: TextIO) 
         ) from None
     if args.backend_url:
         err.write("warning: --backend-url is ignored with --demo (the demo backend is local).\n")
+    if args.command == "key" and args.key_command in ("set", "delete"):
+        raise mode.DemoError(
+            f"`key {args.key_command}` manages your own API key; demo mode never stores or "
+            "removes one (it uses a throw-away key of the demo backend for each run).",
+            f"Run `smartspec-desktop key {args.key_command}` without --demo.",
+        )
     with mode.holding(demo.state_dir):
         if args.command == "stop" and args.all:  # no gateway needed to stop everything
             servers, gateway = mode.stop_everything(paths)

@@ -144,6 +144,5 @@ class ReadinessPanel(QFrame):
         if ready == len(results):
             self.summary.setText("Everything is ready.")
         else:
-            self.summary.setText(
-                f"{ready} of {len(results)} ready: fix the rows below, or try the demo backend."
-            )
+            hint = ", or try the demo backend" if self.try_demo.isVisibleTo(self) else ""
+            self.summary.setText(f"{ready} of {len(results)} ready: fix the rows below{hint}.")

@@ -64,3 +64,16 @@ def test_demo_core_uses_the_demo_gateway_and_this_runs_key_only(tmp_path: Path) 
     assert key not in "".join(
         p.read_text(errors="replace") for p in (tmp_path / "data").rglob("*") if p.is_file()
     )
+
+
+def test_demo_cli_refuses_to_store_or_delete_a_key(tmp_path: Path) -> None:
+    import io
+
+    from smartspec_desktop.cli import build_parser, run_cli
+
+    for action in ("set", "delete"):
+        args = build_parser().parse_args(["--data-dir", str(tmp_path), "--demo", "key", action])
+        out, err = io.StringIO(), io.StringIO()
+        assert run_cli(args, out, err) == 1
+        assert f"Run `smartspec-desktop key {action}` without --demo." in err.getvalue()
+    assert not (tmp_path / "state" / "demo" / "gateway.json").exists()  # none was started
