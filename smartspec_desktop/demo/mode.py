@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.errors import SmartSpecError, StateError
@@ -273,6 +273,22 @@ def _servers_running(state_dir: Path) -> bool:
     return False
 
 
+def _retire(state_dir: Path) -> bool:
+    """Withdraw this gateway's record unless someone started using it meanwhile. Under the lock
+    :func:`ensure_gateway` holds while it picks a gateway, so a command never gets the URL of a
+    gateway that is about to go (a command registers as holder before it asks)."""
+    try:
+        with FileLock(str(state_dir / "gateway.lock"), timeout=1):
+            if _someone_holds(state_dir) or _servers_running(state_dir):
+                return False
+            info = read_gateway(state_dir)
+            if info is not None and info.pid == os.getpid():
+                _gateway_file(state_dir).unlink(missing_ok=True)
+            return True
+    except Timeout:  # a command is choosing a gateway right now: it may well be this one
+        return False
+
+
 def gateway_main(argv: Sequence[str]) -> int:
     """The detached gateway process: serve until stopped, or idle for :data:`IDLE_GRACE` s."""
     from smartspec_desktop.demo.backend import BackendStandIn
@@ -307,7 +323,7 @@ def gateway_main(argv: Sequence[str]) -> int:
                 idle_since = None
             elif idle_since is None:
                 idle_since = time.monotonic()
-            elif time.monotonic() - idle_since >= IDLE_GRACE:
+            elif time.monotonic() - idle_since >= IDLE_GRACE and _retire(state_dir):
                 print("no demo server and nobody using the demo: stopping", flush=True)
                 break
     finally:
