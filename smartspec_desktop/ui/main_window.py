@@ -30,7 +30,7 @@ from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.account import AccountPage, format_credits
 from smartspec_desktop.ui.agent import AgentPanel
-from smartspec_desktop.ui.devmode import DevModePanel
+from smartspec_desktop.ui.devmode import GATEWAY_NOTE, DevModePanel
 from smartspec_desktop.ui.readiness import ReadinessPanel
 from smartspec_desktop.ui.settings_page import SettingsPage
 from smartspec_desktop.ui.widgets import STATUS_LABELS
@@ -191,7 +191,19 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"SmartSpec Desktop — {label}")
         self.demo_banner.setText(f"⚠ {label}" + (f"  ·  {detail}" if detail else ""))
         self.demo_banner.setVisible(True)
-        for page in (self.account_page, self.devmode.agent_panel):
+        # The backend is the demo's for this run: not editable here (settings.json keeps yours).
+        self.settings_page.backend_url.setReadOnly(True)
+        self.settings_page.backend_url.setToolTip(
+            "The local demo backend, for this run only. Start SmartSpec Desktop without --demo "
+            "to use (and change) your own backend URL."
+        )
+        for note in self.devmode.findChildren(QLabel):
+            if note.text() == GATEWAY_NOTE:
+                note.setText(
+                    "Demo mode: OpenCode runs through a local demo gateway with scripted answers "
+                    "and simulated credits. Nothing is charged; your own key is not used."
+                )
+        for page in (self.account_page, self.devmode.agent_panel, self.settings_page):
             lay = page.layout() if page is not None else None
             if isinstance(lay, QVBoxLayout):
                 note = QLabel(f"⚠ {label}")

@@ -155,7 +155,11 @@ def test_the_demo_is_labelled_on_every_page(gui: Gui) -> None:
     w.mark_demo(DEMO_LABEL, "http://127.0.0.1:1234")
     assert DEMO_LABEL in w.windowTitle()
     assert w.demo_banner.isVisible() and DEMO_LABEL in w.demo_banner.text()
-    for page in (w.account_page, w.devmode.agent_panel):
+    for page in (w.account_page, w.devmode.agent_panel, w.settings_page):
         assert page is not None
         notes = [lab.text() for lab in page.findChildren(QLabel, "demo_note")]
         assert notes == [f"⚠ {DEMO_LABEL}"]
+    assert w.settings_page.backend_url.isReadOnly()
+    texts = [lab.text() for lab in w.devmode.findChildren(QLabel)]
+    assert any(t.startswith("Demo mode: OpenCode runs through a local demo gateway") for t in texts)
+    assert not any("charged to the credits" in t for t in texts)
