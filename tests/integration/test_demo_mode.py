@@ -83,3 +83,35 @@ def test_plain_stop_all_also_stops_the_demo(sandbox: Sandbox) -> None:
     assert r.returncode == 0, r.stderr
     assert "Stopped 1 demo server(s) and the demo backend." in r.stdout
     assert not gateways(sandbox.root)
+
+
+def test_demo_open_openwork_opens_opencodes_web_ui_on_the_demo_server(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Open OpenWork UI (OpenCode's web UI path) from the CLI works against the demo gateway: the
+    browser gets the hand-off page, and its redirect signs it in to the demo server."""
+    import sys
+
+    import httpx
+
+    sandbox.write_settings(openwork_mode="web")
+    ws = sandbox.workspace()
+    seen = tmp_path / "redirect"
+    browser = tmp_path / "browser"
+    browser.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "from tests.handoff_browser import open_handoff\n"
+        "r = open_handoff(sys.argv[1])\n"
+        f"open({str(seen)!r}, 'w').write(r.headers.get('location', ''))\n"
+    )
+    browser.chmod(0o755)
+    r = sandbox.cli("--demo", "open-openwork", str(ws), env=dict(sandbox.env, BROWSER=str(browser)))
+    assert r.returncode == 0, r.stderr
+    assert DEMO_LABEL in r.stderr
+    location = seen.read_text()
+    assert location.startswith("http://opencode:") and "@127.0.0.1:" in location
+    page = httpx.get(location, timeout=15, trust_env=False)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    r = sandbox.cli("--demo", "stop", "--all")
+    assert r.returncode == 0 and "demo backend" in r.stdout, r.stdout + r.stderr
