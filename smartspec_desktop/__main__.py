@@ -11,6 +11,10 @@ def main(argv: list[str] | None = None) -> int:
         from smartspec_desktop.core.process.supervisor import main as supervise
 
         return supervise(argv[1:])
+    if argv[:1] == ["--demo-gateway"]:  # the demo backend's own process (see demo/mode.py)
+        from smartspec_desktop.demo.mode import gateway_main
+
+        return gateway_main(argv[1:])
 
     from smartspec_desktop.cli import build_parser, run_cli
 

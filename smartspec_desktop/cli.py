@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend-url", help="SmartSpecPro backend (default: settings, else http://localhost:8000)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging to the app log")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="use a local demo backend (scripted answers, simulated credits, a key for this run "
+        "only); your settings, key and servers are left alone",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("start", help="start (or reuse) the OpenCode server of a workspace")
@@ -189,6 +195,13 @@ def cmd_stop(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     if args.all:
         stopped = core.servers.stop_all()
         out.write(f"Stopped {len(stopped)} server(s).\n")
+        if core.demo is None:
+            _stop_demo_too(core, out)
+        else:
+            from smartspec_desktop.demo import mode
+
+            mode.stop_gateway(core.paths.state_dir)
+            out.write("Stopped the demo backend.\n")
         return EXIT_OK
     if not args.workspace:
         err.write("error: name a workspace to stop, or use --all.\n")
@@ -196,6 +209,15 @@ def cmd_stop(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     rec = core.servers.stop(args.workspace)
     out.write(f"Stopped the server for {rec.workspace_path}.\n")
     return EXIT_OK
+
+
+def _stop_demo_too(core: Core, out: TextIO) -> None:
+    """``stop --all`` also stops what ``--demo`` left running (its servers, its gateway)."""
+    from smartspec_desktop.demo import mode
+
+    servers, gateway = mode.stop_everything(core.paths)
+    if servers or gateway:
+        out.write(f"Stopped {servers} demo server(s) and the demo backend.\n")
 
 
 def _when(epoch: float) -> str:
@@ -389,9 +411,49 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace, TextIO, TextIO], int]] =
 }
 
 
+def _run_demo(paths: Paths, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """A command against the demo gateway (see :mod:`smartspec_desktop.demo.mode`)."""
+    from smartspec_desktop.demo import mode
+
+    demo = mode.demo_paths(paths)
+    try:
+        paths.ensure()
+        demo.ensure()
+    except OSError as e:
+        raise StateError(
+            f"Cannot create the app's folders under {paths.state_dir.parent} ({e.strerror or e}).",
+            "Make that folder writable, or pass --data-dir with a writable folder.",
+        ) from None
+    if args.backend_url:
+        err.write("warning: --backend-url is ignored with --demo (the demo backend is local).\n")
+    if args.command == "key" and args.key_command in ("set", "delete"):
+        raise mode.DemoError(
+            f"`key {args.key_command}` manages your own API key; demo mode never stores or "
+            "removes one (it uses a throw-away key of the demo backend for each run).",
+            f"Run `smartspec-desktop key {args.key_command}` without --demo.",
+        )
+    with mode.holding(demo.state_dir):
+        if args.command == "stop" and args.all:  # no gateway needed to stop everything
+            servers, gateway = mode.stop_everything(paths)
+            out.write(f"Stopped {servers} demo server(s)")
+            out.write(" and the demo backend.\n" if gateway else ".\n")
+            return EXIT_OK
+        session = mode.start_demo(paths)
+        core = mode.build_demo_core(paths, session)
+        setup_logging(demo.log_dir, core.servers.redactor(), verbose=args.verbose)
+        err.write(f"note: {mode.describe(session)}\n")
+        _warn(core.warnings, err)
+        if args.command != "stop":
+            mode.retire_stale_servers(core, _say(err))
+        core.settings.validate()
+        return COMMANDS[args.command](core, args, out, err)
+
+
 def run_cli(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     try:
         paths = Paths.resolve(args.data_dir)
+        if getattr(args, "demo", False):
+            return _run_demo(paths, args, out, err)
         try:
             core = build_core(paths, backend_url=args.backend_url)
         except OSError as e:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.storage.config import Settings, load_settings, save_settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials, FileStore, KeyringStore, SecretStore
+
+if TYPE_CHECKING:
+    from smartspec_desktop.demo.mode import DemoSession
 
 
 @dataclass
@@ -17,6 +21,8 @@ class Core:
     credentials: Credentials
     servers: ServerManager
     warnings: list[str]
+    #: Set in demo mode (``--demo``): the demo gateway and this run's key; None otherwise.
+    demo: DemoSession | None = None
 
     def save_settings(self) -> None:
         save_settings(self.paths.settings_file, self.settings)

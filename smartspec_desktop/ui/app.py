@@ -13,16 +13,18 @@ import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from filelock import FileLock, Timeout
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QProcess, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication
 
 from smartspec_desktop import APP_NAME
 from smartspec_desktop.core.errors import SmartSpecError
+from smartspec_desktop.core.readiness import Readiness
 from smartspec_desktop.core.redact import Redactor
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.wiring import Core, build_core
@@ -30,11 +32,15 @@ from smartspec_desktop.logsetup import setup_logging
 from smartspec_desktop.resources import resource_path
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
+from smartspec_desktop.services.readiness import ReadinessService
 from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
+
+if TYPE_CHECKING:
+    from smartspec_desktop.demo.mode import DemoSession
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +112,48 @@ class Application:
         )
         self.window.quit_ready.connect(self.qapp.quit)
         self.server: QLocalServer | None = None
+        self.readiness = ReadinessService(self._readiness_checks, self.jobs, self.window)
+        self.window.attach_readiness(self.readiness, demo_available=core.demo is None)
+        self.window.demo_requested.connect(self.launch_demo)
+        if core.demo is not None:
+            from smartspec_desktop.demo.mode import DEMO_LABEL
+
+            self.window.mark_demo(DEMO_LABEL, f"{core.demo.url} · your settings and key are unused")
+
+    def _readiness_checks(self) -> dict[str, Any]:
+        core = self.core
+        return Readiness(
+            core.settings,
+            core.credentials,
+            core.servers.find_opencode,
+            backend_factory=core.servers.backend_factory,
+        ).checks()
+
+    def demo_command(self) -> list[str]:
+        """``smartspec-desktop [--data-dir D] --demo``: the demo in a window of its own."""
+        base = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m"]
+        cmd = base + ([] if getattr(sys, "frozen", False) else ["smartspec_desktop"])
+        real = self.core.paths.base
+        if real is not None:
+            cmd += ["--data-dir", str(real)]
+        return cmd + ["--demo"]
+
+    def launch_demo(self) -> None:
+        """ "Try without a backend": the demo window, a process of its own (its own folders, the
+        demo gateway, a key for that run only); this window and its settings stay as they are."""
+        cmd = self.demo_command()
+        ok, _pid = QProcess.startDetached(cmd[0], cmd[1:])
+        if ok:
+            self.window.statusBar().showMessage(
+                "Opening the demo window (a local demo backend: no real model, no real credits) …",
+                8000,
+            )
+        else:
+            self.window.statusBar().showMessage(
+                f"Could not start the demo window ({' '.join(cmd)}). Run `smartspec-desktop "
+                "--demo` from a terminal to see why.",
+                10_000,
+            )
 
     def listen(self, name: str) -> None:
         """Become the single instance for this data folder."""
@@ -127,10 +175,16 @@ class Application:
         conn.readAll()
         self.window.raise_window()
 
-    def start(self) -> None:
+    def start(self, *, first_launch: bool = False) -> None:
         self.window.show()
         self.servers.start_polling()
         self.account.load_key_status()
+        # The panel shows on first launch, else only when a check finds something missing.
+        self.window.check_readiness(show=first_launch)
+        if self.core.demo is not None:
+            from smartspec_desktop.demo.mode import DEMO_EMAIL, DEMO_PASSWORD
+
+            self.account.sign_in(DEMO_EMAIL, DEMO_PASSWORD)
 
     def shutdown(self) -> None:
         self.servers.timer.stop()
@@ -202,6 +256,40 @@ def run_gui(args: argparse.Namespace) -> int:
     if problem:
         sys.stderr.write(problem)
         return 1
+    if getattr(args, "demo", False):
+        return _run_demo_gui(args, paths)
+    first_launch = not paths.settings_file.exists()
+    return _run_gui(args, paths, first_launch=first_launch)
+
+
+def _run_demo_gui(args: argparse.Namespace, real: Paths) -> int:
+    """The window on the demo gateway: the demo's own folders (and single instance), the
+    gateway held for as long as the window runs."""
+    from smartspec_desktop.demo import mode
+
+    demo = mode.demo_paths(real)
+    try:
+        real.ensure()
+        demo.ensure()
+    except (OSError, SmartSpecError) as e:
+        return _folders_error(demo, e)
+    with mode.holding(demo.state_dir):
+        try:
+            session = mode.start_demo(real)
+        except SmartSpecError as e:
+            sys.stderr.write(f"error: {e}\n")
+            return 1
+        return _run_gui(args, demo, session=session, real=real)
+
+
+def _run_gui(
+    args: argparse.Namespace,
+    paths: Paths,
+    *,
+    first_launch: bool = False,
+    session: DemoSession | None = None,
+    real: Paths | None = None,
+) -> int:
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(qapp, QApplication)
     qapp.setApplicationName("SmartSpec Desktop")
@@ -226,7 +314,12 @@ def run_gui(args: argparse.Namespace) -> int:
     except (OSError, SmartSpecError) as e:
         return _folders_error(paths, e)
     try:
-        core = build_core(paths, backend_url=getattr(args, "backend_url", None))
+        if session is not None and real is not None:
+            from smartspec_desktop.demo.mode import build_demo_core
+
+            core = build_demo_core(real, session)
+        else:
+            core = build_core(paths, backend_url=getattr(args, "backend_url", None))
     except (OSError, SmartSpecError) as e:
         return _folders_error(paths, e)
     # The key joins the redactor once read off the GUI thread (a keyring read can take 0.3 s).
@@ -249,7 +342,7 @@ def run_gui(args: argparse.Namespace) -> int:
             app.window.close()
 
         QTimer.singleShot(0, report)
-    app.start()
+    app.start(first_launch=first_launch)
     code = qapp.exec()
     app.shutdown()
     del _keepalive

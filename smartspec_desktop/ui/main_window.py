@@ -15,18 +15,23 @@ from PySide6.QtWidgets import (
     QMenu,
     QSystemTrayIcon,
     QTabWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from smartspec_desktop import __version__
+from smartspec_desktop.core import readiness
 from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, STOPPED
 from smartspec_desktop.core.storage.atomic import atomic_write_json
 from smartspec_desktop.core.wiring import Core
 from smartspec_desktop.services.account import AccountService
+from smartspec_desktop.services.readiness import ReadinessService
 from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.account import AccountPage, format_credits
 from smartspec_desktop.ui.agent import AgentPanel
-from smartspec_desktop.ui.devmode import DevModePanel
+from smartspec_desktop.ui.devmode import GATEWAY_NOTE, DevModePanel
+from smartspec_desktop.ui.readiness import ReadinessPanel
 from smartspec_desktop.ui.settings_page import SettingsPage
 from smartspec_desktop.ui.widgets import STATUS_LABELS
 
@@ -36,8 +41,15 @@ log = logging.getLogger(__name__)
 QUIT_WAIT_MS = 10_000
 
 
+DEMO_BANNER_STYLE = (
+    "background:#fef3c7; color:#78350f; border:1px solid #f59e0b; border-radius:4px; "
+    "padding:6px 10px; font-weight:600;"
+)
+
+
 class MainWindow(QMainWindow):
     quit_ready = Signal()  # servers handled; the app may exit
+    demo_requested = Signal()  # "Try without a backend" on the readiness panel
 
     def __init__(
         self,
@@ -68,7 +80,23 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.devmode, "Dev Mode")
         self.tabs.addTab(self.account_page, "Account")
         self.tabs.addTab(self.settings_page, "Settings")
-        self.setCentralWidget(self.tabs)
+        # Above the tabs: the demo banner (demo mode only) and the readiness panel (attached by
+        # the app), so both are seen whatever tab is open.
+        central = QWidget()
+        self.central_layout = QVBoxLayout(central)
+        self.central_layout.setContentsMargins(8, 8, 8, 0)
+        self.demo_banner = QLabel()
+        self.demo_banner.setStyleSheet(DEMO_BANNER_STYLE)
+        self.demo_banner.setVisible(False)
+        self.central_layout.addWidget(self.demo_banner)
+        self.central_layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self.readiness_panel: ReadinessPanel | None = None
+        self.readiness_action = (
+            self.menuBar().addMenu("&Help").addAction("Readiness check…", self.show_readiness)
+        )
+        self.readiness_action.setEnabled(False)
+        self.demo_label = ""
 
         self.account_chip = QLabel("Not signed in")
         self.statusBar().addPermanentWidget(self.account_chip)
@@ -104,6 +132,84 @@ class MainWindow(QMainWindow):
         self.tray: QSystemTrayIcon | None = None
         if tray and QSystemTrayIcon.isSystemTrayAvailable() and icon is not None:
             self._build_tray(icon)
+
+    # ----------------------------------------------------------------------- readiness
+
+    def attach_readiness(
+        self, service: ReadinessService, *, demo_available: bool = True
+    ) -> ReadinessPanel:
+        """Put the readiness panel above the tabs (hidden until :meth:`check_readiness`)."""
+        panel = ReadinessPanel(service, demo_available=demo_available)
+        panel.setVisible(False)
+        panel.fix_requested.connect(self._readiness_fix)
+        panel.demo_requested.connect(self.demo_requested.emit)
+        service.finished.connect(self._readiness_done)
+        self.central_layout.insertWidget(1, panel)
+        self.readiness_panel = panel
+        self.readiness_action.setEnabled(True)
+        # What a fix changes is checked again (only while the panel is shown: each round costs
+        # two backend requests of the 60 a minute).
+        self.servers.installed.connect(lambda _p: self._recheck_if_shown())
+        self.settings_page.applied.connect(self._recheck_if_shown)
+        self.account_page.key_accepted.connect(self._recheck_if_shown)
+        return panel
+
+    def check_readiness(self, *, show: bool) -> None:
+        """Run every check; the panel shows when ``show`` or as soon as one is not ready."""
+        if self.readiness_panel is None:
+            return
+        if show:
+            self.readiness_panel.show()
+        self.readiness_panel.service.run()
+
+    def show_readiness(self) -> None:
+        self.check_readiness(show=True)
+
+    def _recheck_if_shown(self, *_args: object) -> None:
+        if self.readiness_panel is not None and self.readiness_panel.isVisible():
+            self.readiness_panel.service.run()
+
+    def _readiness_done(self, results: dict[str, readiness.Check]) -> None:
+        if self.readiness_panel is not None and not readiness.all_ok(results):
+            self.readiness_panel.show()
+
+    def _readiness_fix(self, action: str) -> None:
+        if action == readiness.FIX_SETTINGS:
+            self.tabs.setCurrentWidget(self.settings_page)
+        elif action == readiness.FIX_ACCOUNT:
+            self.tabs.setCurrentWidget(self.account_page)
+        elif action == readiness.FIX_INSTALL_OPENCODE:
+            self.tabs.setCurrentWidget(self.devmode)
+            self.servers.install_opencode()
+
+    # ---------------------------------------------------------------------------- demo
+
+    def mark_demo(self, label: str, detail: str = "") -> None:
+        """Say on every page that the demo backend is in use: a banner above the tabs, the
+        title, the Account page and the Agent tab."""
+        self.demo_label = label
+        self.setWindowTitle(f"SmartSpec Desktop — {label}")
+        self.demo_banner.setText(f"⚠ {label}" + (f"  ·  {detail}" if detail else ""))
+        self.demo_banner.setVisible(True)
+        # The backend is the demo's for this run: not editable here (settings.json keeps yours).
+        self.settings_page.backend_url.setReadOnly(True)
+        self.settings_page.backend_url.setToolTip(
+            "The local demo backend, for this run only. Start SmartSpec Desktop without --demo "
+            "to use (and change) your own backend URL."
+        )
+        for note in self.devmode.findChildren(QLabel):
+            if note.text() == GATEWAY_NOTE:
+                note.setText(
+                    "Demo mode: OpenCode runs through a local demo gateway with scripted answers "
+                    "and simulated credits. Nothing is charged; your own key is not used."
+                )
+        for page in (self.account_page, self.devmode.agent_panel, self.settings_page):
+            lay = page.layout() if page is not None else None
+            if isinstance(lay, QVBoxLayout):
+                note = QLabel(f"⚠ {label}")
+                note.setObjectName("demo_note")
+                note.setStyleSheet(DEMO_BANNER_STYLE)
+                lay.insertWidget(0, note)
 
     # ------------------------------------------------------------------------ settings
 
