@@ -43,6 +43,8 @@ from smartspec_desktop.core.errors import SmartSpecError
 log = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "smartspec/"
+#: The folder under the app's data dir that holds every worktree it makes (``base_dir``).
+DATA_SUBDIR = "worktrees"
 GIT_TIMEOUT = 60.0
 FALLBACK_NAME = "SmartSpec Desktop"
 FALLBACK_EMAIL = "smartspec-desktop@localhost"
@@ -244,6 +246,16 @@ def worktrees_dir(base_dir: Path, repo: Path) -> Path:
             "Use a data folder outside the workspace (e.g. --data-dir elsewhere).",
         )
     return folder
+
+
+def app_base_dir(data_dir: Path) -> Path:
+    """The app's ``base_dir``: ``<data dir>/worktrees``."""
+    return Path(data_dir) / DATA_SUBDIR
+
+
+def path_for(repo: Path, base_dir: Path, name: str) -> Path:
+    """Where the worktree ``name`` of ``repo`` lives (whether or not it exists)."""
+    return worktrees_dir(base_dir, repo) / validate_name(name)
 
 
 def validate_name(name: str) -> str:

@@ -22,6 +22,7 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication
 
 from smartspec_desktop import APP_NAME
+from smartspec_desktop.core import worktrees
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.redact import Redactor
 from smartspec_desktop.core.storage.paths import Paths
@@ -30,6 +31,7 @@ from smartspec_desktop.logsetup import setup_logging
 from smartspec_desktop.resources import resource_path
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
+from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
@@ -93,6 +95,11 @@ class Application:
         self.launch = LaunchService(core.servers, self.jobs)
         self.tasks = TaskService(self.jobs)
         self.agent_panel = AgentPanel(self.tasks)
+        self.review = ReviewService(self.jobs)
+        self.worktrees = WorktreeService(
+            core.servers, self.jobs, worktrees.app_base_dir(core.paths.data_dir)
+        )
+        self.agent_panel.attach_review(self.review, self.worktrees)
         icon = QIcon(str(resource_path("icon.svg")))
         self.window = MainWindow(
             core,
