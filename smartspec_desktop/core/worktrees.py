@@ -354,6 +354,11 @@ def _head_branch(root: Path) -> str:
     return r.stdout.strip()
 
 
+def current_branch(repo: Path) -> str:
+    """The branch the repository has checked out (what :func:`merge` merges into)."""
+    return _head_branch(repo_root(repo))
+
+
 def _porcelain(cwd: Path) -> list[str]:
     """Paths with uncommitted changes (untracked included), as `git status` names them."""
     out = _git(

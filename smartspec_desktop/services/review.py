@@ -206,11 +206,14 @@ class WorktreeService(QObject):
             self.merged.emit(repo, result)
             self.refresh(repo)
 
-        self.jobs.submit(
-            lambda: core_worktrees.merge(Path(repo), self.base_dir, name),
-            on_done=done,
-            on_failed=failed,
-        )
+        def work() -> core_worktrees.MergeResult:
+            try:
+                return core_worktrees.merge(Path(repo), self.base_dir, name)
+            except core_worktrees.MergeConflict as e:
+                e.into = core_worktrees.current_branch(Path(repo))  # type: ignore[attr-defined]
+                raise
+
+        self.jobs.submit(work, on_done=done, on_failed=failed)
 
     def discard(self, repo: str, name: str) -> None:
         def work() -> None:

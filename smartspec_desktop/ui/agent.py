@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -527,11 +528,19 @@ class AgentPanel(QWidget):
         self.worktrees = worktrees
         self.changes_view = ChangesView(review)
         self.changes_view.setObjectName("changes-view")
+        # The activity pane's answer/tools splitter and the Changes view become two tabs.
         lower = self.text_view.parentWidget()
-        activity = lower.parentWidget() if lower is not None else None  # the activity pane
-        split = activity.parentWidget() if activity is not None else None
-        assert isinstance(split, QSplitter)
-        split.addWidget(self.changes_view)
+        activity = lower.parentWidget() if lower is not None else None
+        layout = activity.layout() if activity is not None else None
+        assert isinstance(layout, QVBoxLayout) and lower is not None
+        index = layout.indexOf(lower)
+        layout.removeWidget(lower)
+        self.activity_tabs = QTabWidget()
+        self.activity_tabs.setObjectName("activity-tabs")
+        self.activity_tabs.addTab(lower, "Activity")
+        self.activity_tabs.addTab(self.changes_view, "Changes")
+        layout.insertWidget(index, self.activity_tabs, 1)
+        review.changes_loaded.connect(self._count_changes)
         self._live_timer = QTimer(self)
         self._live_timer.setInterval(3000)  # the Changes view follows a running task
         self._live_timer.timeout.connect(self.changes_view.refresh)
@@ -592,6 +601,10 @@ class AgentPanel(QWidget):
             self.review.latest_session(
                 lambda found: self.changes_view.set_session(found) if self.changes_view else None
             )
+
+    def _count_changes(self, session_id: str, _turn: str, found: list[object]) -> None:
+        if self.changes_view is not None and session_id == self.changes_view.session_id:
+            self.activity_tabs.setTabText(1, f"Changes ({len(found)})" if found else "Changes")
 
     def _on_running_review(self, running: bool) -> None:
         if running:

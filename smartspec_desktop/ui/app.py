@@ -37,6 +37,7 @@ from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
+from smartspec_desktop.ui.worktrees import WorktreesPanel
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class Application:
             tray=tray,
         )
         self.window.quit_ready.connect(self.qapp.quit)
+        self.window.devmode.attach_worktrees(WorktreesPanel(self.worktrees, self.servers))
         self.server: QLocalServer | None = None
 
     def listen(self, name: str) -> None:
