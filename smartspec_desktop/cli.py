@@ -597,6 +597,12 @@ def cmd_discard(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) 
     repo, base = Path(args.workspace), _worktree_base(core)
     path = worktrees.path_for(repo, base, args.name)
     branch = worktrees.BRANCH_PREFIX + args.name
+    listed = {w.name for w in worktrees.list_worktrees(repo, base)}
+    if args.name not in listed and not worktrees.branch_exists(repo, args.name):
+        raise worktrees.WorktreeNotFound(
+            f"No worktree named {args.name!r} for {worktrees.repo_root(repo)}.",
+            f"List them with `smartspec-desktop worktrees {args.workspace}`.",
+        )
     if not args.yes:
         if not sys.stdin.isatty():
             err.write(
@@ -633,6 +639,12 @@ def cmd_run_worktree(core: Core, args: argparse.Namespace, out: TextIO, err: Tex
     task = argparse.Namespace(**{**vars(args), "workspace": str(wt.path), "worktree": None})
     try:
         code = cmd_run(core, task, out, err)
+    except BaseException:
+        err.write(
+            f"note: the worktree {wt.path} is kept (branch {wt.branch}); remove it with "
+            f"`smartspec-desktop discard {args.workspace} {wt.name}`.\n"
+        )
+        raise
     finally:
         commit = worktrees.commit_all(wt.path, title_for(args.prompt))
         if commit:

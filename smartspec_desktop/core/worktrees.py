@@ -289,6 +289,11 @@ def _branches(root: Path) -> set[str]:
     return {b[len(BRANCH_PREFIX) :] for b in out.split() if b.startswith(BRANCH_PREFIX)}
 
 
+def branch_exists(repo: Path, name: str) -> bool:
+    """Is there a ``smartspec/NAME`` branch (with or without its worktree)?"""
+    return validate_name(name) in _branches(repo_root(repo))
+
+
 def _registered(root: Path) -> list[tuple[Path, str]]:
     """(path, branch) for every worktree git knows about, branch "" if detached."""
     out = _git(
