@@ -619,6 +619,9 @@ def cmd_discard(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) 
         core.servers.stop(rec.server_id)
         err.write(f"Stopped the server of {path}.\n")
     worktrees.discard(repo, base, args.name)
+    if str(path) in core.settings.recent_workspaces:  # remembered by a window: gone now
+        core.settings.forget_workspace(str(path))
+        core.save_settings()
     out.write(f"Discarded the worktree {args.name} and the branch {branch}.\n")
     return EXIT_OK
 

@@ -216,14 +216,17 @@ class WorktreeService(QObject):
         self.jobs.submit(work, on_done=done, on_failed=failed)
 
     def discard(self, repo: str, name: str) -> None:
-        def work() -> None:
+        def work() -> str:
             path = core_worktrees.path_for(Path(repo), self.base_dir, name)
             rec = self.manager.get(str(path))
             if rec is not None and rec.active:
                 self.manager.stop(rec.server_id)
             core_worktrees.discard(Path(repo), self.base_dir, name)
+            return str(path)
 
-        def done(_none: object) -> None:
+        def done(path: str) -> None:
+            # The folder is gone: it no longer belongs in the workspace list.
+            self.manager.settings.forget_workspace(path)
             self.discarded.emit(repo, name)
             self.refresh(repo)
 

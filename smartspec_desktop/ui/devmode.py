@@ -583,6 +583,13 @@ class DevModePanel(QWidget):
             follow(self.current)
         if opener is not None:
             opener.connect(self.add_workspace)
+        discarded = getattr(getattr(panel, "service", None), "discarded", None)
+        if discarded is not None:  # its folder left the remembered workspaces
+            discarded.connect(self._on_worktree_discarded)
+
+    def _on_worktree_discarded(self, _repo: str, _name: str) -> None:
+        self.workspaces_changed.emit()
+        self._reload_list()
 
 
 def _esc(text: str) -> str:

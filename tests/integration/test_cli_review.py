@@ -49,6 +49,8 @@ def _ok(r: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]
 @pytest.mark.parametrize("git", [True, False], ids=["git", "plain"])
 def test_changes_undo_redo(sandbox: Sandbox, git: bool) -> None:
     ws = _workspace(sandbox, git)
+    none = sandbox.cli("changes", str(ws))
+    assert none.returncode == 1 and "no OpenCode session" in none.stderr and "run" in none.stderr
     sandbox.backend.script(
         ToolCall("write", {"filePath": "out.txt", "content": "one\ntwo\nthree\n"}), Text("Done.")
     )
@@ -148,6 +150,11 @@ def test_worktree_tasks_merge_conflict_and_discard(sandbox: Sandbox) -> None:
         assert w["server"] == "running"
     assert _git(a, env, "log", "-1", "--format=%s").strip() == "write task-a.txt"
     assert "task-a" in _ok(box.cli("worktrees", str(repo))).stdout
+
+    # Each worktree is its own workspace: its session and changes, none of the repository's.
+    assert [c["path"] for c in box.cli_json("changes", str(a))] == ["task-a.txt"]
+    main = box.cli("changes", str(repo))
+    assert main.returncode == 1 and "no OpenCode session" in main.stderr
 
     merged = _ok(box.cli("merge", str(repo), "task-a"))
     assert "Merged smartspec/task-a into main" in merged.stdout

@@ -119,6 +119,7 @@ def test_changes_view_undo_redo_and_a_worktree_task(gui: Gui, qtbot: QtBot) -> N
     panel.discard_btn.click()
     qtbot.waitUntil(lambda: panel.found == [], timeout=WAIT)
     assert not wt.path.exists()
+    qtbot.waitUntil(lambda: str(wt.path) not in gui.window.devmode.workspaces(), timeout=10_000)
     rec = gui.core.servers.get(str(wt.path))
     assert rec is None or not rec.active, "its server was stopped"
 
