@@ -13,9 +13,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from smartspec_desktop import __version__
+from smartspec_desktop.core import review, worktrees
 from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.errors import (
     BackendUnreachable,
@@ -31,7 +33,7 @@ from smartspec_desktop.core.launch.launchers import (
 )
 from smartspec_desktop.core.opencode.binary import PINNED_VERSION, install_opencode
 from smartspec_desktop.core.opencode.events import TaskState
-from smartspec_desktop.core.opencode.tasks import run_task
+from smartspec_desktop.core.opencode.tasks import run_task, title_for
 from smartspec_desktop.core.redact import mask_key
 from smartspec_desktop.core.servers.registry import CRASHED, ServerRecord
 from smartspec_desktop.core.storage.paths import Paths
@@ -88,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("prompt")
     s.add_argument("--session", help="continue this OpenCode session id (see `sessions`)")
     s.add_argument("--timeout", type=float, default=900.0, help="seconds (default 900)")
+    s.add_argument(
+        "--worktree",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="run it in a new git worktree (branch smartspec/NAME, a name is made up if none) "
+        "with its own server; the agent's work is committed on that branch",
+    )
 
     s = sub.add_parser("logs", help="print the server log of a workspace")
     s.add_argument("workspace")
@@ -109,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     ks.add_argument("--no-check", action="store_true", help="do not ask the backend")
     k.add_parser("show", help="show the key's source and a masked form")
     k.add_parser("delete", help="remove the key from the keyring")
+
+    _add_review_parsers(sub)
 
     o = sub.add_parser("opencode", help="the OpenCode binary").add_subparsers(
         dest="opencode_command", metavar="ACTION", required=True
@@ -275,6 +287,8 @@ class _ProgressLine:
 
 
 def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if getattr(args, "worktree", None) is not None:
+        return cmd_run_worktree(core, args, out, err)
     result = core.servers.start(args.workspace, progress=_say(err))
     _warn(result.warnings, err)
     line = _ProgressLine(err)
@@ -397,6 +411,275 @@ def cmd_open_openwork(core: Core, args: argparse.Namespace, out: TextIO, err: Te
     return EXIT_OK
 
 
+# --------------------------------------------------------- review, undo and worktrees (issue 14)
+
+
+def _add_review_parsers(sub: Any) -> None:
+    s = sub.add_parser("changes", help="the files an OpenCode session changed (and their diffs)")
+    s.add_argument("workspace")
+    s.add_argument("--session", help="an OpenCode session id (default: the workspace's latest)")
+    s.add_argument("--turn", choices=("all", "last"), default="all", help="default: all")
+    s.add_argument("--diff", action="store_true", help="print the diffs too")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("undo", help="undo the last turn of a session (files and conversation)")
+    s.add_argument("workspace")
+    s.add_argument("--session", help="an OpenCode session id (default: the workspace's latest)")
+    s.add_argument(
+        "--force", action="store_true", help="undo even over files you edited since (redo-able)"
+    )
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("redo", help="bring back the turn undone last")
+    s.add_argument("workspace")
+    s.add_argument("--session", help="an OpenCode session id (default: the workspace's latest)")
+    s.add_argument("--force", action="store_true", help="redo even over files you edited since")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("worktrees", help="the worktrees the app made for a git workspace")
+    s.add_argument("workspace")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("merge", help="merge a worktree's branch into the repository's branch")
+    s.add_argument("workspace")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("discard", help="stop a worktree's server, remove it and its branch")
+    s.add_argument("workspace")
+    s.add_argument("name")
+    s.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+
+
+def _review_client(core: Core, args: argparse.Namespace, err: TextIO) -> tuple[Any, str]:
+    """A client for the workspace's server (started if needed) and the session to work on."""
+    result = core.servers.start(args.workspace, progress=_say(err))
+    _warn(result.warnings, err)
+    client = core.servers.client(result.record, timeout=60.0)
+    try:
+        sid = args.session or review.latest_session_id(client, result.record.workspace_path)
+    except BaseException:
+        client.close()
+        raise
+    return client, sid
+
+
+def _change_line(c: review.FileChange) -> str:
+    stats = "binary" if c.binary else f"+{c.additions} -{c.deletions}"
+    return f"{c.status:<9} {stats:>12}  {c.path}"
+
+
+def cmd_changes(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    client, sid = _review_client(core, args, err)
+    with client:
+        found = review.changes(client, sid, turn=args.turn)
+    if args.json:
+        data = []
+        for c in found:
+            item = c.public()
+            if args.diff:
+                item["patch"] = c.patch
+            data.append(item)
+        _print_json(data, out)
+        return EXIT_OK
+    scope = "its last turn" if args.turn == "last" else "the session"
+    if not found:
+        out.write(f"No file changed in {scope} ({sid}).\n")
+        return EXIT_OK
+    out.write(f"{len(found)} file(s) changed in {scope} ({sid}):\n")
+    for c in found:
+        out.write(_change_line(c) + "\n")
+    if args.diff:
+        for c in found:
+            out.write("\n")
+            if c.binary:
+                out.write(f"{c.path}: binary file, not shown\n")
+                continue
+            page = review.diff_page(c, 0, 1_000_000)
+            out.writelines(line + "\n" for line in page.lines)
+    return EXIT_OK
+
+
+def _undo_report(result: review.UndoResult, out: TextIO, err: TextIO, as_json: bool) -> None:
+    if as_json:
+        _print_json(result.public(), out)
+        return
+    verb = {"undo": "Undid", "redo": "Redid", "discard": "Discarded"}[result.action]
+    files = ", ".join(result.files) if result.files else "no file"
+    out.write(f"{verb} turn {result.message_id}: {files}.\n")
+    if result.overwritten:
+        out.write(
+            f"note: your edits to {', '.join(result.overwritten)} were replaced; "
+            f"`smartspec-desktop {'redo' if result.action != 'redo' else 'undo'}` brings them "
+            "back.\n"
+        )
+    if result.not_restored:
+        err.write(f"warning: left as they are: {', '.join(result.not_restored)}.\n")
+    if result.action != "redo" and result.turns_undone:
+        out.write(f"{result.turns_undone} turn(s) undone; `smartspec-desktop redo` restores.\n")
+
+
+def _refusal(e: review.UserEditsFound | review.UndoUnavailable, err: TextIO) -> int:
+    err.write(f"error: {e}\n")
+    for f in e.files:
+        err.write(f"  {f}\n")
+    return EXIT_ERROR
+
+
+def cmd_undo(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    client, sid = _review_client(core, args, err)
+    with client:
+        try:
+            result = review.undo_last_turn(client, sid, force=args.force)
+        except (review.UserEditsFound, review.UndoUnavailable) as e:
+            return _refusal(e, err)
+    _undo_report(result, out, err, args.json)
+    return EXIT_OK
+
+
+def cmd_redo(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    client, sid = _review_client(core, args, err)
+    with client:
+        try:
+            result = review.redo(client, sid, force=args.force)
+        except (review.UserEditsFound, review.UndoUnavailable) as e:
+            return _refusal(e, err)
+    _undo_report(result, out, err, args.json)
+    return EXIT_OK
+
+
+def _worktree_base(core: Core) -> Path:
+    return worktrees.app_base_dir(core.paths.data_dir)
+
+
+def _not_git(e: worktrees.NotAGitRepository, workspace: str, err: TextIO) -> int:
+    err.write(f"error: {e}\n")
+    err.write(
+        f"  To enable worktrees: git -C {workspace} init && git -C {workspace} add -A && "
+        f'git -C {workspace} commit -m "first commit"\n'
+    )
+    return EXIT_ERROR
+
+
+def cmd_worktrees(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        found = worktrees.list_worktrees(Path(args.workspace), _worktree_base(core))
+    except worktrees.NotAGitRepository as e:
+        return _not_git(e, args.workspace, err)
+    servers = {}
+    for w in found:
+        rec = core.servers.get(str(w.path))
+        servers[w.name] = rec.status if rec is not None and rec.active else None
+    if args.json:
+        _print_json([{**w.public(), "server": servers[w.name]} for w in found], out)
+        return EXIT_OK
+    if not found:
+        out.write(
+            f'No worktrees. Run a task in one with `smartspec-desktop run {args.workspace} "…" '
+            "--worktree`.\n"
+        )
+        return EXIT_OK
+    for w in found:
+        server = f"  server {servers[w.name]}" if servers[w.name] else ""
+        out.write(
+            f"{w.name:<24} {w.branch:<34} {w.status:<11} +{w.additions} -{w.deletions}"
+            f"{server}  {w.path}\n"
+        )
+    return EXIT_OK
+
+
+def cmd_merge(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        result = worktrees.merge(Path(args.workspace), _worktree_base(core), args.name)
+    except worktrees.MergeConflict as e:
+        err.write(f"error: {e}\n")
+        for f in e.files:
+            err.write(f"  conflict: {f}\n")
+        wt = worktrees.path_for(Path(args.workspace), _worktree_base(core), args.name)
+        err.write(
+            f'  Ask the agent: smartspec-desktop run {wt} "Merge the branch '
+            f"{worktrees.repo_root(Path(args.workspace)).name}'s current branch into this one "
+            'and resolve the conflicts"\n'
+        )
+        return EXIT_ERROR
+    if args.json:
+        _print_json(result.public(), out)
+        return EXIT_OK
+    how = "fast-forward" if result.fast_forward else f"merge commit {result.commit[:12]}"
+    if not result.files:
+        out.write(f"{result.branch} has nothing new for {result.into}.\n")
+    else:
+        out.write(
+            f"Merged {result.branch} into {result.into} ({how}): {', '.join(result.files)}.\n"
+        )
+    return EXIT_OK
+
+
+def cmd_discard(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    repo, base = Path(args.workspace), _worktree_base(core)
+    path = worktrees.path_for(repo, base, args.name)
+    branch = worktrees.BRANCH_PREFIX + args.name
+    listed = {w.name for w in worktrees.list_worktrees(repo, base)}
+    if args.name not in listed and not worktrees.branch_exists(repo, args.name):
+        raise worktrees.WorktreeNotFound(
+            f"No worktree named {args.name!r} for {worktrees.repo_root(repo)}.",
+            f"List them with `smartspec-desktop worktrees {args.workspace}`.",
+        )
+    if not args.yes:
+        if not sys.stdin.isatty():
+            err.write(
+                f"error: discarding {path} deletes the worktree and the branch {branch} with "
+                "all its work. Pass --yes to confirm (there is no terminal to ask on).\n"
+            )
+            return EXIT_USAGE
+        answer = input(f"Delete the worktree {path} and the branch {branch}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            out.write("Nothing was discarded.\n")
+            return EXIT_OK
+    rec = core.servers.get(str(path))
+    if rec is not None and rec.active:
+        core.servers.stop(rec.server_id)
+        err.write(f"Stopped the server of {path}.\n")
+    worktrees.discard(repo, base, args.name)
+    if str(path) in core.settings.recent_workspaces:  # remembered by a window: gone now
+        core.settings.forget_workspace(str(path))
+        core.save_settings()
+    out.write(f"Discarded the worktree {args.name} and the branch {branch}.\n")
+    return EXIT_OK
+
+
+def cmd_run_worktree(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``run PATH "…" --worktree [NAME]``: a new worktree, its own server, the task, a commit."""
+    if args.session:
+        err.write(
+            "error: --session continues a session of the workspace, not of a new "
+            "worktree. Drop --session, or run in the worktree's folder.\n"
+        )
+        return EXIT_USAGE
+    try:
+        wt = worktrees.create(Path(args.workspace), _worktree_base(core), args.worktree or None)
+    except worktrees.NotAGitRepository as e:
+        return _not_git(e, args.workspace, err)
+    err.write(f"Worktree {wt.path} on branch {wt.branch}.\n")
+    task = argparse.Namespace(**{**vars(args), "workspace": str(wt.path), "worktree": None})
+    try:
+        code = cmd_run(core, task, out, err)
+    except BaseException:
+        err.write(
+            f"note: the worktree {wt.path} is kept (branch {wt.branch}); remove it with "
+            f"`smartspec-desktop discard {args.workspace} {wt.name}`.\n"
+        )
+        raise
+    finally:
+        commit = worktrees.commit_all(wt.path, title_for(args.prompt))
+        if commit:
+            err.write(f"Committed the agent's work on {wt.branch} ({commit[:12]}).\n")
+        else:
+            err.write(f"The agent changed no file; {wt.branch} is as it started.\n")
+    out.write(f"branch {wt.branch}\n")
+    return code
+
+
 COMMANDS: dict[str, Callable[[Core, argparse.Namespace, TextIO, TextIO], int]] = {
     "start": cmd_start,
     "status": cmd_status,
@@ -408,6 +691,12 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace, TextIO, TextIO], int]] =
     "opencode": cmd_opencode,
     "open-cli": cmd_open_cli,
     "open-openwork": cmd_open_openwork,
+    "changes": cmd_changes,
+    "undo": cmd_undo,
+    "redo": cmd_redo,
+    "worktrees": cmd_worktrees,
+    "merge": cmd_merge,
+    "discard": cmd_discard,
 }
 
 

@@ -872,3 +872,28 @@ def working_tree_changes(
         e = _snapshot_edit(d)
         out.append(FileChange(e.path, e.status, e.additions, e.deletions, e.binary, e.patch))
     return sorted(out, key=lambda c: c.path)
+
+
+def latest_session_id(client: OpenCodeClient, workspace: str | os.PathLike[str]) -> str:
+    """The most recently updated top-level session of ``workspace`` (OpenCode lists a
+    repository's sessions for all its worktrees: only this folder's count). Raises
+    :class:`ReviewError` when there is none."""
+    want = Path(workspace).resolve()
+    best: tuple[float, str] | None = None
+    for s in client.list_sessions():
+        if not isinstance(s, dict) or s.get("parentID"):
+            continue
+        directory = s.get("directory")
+        if directory and Path(str(directory)).resolve() != want:
+            continue
+        t = s.get("time") if isinstance(s.get("time"), dict) else {}
+        assert isinstance(t, dict)
+        updated = float(t.get("updated") or t.get("created") or 0)
+        if best is None or updated > best[0]:
+            best = (updated, str(s.get("id") or ""))
+    if best is None or not best[1]:
+        raise ReviewError(
+            f"There is no OpenCode session in {want} yet.",
+            f'Run a task first (`smartspec-desktop run {want} "…"`).',
+        )
+    return best[1]

@@ -43,6 +43,8 @@ from smartspec_desktop.core.errors import SmartSpecError
 log = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "smartspec/"
+#: The folder under the app's data dir that holds every worktree it makes (``base_dir``).
+DATA_SUBDIR = "worktrees"
 GIT_TIMEOUT = 60.0
 FALLBACK_NAME = "SmartSpec Desktop"
 FALLBACK_EMAIL = "smartspec-desktop@localhost"
@@ -246,6 +248,16 @@ def worktrees_dir(base_dir: Path, repo: Path) -> Path:
     return folder
 
 
+def app_base_dir(data_dir: Path) -> Path:
+    """The app's ``base_dir``: ``<data dir>/worktrees``."""
+    return Path(data_dir) / DATA_SUBDIR
+
+
+def path_for(repo: Path, base_dir: Path, name: str) -> Path:
+    """Where the worktree ``name`` of ``repo`` lives (whether or not it exists)."""
+    return worktrees_dir(base_dir, repo) / validate_name(name)
+
+
 def validate_name(name: str) -> str:
     """A safe branch component: lower-case letters, digits, ``.``, ``_``, ``-`` (≤ 48)."""
     if not _NAME.match(name) or ".." in name or name.endswith(".lock"):
@@ -275,6 +287,11 @@ def _branches(root: Path) -> set[str]:
         "See the details.",
     )
     return {b[len(BRANCH_PREFIX) :] for b in out.split() if b.startswith(BRANCH_PREFIX)}
+
+
+def branch_exists(repo: Path, name: str) -> bool:
+    """Is there a ``smartspec/NAME`` branch (with or without its worktree)?"""
+    return validate_name(name) in _branches(repo_root(repo))
 
 
 def _registered(root: Path) -> list[tuple[Path, str]]:
@@ -340,6 +357,11 @@ def _head_branch(root: Path) -> str:
             "Check out the branch to merge into (e.g. `git switch main`).",
         )
     return r.stdout.strip()
+
+
+def current_branch(repo: Path) -> str:
+    """The branch the repository has checked out (what :func:`merge` merges into)."""
+    return _head_branch(repo_root(repo))
 
 
 def _porcelain(cwd: Path) -> list[str]:

@@ -6,10 +6,11 @@ import time
 from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QFrame,
     QHBoxLayout,
     QHeaderView,
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -40,7 +42,9 @@ from smartspec_desktop.core.errors import (
 from smartspec_desktop.core.opencode.client import SessionInfo
 from smartspec_desktop.core.opencode.events import TaskState
 from smartspec_desktop.core.servers.registry import ServerRecord
+from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.tasks import PasswordProvider, TaskService
+from smartspec_desktop.ui.changes import ChangesView
 
 TOOL_STATUS = {
     "pending": "… pending",
@@ -114,6 +118,8 @@ class AgentPanel(QWidget):
     def __init__(self, service: TaskService, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.service = service
+        self.changes_view: ChangesView | None = None  # see attach_review
+        self.worktree_box: QCheckBox | None = None
         self._sessions: list[SessionInfo] = []
         self._shown_text = ""
         self._select_after_refresh: str | None = None
@@ -274,6 +280,8 @@ class AgentPanel(QWidget):
                 self._reset_activity()
             self.service.refresh_sessions()
         self._update_buttons()
+        if self.changes_view is not None:
+            self._retarget_review(record, password_provider)
 
     # ---------------------------------------------------------------------------- sessions
 
@@ -386,6 +394,9 @@ class AgentPanel(QWidget):
     def send(self) -> None:
         text = self.prompt.toPlainText().strip()
         if not text or self.service.running or self.service.record is None:
+            return
+        if self.worktree_box is not None and self.worktree_box.isChecked():
+            self._send_in_worktree(text)
             return
         self._reset_activity()
         if self.service.run_prompt(text, self.selected_session()):
@@ -507,3 +518,141 @@ class AgentPanel(QWidget):
     def _on_error(self, e: SmartSpecError) -> None:
         self._show_error(e)
         self._update_buttons()
+
+    # ------------------------------------------------------- review, undo, worktrees (issue 14)
+
+    def attach_review(self, review: ReviewService, worktrees: WorktreeService | None) -> None:
+        """Add the Changes view under the activity, and the "Run in a new worktree" option by
+        the prompt (when ``worktrees`` is given). Call once, right after construction."""
+        self.review = review
+        self.worktrees = worktrees
+        self.changes_view = ChangesView(review)
+        self.changes_view.setObjectName("changes-view")
+        # The activity pane's answer/tools splitter and the Changes view become two tabs.
+        lower = self.text_view.parentWidget()
+        activity = lower.parentWidget() if lower is not None else None
+        layout = activity.layout() if activity is not None else None
+        assert isinstance(layout, QVBoxLayout) and lower is not None
+        index = layout.indexOf(lower)
+        layout.removeWidget(lower)
+        self.activity_tabs = QTabWidget()
+        self.activity_tabs.setObjectName("activity-tabs")
+        self.activity_tabs.addTab(lower, "Activity")
+        self.activity_tabs.addTab(self.changes_view, "Changes")
+        layout.insertWidget(index, self.activity_tabs, 1)
+        review.changes_loaded.connect(self._count_changes)
+        self._live_timer = QTimer(self)
+        self._live_timer.setInterval(3000)  # the Changes view follows a running task
+        self._live_timer.timeout.connect(self.changes_view.refresh)
+        self.table.itemSelectionChanged.connect(self._follow_session)
+        self.service.session_created.connect(self.changes_view.set_session)
+        self.service.running_changed.connect(self._on_running_review)
+        self.service.finished.connect(lambda _ok, _s: self.changes_view.refresh())
+        if worktrees is not None:
+            self._build_worktree_option(worktrees)
+
+    def _build_worktree_option(self, worktrees: WorktreeService) -> None:
+        row = QHBoxLayout()
+        self.worktree_box = QCheckBox("Run in a new worktree")
+        self.worktree_box.setToolTip(
+            "A new git worktree on its own branch, with its own server: the task runs there, "
+            "your working tree is not touched; its work is committed on the branch."
+        )
+        self.worktree_reason = QLabel("")
+        self.worktree_reason.setWordWrap(True)
+        self.git_init_btn = QPushButton("Initialize git")
+        self.git_init_btn.hide()
+        self.git_init_btn.clicked.connect(self._git_init)
+        row.addWidget(self.worktree_box)
+        row.addWidget(self.worktree_reason, 1)
+        row.addWidget(self.git_init_btn)
+        mid = self.prompt.parentWidget()
+        layout = mid.layout() if mid is not None else None
+        assert isinstance(layout, QVBoxLayout)
+        layout.addLayout(row)
+        worktrees.listed.connect(self._on_worktrees_listed)
+        worktrees.not_git.connect(self._on_not_git)
+        worktrees.initialized.connect(lambda ws: worktrees.refresh(ws))
+        worktrees.task_started.connect(self._on_worktree_started)
+        worktrees.task_done.connect(lambda _r, _n, summary: self.status_label.setText(summary))
+        worktrees.error.connect(lambda _ws, e: self._show_error(e))
+
+    def _retarget_review(
+        self, record: ServerRecord | None, password_provider: PasswordProvider | None
+    ) -> None:
+        assert self.changes_view is not None
+        self.review.set_target(record, password_provider)
+        if record is None:
+            self.changes_view.set_session("")
+            if self.worktree_box is not None:
+                self.worktree_box.setEnabled(False)
+            return
+        self._follow_session()
+        if self.worktrees is not None:
+            self.worktrees.refresh(record.workspace_path)
+
+    def _follow_session(self) -> None:
+        if self.changes_view is None:
+            return
+        sid = self.selected_session()
+        if sid:
+            self.changes_view.set_session(sid)
+        elif self.review.record is not None:
+            self.review.latest_session(
+                lambda found: self.changes_view.set_session(found) if self.changes_view else None
+            )
+
+    def _count_changes(self, session_id: str, _turn: str, found: list[object]) -> None:
+        if self.changes_view is not None and session_id == self.changes_view.session_id:
+            self.activity_tabs.setTabText(1, f"Changes ({len(found)})" if found else "Changes")
+
+    def _on_running_review(self, running: bool) -> None:
+        if running:
+            self._live_timer.start()
+        else:
+            self._live_timer.stop()
+
+    def _on_worktrees_listed(self, repo: str, _found: object) -> None:
+        rec = self.review.record
+        if self.worktree_box is None or rec is None or rec.workspace_path != repo:
+            return
+        self.worktree_box.setEnabled(True)
+        self.worktree_reason.setText("")
+        self.git_init_btn.hide()
+
+    def _on_not_git(self, workspace: str, e: SmartSpecError) -> None:
+        rec = self.review.record
+        if self.worktree_box is None or rec is None or rec.workspace_path != workspace:
+            return
+        self.worktree_box.setChecked(False)
+        self.worktree_box.setEnabled(False)
+        self.worktree_reason.setText("Not a git repository: worktrees need git.")
+        self.worktree_reason.setToolTip(str(e))
+        self.git_init_btn.show()
+
+    def _git_init(self) -> None:
+        rec = self.review.record
+        if rec is None or self.worktrees is None:
+            return
+        answer = QMessageBox.question(
+            self,
+            "Initialize git",
+            f"Run `git init` in {rec.workspace_path}? Make a first commit afterwards (worktrees "
+            "branch from it); OpenCode then also keeps snapshots, so every turn can be undone.",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.worktrees.git_init(rec.workspace_path)
+
+    def _send_in_worktree(self, text: str) -> None:
+        rec = self.review.record
+        if rec is None or self.worktrees is None:
+            return
+        self.worktrees.run(rec.workspace_path, text)
+        self.prompt.clear()
+        self.status_label.setText("Creating a worktree for the task…")
+
+    def _on_worktree_started(self, _repo: str, wt: object) -> None:
+        branch = getattr(wt, "branch", "")
+        self.status_label.setText(
+            f"Running in the worktree on {branch} with its own server (see the workspace list)."
+        )

@@ -23,6 +23,7 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication
 
 from smartspec_desktop import APP_NAME
+from smartspec_desktop.core import worktrees
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.readiness import Readiness
 from smartspec_desktop.core.redact import Redactor
@@ -33,11 +34,13 @@ from smartspec_desktop.resources import resource_path
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.readiness import ReadinessService
+from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
+from smartspec_desktop.ui.worktrees import WorktreesPanel
 
 if TYPE_CHECKING:
     from smartspec_desktop.demo.mode import DemoSession
@@ -99,6 +102,11 @@ class Application:
         self.launch = LaunchService(core.servers, self.jobs)
         self.tasks = TaskService(self.jobs)
         self.agent_panel = AgentPanel(self.tasks)
+        self.review = ReviewService(self.jobs)
+        self.worktrees = WorktreeService(
+            core.servers, self.jobs, worktrees.app_base_dir(core.paths.data_dir)
+        )
+        self.agent_panel.attach_review(self.review, self.worktrees)
         icon = QIcon(str(resource_path("icon.svg")))
         self.window = MainWindow(
             core,
@@ -111,6 +119,7 @@ class Application:
             tray=tray,
         )
         self.window.quit_ready.connect(self.qapp.quit)
+        self.window.devmode.attach_worktrees(WorktreesPanel(self.worktrees, self.servers))
         self.server: QLocalServer | None = None
         self.readiness = ReadinessService(self._readiness_checks, self.jobs, self.window)
         self.window.attach_readiness(self.readiness, demo_available=core.demo is None)

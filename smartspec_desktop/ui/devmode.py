@@ -564,6 +564,33 @@ class DevModePanel(QWidget):
             self._set_banner(ws, "warning", _esc(str(getattr(outcome, "warning", ""))), None, "")
         self._reload_list()
 
+    # ---------------------------------------------------------------- worktrees (issue 14)
+
+    def attach_worktrees(self, panel: QWidget) -> None:
+        """Show ``panel`` (a WorktreesPanel) under the workspace list; it follows the selected
+        workspace, and its Open shows a worktree as the selected workspace."""
+        self.worktrees_panel = panel
+        left = self.list.parentWidget()
+        layout = left.layout() if left is not None else None
+        assert isinstance(layout, QVBoxLayout)
+        layout.insertWidget(layout.indexOf(self.list) + 1, panel, 1)
+        follow = getattr(panel, "set_repository", None)
+        opener = getattr(panel, "open_requested", None)
+        if follow is not None:
+            self.list.currentItemChanged.connect(
+                lambda item, _prev: follow(item.data(ROLE_PATH) if item is not None else "")
+            )
+            follow(self.current)
+        if opener is not None:
+            opener.connect(self.add_workspace)
+        discarded = getattr(getattr(panel, "service", None), "discarded", None)
+        if discarded is not None:  # its folder left the remembered workspaces
+            discarded.connect(self._on_worktree_discarded)
+
+    def _on_worktree_discarded(self, _repo: str, _name: str) -> None:
+        self.workspaces_changed.emit()
+        self._reload_list()
+
 
 def _esc(text: str) -> str:
     return (
