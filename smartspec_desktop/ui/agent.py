@@ -385,7 +385,10 @@ class AgentPanel(QWidget):
 
     def send(self) -> None:
         text = self.prompt.toPlainText().strip()
-        if not text or self.service.running or self.service.record is None:
+        if self.service.running or self.service.record is None:
+            return
+        if not text:
+            self.service.run_prompt(text)  # refused with "The prompt is empty." (nothing billed)
             return
         self._reset_activity()
         if self.service.run_prompt(text, self.selected_session()):

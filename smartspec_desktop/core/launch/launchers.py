@@ -88,7 +88,7 @@ import httpx
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.errors import LaunchError, PortInUse, SmartSpecError
 from smartspec_desktop.core.launch.terminals import build_terminal_launch
-from smartspec_desktop.core.opencode.client import USERNAME, OpenCodeClient
+from smartspec_desktop.core.opencode.client import USERNAME, OpenCodeClient, in_workspace
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised, log_tail
 from smartspec_desktop.core.servers.launch_config import SCRUBBED_ENV
@@ -513,7 +513,9 @@ def _latest_session(client: OpenCodeClient, workspace: str) -> str:
     sessions = [
         s
         for s in client.list_sessions()
-        if isinstance(s, dict) and s.get("directory") == workspace and not s.get("parentID")
+        if isinstance(s, dict)
+        and in_workspace(str(s.get("directory") or ""), workspace)
+        and not s.get("parentID")
     ]
 
     def updated(s: dict[str, Any]) -> float:
