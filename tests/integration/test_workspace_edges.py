@@ -66,3 +66,24 @@ def test_logs_after_stop_show_the_last_servers_log(sandbox: Sandbox) -> None:
     r = sandbox.cli("logs", str(never))
     assert r.returncode == 1 and "no server ever ran" in r.stderr
     assert f"smartspec-desktop start {never}" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("not-a-key", "The API key from the SMARTSPEC_API_KEY environment variable is not"),
+        (
+            "sk-smartspec-" + "N" * 43,
+            "rejected the API key from the SMARTSPEC_API_KEY environment variable",
+        ),
+    ],
+)
+def test_key_errors_at_start_name_where_the_key_came_from(
+    sandbox: Sandbox, key: str, says: str
+) -> None:
+    env = dict(sandbox.env, SMARTSPEC_API_KEY=key)
+    r = sandbox.cli("start", str(sandbox.workspace()), env=env)
+    assert r.returncode == 1
+    assert says in r.stderr
+    assert "Set SMARTSPEC_API_KEY to a valid key" in r.stderr, "the fix for that source"
+    assert key not in r.stderr
