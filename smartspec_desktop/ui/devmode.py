@@ -353,7 +353,19 @@ class DevModePanel(QWidget):
 
     def _open_openwork(self) -> None:
         if self.current and self.launch is not None:
-            self.launch.open_openwork(self.current)
+            self.launch.open_openwork(self.current, self._agent_selected_session())
+
+    def _agent_selected_session(self) -> str | None:
+        """The session selected in the Agent tab when that tab follows this workspace's server
+        (Open OpenWork UI then opens it), else None."""
+        panel = self.agent_panel
+        record = panel.service.record if panel is not None else None
+        if panel is None or record is None or record.server_id != self._agent_target:
+            return None
+        state = self.servers.state_of(self.current) if self.current else None
+        if state is None or state.record is None or state.record.server_id != record.server_id:
+            return None
+        return panel.selected_session()
 
     def _open_cli(self) -> None:
         if self.current and self.launch is not None:
