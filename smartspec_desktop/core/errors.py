@@ -163,5 +163,11 @@ class LaunchError(SmartSpecError):
     code = "launch"
 
 
+class LaunchCancelled(LaunchError):
+    """The user cancelled Open OpenWork UI while it waited (e.g. for the browser)."""
+
+    code = "launch_cancelled"
+
+
 class NoTerminalError(LaunchError):
     code = "no_terminal"

@@ -43,11 +43,12 @@ read the file: **nothing on any argv is usable by another user.** As a second wa
 connection is admitted only when ``/proc/net/tcp`` or ``/proc/net/tcp6`` show it is an established
 socket of our own uid (an IPv6 socket connected to ``::ffff:127.0.0.1`` is listed only in tcp6);
 another uid's, or one whose owner cannot be established, is closed at accept time — fail closed,
-and nobody can hold the listener busy (it is threaded, 3 s per read, 60 s overall for the browser's
-cold start). A refused attempt is logged and returned as :attr:`LaunchOutcome.warning` ("Another
-user on this machine tried to open your server …"), shown by the CLI and the window. Elsewhere
-(macOS, Windows) the owner of a loopback peer cannot be read without extra tools, so the token,
-which only our own account can read, is the guard. Verified with headless Chromium: a ``file://``
+and nobody can hold the listener busy (it is threaded, 3 s per read, 30 s overall for the browser's
+cold start, with progress every 5 s and Cancel). A refused attempt is logged and returned as
+:attr:`LaunchOutcome.warning` ("Another user on this machine tried to open your server …"), shown
+by the CLI and the window. Elsewhere (macOS, Windows) the owner of a loopback peer cannot be read
+without extra tools, so the token, which only our own account can read, is the guard. Verified with
+headless Chromium: a ``file://``
 page posting to the loopback listener and following its redirect to a URL with credentials opens
 the UI signed in. The page opened is the workspace's latest session (a new, empty one is created
 when it has none: the UI's project list lives in the browser's per-origin storage, so a bare ``/``
@@ -88,7 +89,7 @@ import httpx
 import psutil
 
 from smartspec_desktop.core import ports
-from smartspec_desktop.core.errors import LaunchError, PortInUse, SmartSpecError
+from smartspec_desktop.core.errors import LaunchCancelled, LaunchError, PortInUse, SmartSpecError
 from smartspec_desktop.core.launch.terminals import build_terminal_launch
 from smartspec_desktop.core.opencode.client import USERNAME, OpenCodeClient, in_workspace
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
@@ -123,8 +124,11 @@ OPENWORK_NOTICE = (
 OPENWORK_START_TIMEOUT = 30.0
 #: What openwork-server (Node) prints when its port was taken before it could bind it.
 PORT_CONFLICT_MARKERS = ("EADDRINUSE", "address already in use")
-#: How long the one-shot page waits for the browser to ask for it (a browser's cold start).
-HANDOFF_TIMEOUT = 60.0
+#: How long the one-shot page waits for the browser to ask for it (a browser's cold start
+#: takes a few seconds; past this it did not start, or cannot read the page).
+HANDOFF_TIMEOUT = 30.0
+#: How often the wait says how long it has been waiting.
+HANDOFF_PROGRESS_EVERY = 5.0
 #: How long one connection to it may take per read: a silent client loses its turn.
 HANDOFF_CONNECTION_TIMEOUT = 3.0
 #: A terminal that exits within this time with an error code did not open a window.
@@ -254,8 +258,12 @@ def open_openwork(
     progress: Progress | None = None,
     opener: Opener | None = None,
     session_id: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> LaunchOutcome:
     """Open OpenWork (or, without openwork-server, OpenCode's web UI) for the workspace.
+
+    ``cancel``, when set (from any thread) while this waits for the browser, ends the wait with
+    :class:`LaunchCancelled`.
 
     ``opener`` defaults to :func:`webbrowser.open`; it gets a URL without any password. On the
     web UI path this returns once the browser fetched the one-shot page (at most
@@ -284,10 +292,19 @@ def open_openwork(
             "openwork-server is not installed (Settings → OpenWork mode is “openwork”).",
             f"To get it ({OPENWORK_SUPPORTED}): {OPENWORK_INSTALL}; or set the mode to auto.",
         )
+    open_url = _display_checked(open_url, servers.environ)
     rec = _running_record(servers, workspace, say)
     if binary is not None:
         return _open_with_openwork_server(servers, rec, binary, say, open_url, session_id)
-    return _open_web_ui(servers, rec, say, open_url, notice=mode == "auto", session_id=session_id)
+    return _open_web_ui(
+        servers,
+        rec,
+        say,
+        open_url,
+        notice=mode == "auto",
+        session_id=session_id,
+        cancel=cancel,
+    )
 
 
 def find_openwork_server(
@@ -399,6 +416,35 @@ def _default_opener(url: str) -> bool:
         return bool(webbrowser.open(url, new=2))
     except webbrowser.Error:
         return False
+
+
+def has_display(environ: Mapping[str, str], platform: str = sys.platform) -> bool:
+    """Whether a browser window can open: always on macOS and Windows; elsewhere (X11 or
+    Wayland) only with DISPLAY or WAYLAND_DISPLAY set."""
+    if platform == "darwin" or platform == "win32":
+        return True
+    return bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
+
+
+NO_DISPLAY = (
+    "There is no display here (neither DISPLAY nor WAYLAND_DISPLAY is set, e.g. an SSH or "
+    "console session), so no browser window can open.",
+    "Run this from your desktop session (or set DISPLAY), or use `smartspec-desktop open-cli "
+    "PATH` (OpenCode's TUI) in a terminal instead.",
+)
+
+
+def _display_checked(open_url: Opener, environ: Mapping[str, str]) -> Opener:
+    """``open_url``, whose failure is explained as "no display" when there is none."""
+
+    def opener(url: str) -> bool:
+        if open_url(url):
+            return True
+        if not has_display(environ):
+            raise LaunchError(*NO_DISPLAY)
+        return False
+
+    return opener
 
 
 def _open_in_browser(open_url: Opener, url: str) -> None:
@@ -813,6 +859,7 @@ def _open_web_ui(
     *,
     notice: bool,
     session_id: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> LaunchOutcome:
     password = servers.password(rec)
     if not session_id:
@@ -826,9 +873,10 @@ def _open_web_ui(
     try:
         say("Opening OpenCode's web UI in the browser …")
         _open_in_browser(open_url, handoff.url)
-        if not handoff.wait(HANDOFF_TIMEOUT):
+        if not _wait_for_browser(handoff, say, cancel):
             raise LaunchError(
-                f"The browser did not open the page within {HANDOFF_TIMEOUT:.0f} s."
+                f"The browser did not open the page within {HANDOFF_TIMEOUT:.0f} s: it did not "
+                "start, or it cannot read the app's private page."
                 + (f" {handoff.warning}" if handoff.warning else ""),
                 "Check that a browser opens at all here (or set BROWSER); a browser confined "
                 "by snap or flatpak may not read the app's private page: set BROWSER to one "
@@ -846,6 +894,30 @@ def _open_web_ui(
         notice=shown,
         warning=warning,
     )
+
+
+def _wait_for_browser(handoff: Handoff, say: Progress, cancel: threading.Event | None) -> bool:
+    """Wait (at most ``HANDOFF_TIMEOUT``) for the browser to fetch the page, saying every few
+    seconds how long it has been; :class:`LaunchCancelled` once ``cancel`` is set."""
+    started = time.monotonic()
+    next_note = HANDOFF_PROGRESS_EVERY
+    while True:
+        waited = time.monotonic() - started
+        if waited >= HANDOFF_TIMEOUT:
+            return False
+        if handoff.wait(min(0.2, HANDOFF_TIMEOUT - waited)):
+            return True
+        if cancel is not None and cancel.is_set():
+            raise LaunchCancelled(
+                "Cancelled: the browser had not opened the page yet.",
+                "Use Open OpenWork UI again when you are ready.",
+            )
+        if time.monotonic() - started >= next_note:
+            say(
+                f"Waiting for the browser to open the page … {next_note:.0f} s of "
+                f"{HANDOFF_TIMEOUT:.0f} s (Cancel stops waiting)"
+            )
+            next_note += HANDOFF_PROGRESS_EVERY
 
 
 def _notice_once(servers: ServerManager) -> str | None:
