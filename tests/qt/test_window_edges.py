@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
 
+from tests.integration.test_launchers import standin_binary
 from tests.qt.conftest import Gui
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
@@ -82,3 +84,40 @@ def test_open_openwork_waiting_for_the_browser_shows_progress_and_cancel_stops_i
     qtbot.waitUntil(lambda: not panel.cancel_launch_button.isVisible(), timeout=3000)
     assert "Cancelled" in panel.banner.text.text()
     assert panel.openwork_button.isEnabled()
+
+
+def test_open_openwork_ui_opens_the_session_selected_in_the_agent_tab(
+    gui: Gui, qtbot: Any, tmp_path: Path
+) -> None:
+    binary = standin_binary(tmp_path)
+    gui.core.settings.openwork_server_path = str(binary)
+    panel = gui.window.devmode
+    ws = gui.box.workspace("deep-link")
+    panel.add_workspace(str(ws))
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
+    agent = panel.agent_panel
+    assert agent is not None
+    qtbot.waitUntil(lambda: agent.new_btn.isEnabled(), timeout=10_000)
+    with qtbot.waitSignal(agent.service.session_created, timeout=20_000) as made:
+        qtbot.mouseClick(agent.new_btn, Qt.MouseButton.LeftButton)
+    session_id = made.args[0]
+    qtbot.waitUntil(lambda: agent.selected_session() == session_id, timeout=10_000)
+    qtbot.mouseClick(panel.openwork_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(gui.browser.responses), timeout=START_MS)
+    (url,) = gui.browser.urls
+    assert url.endswith(f"/workspace/ws_1/session/{session_id}"), url
+    assert gui.browser.responses[0].status_code == 200
+    qtbot.waitUntil(lambda: not (panel.launch and panel.launch.busy), timeout=5000)
+    assert f"(session {session_id})" in panel.progress_label.text()
+
+
+def test_load_models_names_where_a_rejected_key_came_from(
+    gui: Gui, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMARTSPEC_API_KEY", "sk-smartspec-" + "x" * 43)  # well-formed, unknown
+    with qtbot.waitSignal(gui.servers.failed, timeout=10_000) as blocker:
+        gui.servers.load_models()
+    error = blocker.args[1]
+    assert "from the SMARTSPEC_API_KEY environment variable" in error.problem
+    assert "Set SMARTSPEC_API_KEY to a valid key" in error.fix
