@@ -614,7 +614,7 @@ def _spawn_openwork(
             if bound != port:
                 say(f"openwork-server took port {bound} ({port} was taken).")
             child.port, child.url = bound, f"http://{ports.HOST}:{bound}"
-            _check_openwork_version(proc, child.url)
+            _check_openwork_version(child.url, binary)
             child.workspace_id = _check_openwork_handoff(
                 proc, child.url, env["OPENWORK_TOKEN"], rec
             )
@@ -724,7 +724,7 @@ def openwork_version(health: Any) -> str:
     return ""
 
 
-def _check_openwork_version(proc: Supervised, url: str) -> None:
+def _check_openwork_version(url: str, binary: str) -> None:
     """Refuse an openwork-server older than 0.18.50: 0.18.0–0.18.49 ignore ``web`` silently
     (``/health`` 200, then a JSON 404 on ``/``)."""
     try:
@@ -735,9 +735,9 @@ def _check_openwork_version(proc: Supervised, url: str) -> None:
     got = _version_key(version)
     if got and got >= OPENWORK_MIN_VERSION:
         return
-    said = f"openwork-server {version}" if version else "This openwork-server (no version)"
+    said = f"openwork-server {version}" if version else "openwork-server (no version given)"
     raise LaunchError(
-        f"{said} at {proc.log_path.name} is too old: the web UI needs {OPENWORK_SUPPORTED} "
+        f"{said} ({binary}) is too old: the web UI needs {OPENWORK_SUPPORTED} "
         "(older ones answer, then serve no page).",
         f"Get a newer one: {OPENWORK_INSTALL}; or set Settings → OpenWork mode to web.",
     )
