@@ -33,8 +33,9 @@ from smartspec_desktop.core.launch.launchers import (
 )
 from smartspec_desktop.core.opencode.binary import PINNED_VERSION, install_opencode
 from smartspec_desktop.core.opencode.events import TaskState
-from smartspec_desktop.core.opencode.tasks import run_task, title_for
+from smartspec_desktop.core.opencode.tasks import check_prompt, run_task, title_for
 from smartspec_desktop.core.redact import mask_key
+from smartspec_desktop.core.servers.history import last_server
 from smartspec_desktop.core.servers.registry import CRASHED, ServerRecord
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import API_KEY_ENV, check_api_key_format
@@ -246,7 +247,7 @@ def cmd_sessions(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO)
             f"Start it with `smartspec-desktop start {args.workspace}`.",
         )
     with core.servers.client(rec, timeout=15.0) as client:
-        infos = client.session_infos()
+        infos = client.session_infos(workspace=rec.workspace_path)
     if args.json:
         _print_json([i.public() for i in infos], out)
     elif not infos:
@@ -287,6 +288,7 @@ class _ProgressLine:
 
 
 def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    check_prompt(args.prompt)  # before any start or call: an empty prompt bills nothing
     if getattr(args, "worktree", None) is not None:
         return cmd_run_worktree(core, args, out, err)
     result = core.servers.start(args.workspace, progress=_say(err))
@@ -307,6 +309,7 @@ def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
                 on_text=on_text,
                 on_progress=line.update,
                 timeout=args.timeout,
+                session_listing=f"`smartspec-desktop sessions {result.record.workspace_path}`",
             )
         finally:
             line.end()
@@ -324,11 +327,16 @@ def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 
 def cmd_logs(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    rec = core.servers.get(args.workspace)
+    rec = core.servers.get(args.workspace) or last_server(core.paths, args.workspace)
     if rec is None:
-        err.write(f"error: no server is known for {args.workspace}.\n")
+        err.write(
+            f"error: no server ever ran for {args.workspace}. Start one with "
+            f"`smartspec-desktop start {args.workspace}`.\n"
+        )
         return EXIT_ERROR
     log_path = rec.log_path
+    if not rec.active and rec.status != CRASHED:
+        err.write(f"(the server for {rec.workspace_path} is stopped: its last log)\n")
     if args.openwork:
         logs = [c.log_path for c in rec.children if c.kind == OPENWORK_KIND]
         if not logs:

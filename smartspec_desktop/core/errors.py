@@ -139,6 +139,18 @@ class TaskError(SmartSpecError):
     code = "task"
 
 
+class NotFound(TaskError):
+    """OpenCode answered 404 (e.g. a session id it does not know)."""
+
+    code = "not_found"
+
+
+class EmptyPrompt(TaskError):
+    """The prompt is empty or only whitespace: refused before anything is sent (or billed)."""
+
+    code = "empty_prompt"
+
+
 class TaskAborted(TaskError):
     """The task was stopped on purpose (Abort); not a failure of the gateway or OpenCode."""
 
@@ -149,6 +161,12 @@ class LaunchError(SmartSpecError):
     """A terminal or browser could not be opened."""
 
     code = "launch"
+
+
+class LaunchCancelled(LaunchError):
+    """The user cancelled Open OpenWork UI while it waited (e.g. for the browser)."""
+
+    code = "launch_cancelled"
 
 
 class NoTerminalError(LaunchError):

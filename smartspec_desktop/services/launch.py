@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,10 +37,21 @@ class LaunchService(QObject):
         self.opener = opener
         self._popen: dict[str, Any] = {"popen": popen} if popen is not None else {}
         self.busy: dict[str, str] = {}
+        #: Per workspace, the event that cancels its running Open OpenWork UI.
+        self._cancel: dict[str, threading.Event] = {}
 
     def open_openwork(self, workspace: str, session_id: str | None = None) -> None:
         """``session_id``: deep-link to that OpenCode session where the UI allows it."""
         self._launch(workspace, OPENWORK, session_id)
+
+    def cancel(self, workspace: str) -> bool:
+        """Stop waiting in the workspace's running Open OpenWork UI (it then fails with
+        :class:`LaunchCancelled`). False when nothing is waiting there."""
+        event = self._cancel.get(workspace)
+        if event is None:
+            return False
+        event.set()
+        return True
 
     def open_cli(self, workspace: str) -> None:
         self._launch(workspace, CLI)
@@ -50,8 +62,14 @@ class LaunchService(QObject):
         self.busy[workspace] = what
         self.busy_changed.emit(workspace, what)
         if what == OPENWORK:
+            cancel = self._cancel[workspace] = threading.Event()
             call = lambda: launchers.open_openwork(  # noqa: E731
-                self.manager, workspace, progress=say, opener=self.opener, session_id=session_id
+                self.manager,
+                workspace,
+                progress=say,
+                opener=self.opener,
+                session_id=session_id,
+                cancel=cancel,
             )
         else:
             call = lambda: launchers.open_cli(  # noqa: E731
@@ -63,6 +81,7 @@ class LaunchService(QObject):
                 self.progress.emit(workspace, line)
 
         def finish() -> None:
+            self._cancel.pop(workspace, None)
             self.busy.pop(workspace, None)
             self.busy_changed.emit(workspace, "")
 

@@ -207,9 +207,9 @@ class ServerService(QObject):
         creds = self.manager.credentials
 
         def work() -> list[str]:
-            key, _source = creds.api_key()
+            key, source = creds.api_key()
             with BackendClient(settings.backend_url) as backend:
-                return backend.models(key)
+                return backend.models(key, source=source)
 
         self.jobs.submit(
             work,

@@ -18,10 +18,10 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
-from smartspec_desktop.core.errors import ServerNotRunning, TaskAborted, TaskError
+from smartspec_desktop.core.errors import EmptyPrompt, ServerNotRunning, TaskAborted, TaskError
 from smartspec_desktop.core.opencode.client import PERMISSION_REPLIES, OpenCodeClient
 from smartspec_desktop.core.opencode.events import TaskState
-from smartspec_desktop.core.opencode.tasks import TaskRun
+from smartspec_desktop.core.opencode.tasks import TaskRun, check_prompt
 from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.worker import Jobs, as_error
 
@@ -192,7 +192,9 @@ class TaskService(QObject):
         def job() -> Any:
             with self._client(target=target) as client:
                 result = fn(client)
-                infos = client.session_infos() if refresh else None
+                record = target[0]
+                ws = record.workspace_path if record is not None else None
+                infos = client.session_infos(workspace=ws) if refresh else None
                 return result, infos
 
         def done(value: Any) -> None:
@@ -269,7 +271,10 @@ class TaskService(QObject):
                 TaskError("A task is already running.", "Wait for it to finish, or abort it.")
             )
             return False
-        if not text.strip():
+        try:
+            check_prompt(text)  # refused before anything is sent, so nothing is billed
+        except EmptyPrompt as e:
+            self.error.emit(e)
             return False
         gen = self._generation
         self._run_id += 1
@@ -291,6 +296,7 @@ class TaskService(QObject):
                 self._client(timeout=30.0, target=target),
                 text,
                 session_id=session_id,
+                session_listing="The Agent tab's session list (Refresh)",
                 on_update=store,
                 timeout=self.task_timeout,
             )

@@ -393,7 +393,10 @@ class AgentPanel(QWidget):
 
     def send(self) -> None:
         text = self.prompt.toPlainText().strip()
-        if not text or self.service.running or self.service.record is None:
+        if self.service.running or self.service.record is None:
+            return
+        if not text:
+            self.service.run_prompt(text)  # refused with "The prompt is empty." (nothing billed)
             return
         if self.worktree_box is not None and self.worktree_box.isChecked():
             self._send_in_worktree(text)

@@ -206,6 +206,12 @@ class DevModePanel(QWidget):
         self.openwork_button.clicked.connect(self._open_openwork)
         self.cli_button = QPushButton("Open OpenCode CLI")
         self.cli_button.clicked.connect(self._open_cli)
+        # Shown while Open OpenWork UI waits (e.g. for the browser): stops the wait.
+        self.cancel_launch_button = QPushButton("Cancel")
+        self.cancel_launch_button.setObjectName("cancel-launch")
+        self.cancel_launch_button.setToolTip("Stop waiting for the browser to open the page.")
+        self.cancel_launch_button.clicked.connect(self._cancel_launch)
+        self.cancel_launch_button.hide()
         self.model_combo = QComboBox()
         self.model_combo.setMinimumWidth(220)
         self.model_combo.setPlaceholderText("Models load when a key is set")
@@ -241,7 +247,10 @@ class DevModePanel(QWidget):
         rl.addWidget(self.path_label)
         rl.addWidget(self.banner)
         rl.addLayout(status_row)
-        rl.addWidget(self.progress_label)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress_label, 1)
+        progress_row.addWidget(self.cancel_launch_button)
+        rl.addLayout(progress_row)
         rl.addLayout(buttons)
         rl.addLayout(model_row)
         rl.addWidget(self.tabs, 1)
@@ -345,7 +354,15 @@ class DevModePanel(QWidget):
         if self.current:
             self.banner.clear()
             self._banners.pop(self.current, None)
+            self._keep_listed(self.current)
             self.servers.start(self.current)
+
+    def _keep_listed(self, ws: str) -> None:
+        """Remember a workspace the user acts on (e.g. Restart of a CLI-started one): a failed
+        restart forgets its old server record, and the row (with its error banner) must stay."""
+        if ws not in self.settings.recent_workspaces:
+            self.settings.remember_workspace(ws)
+            self.workspaces_changed.emit()
 
     def _stop(self) -> None:
         if self.current:
@@ -353,7 +370,23 @@ class DevModePanel(QWidget):
 
     def _open_openwork(self) -> None:
         if self.current and self.launch is not None:
-            self.launch.open_openwork(self.current)
+            self.launch.open_openwork(self.current, self._agent_selected_session())
+
+    def _agent_selected_session(self) -> str | None:
+        """The session selected in the Agent tab when that tab follows this workspace's server
+        (Open OpenWork UI then opens it), else None."""
+        panel = self.agent_panel
+        record = panel.service.record if panel is not None else None
+        if panel is None or record is None or record.server_id != self._agent_target:
+            return None
+        state = self.servers.state_of(self.current) if self.current else None
+        if state is None or state.record is None or state.record.server_id != record.server_id:
+            return None
+        return panel.selected_session()
+
+    def _cancel_launch(self) -> None:
+        if self.current and self.launch is not None and self.launch.cancel(self.current):
+            self._say(self.current, "Cancelling …")
 
     def _open_cli(self) -> None:
         if self.current and self.launch is not None:
@@ -426,6 +459,9 @@ class DevModePanel(QWidget):
         self.start_button.setText("Restart Dev Server" if status == CRASHED else "Start Dev Server")
         self.stop_button.setEnabled(bool(ws) and status in (RUNNING, STARTING) and not busy)
         launch_ok = bool(ws) and self.launch is not None and not busy
+        self.cancel_launch_button.setVisible(
+            launching and self.launch is not None and self.launch.busy.get(ws) == "openwork"
+        )
         for b in (self.openwork_button, self.cli_button):
             b.setEnabled(launch_ok)
         if self.launch is None:

@@ -154,7 +154,8 @@ def test_openwork_mode_requires_openwork_server(sandbox: Sandbox) -> None:
     )
     assert r.returncode == 1
     assert "openwork-server is not installed" in r.stderr
-    assert "npm install -g openwork-server" in r.stderr
+    assert "npm install -g openwork-server" not in r.stderr, "npm answers 404 for it here"
+    assert "OpenWork desktop app" in r.stderr and "openwork-orchestrator" in r.stderr
     assert not sandbox.state().get("servers")
 
 

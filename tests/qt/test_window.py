@@ -341,7 +341,8 @@ def test_open_openwork_ui_starts_the_server_and_signs_the_browser_in(gui: Gui, q
     assert resp.status_code == 303
     assert resp.headers["location"].startswith(f"http://opencode:{password}@127.0.0.1:{rec.port}/")
     qtbot.waitUntil(lambda: panel.banner.isVisible(), timeout=5000)  # once: how to get OpenWork
-    assert "npm install -g openwork-server" in panel.banner.text.text()
+    assert "OpenWork desktop app" in panel.banner.text.text()
+    assert "npm install -g openwork-server" not in panel.banner.text.text()
     assert panel.progress_label.text().startswith("Opened OpenCode's web UI for ")
 
 

@@ -210,7 +210,8 @@ def test_open_openwork_checks_the_mode_before_starting_anything() -> None:
     sessions = FakeServers(Settings(openwork_mode="openwork"), environ={"PATH": ""})
     with pytest.raises(LaunchError) as e:
         open_openwork(sessions, "/w", opener=lambda u: True)  # type: ignore[arg-type]
-    assert "npm install -g openwork-server" in e.value.fix
+    assert "npm install -g openwork-server" not in e.value.fix, "npm has no such package here"
+    assert "OpenWork desktop app" in e.value.fix and "Settings → OpenWork server" in e.value.fix
     assert sessions.started == []
 
 

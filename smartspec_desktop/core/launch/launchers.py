@@ -43,11 +43,12 @@ read the file: **nothing on any argv is usable by another user.** As a second wa
 connection is admitted only when ``/proc/net/tcp`` or ``/proc/net/tcp6`` show it is an established
 socket of our own uid (an IPv6 socket connected to ``::ffff:127.0.0.1`` is listed only in tcp6);
 another uid's, or one whose owner cannot be established, is closed at accept time — fail closed,
-and nobody can hold the listener busy (it is threaded, 3 s per read, 60 s overall for the browser's
-cold start). A refused attempt is logged and returned as :attr:`LaunchOutcome.warning` ("Another
-user on this machine tried to open your server …"), shown by the CLI and the window. Elsewhere
-(macOS, Windows) the owner of a loopback peer cannot be read without extra tools, so the token,
-which only our own account can read, is the guard. Verified with headless Chromium: a ``file://``
+and nobody can hold the listener busy (it is threaded, 3 s per read, 30 s overall for the browser's
+cold start, with progress every 5 s and Cancel). A refused attempt is logged and returned as
+:attr:`LaunchOutcome.warning` ("Another user on this machine tried to open your server …"), shown
+by the CLI and the window. Elsewhere (macOS, Windows) the owner of a loopback peer cannot be read
+without extra tools, so the token, which only our own account can read, is the guard. Verified with
+headless Chromium: a ``file://``
 page posting to the loopback listener and following its redirect to a URL with credentials opens
 the UI signed in. The page opened is the workspace's latest session (a new, empty one is created
 when it has none: the UI's project list lives in the browser's per-origin storage, so a bare ``/``
@@ -68,6 +69,7 @@ import http.server
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import shutil
 import struct
@@ -84,11 +86,12 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 import httpx
+import psutil
 
 from smartspec_desktop.core import ports
-from smartspec_desktop.core.errors import LaunchError, PortInUse, SmartSpecError
+from smartspec_desktop.core.errors import LaunchCancelled, LaunchError, PortInUse, SmartSpecError
 from smartspec_desktop.core.launch.terminals import build_terminal_launch
-from smartspec_desktop.core.opencode.client import USERNAME, OpenCodeClient
+from smartspec_desktop.core.opencode.client import USERNAME, OpenCodeClient, in_workspace
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised, log_tail
 from smartspec_desktop.core.servers.launch_config import SCRUBBED_ENV
@@ -103,18 +106,29 @@ Opener = Callable[[str], bool]
 
 OPENWORK_KIND = "openwork"
 OPENWORK_BINARY = "openwork-server"
-OPENWORK_INSTALL = "npm install -g openwork-server"
-#: OpenWork releases whose ``openwork-server web`` takes the flags used here.
-OPENWORK_SUPPORTED = "openwork-server 0.18.x (OpenWork 0.18 line)"
+#: The first openwork-server whose ``web`` serves the UI (older 0.18.x answer /health, then 404).
+OPENWORK_MIN_VERSION = (0, 18, 50)
+OPENWORK_SUPPORTED = "openwork-server 0.18.50 or newer"
+#: How a user really gets openwork-server (npm answers 404 for `openwork-server` on the
+#: registries these machines reach): every route below is one :func:`openwork_locations` checks.
+OPENWORK_INSTALL = (
+    "install the OpenWork desktop app (0.18.50 or newer: its server is found in the app), or "
+    "run OpenWork's orchestrator once online (`npm install -g openwork-orchestrator`, then "
+    "`openwork start`: it downloads openwork-server into ~/.openwork/openwork-orchestrator/"
+    "sidecars, where this app finds it), or set its path in Settings → OpenWork server"
+)
 OPENWORK_NOTICE = (
-    "This is OpenCode's own web UI. For the full OpenWork experience install OpenWork's server "
-    f"(`{OPENWORK_INSTALL}`, {OPENWORK_SUPPORTED}); the next Open OpenWork UI will use it."
+    "This is OpenCode's own web UI. For the full OpenWork experience get OpenWork's server "
+    f"({OPENWORK_SUPPORTED}): {OPENWORK_INSTALL}. The next Open OpenWork UI will use it."
 )
 OPENWORK_START_TIMEOUT = 30.0
 #: What openwork-server (Node) prints when its port was taken before it could bind it.
 PORT_CONFLICT_MARKERS = ("EADDRINUSE", "address already in use")
-#: How long the one-shot page waits for the browser to ask for it (a browser's cold start).
-HANDOFF_TIMEOUT = 60.0
+#: How long the one-shot page waits for the browser to ask for it (a browser's cold start
+#: takes a few seconds; past this it did not start, or cannot read the page).
+HANDOFF_TIMEOUT = 30.0
+#: How often the wait says how long it has been waiting.
+HANDOFF_PROGRESS_EVERY = 5.0
 #: How long one connection to it may take per read: a silent client loses its turn.
 HANDOFF_CONNECTION_TIMEOUT = 3.0
 #: A terminal that exits within this time with an error code did not open a window.
@@ -244,8 +258,12 @@ def open_openwork(
     progress: Progress | None = None,
     opener: Opener | None = None,
     session_id: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> LaunchOutcome:
     """Open OpenWork (or, without openwork-server, OpenCode's web UI) for the workspace.
+
+    ``cancel``, when set (from any thread) while this waits for the browser, ends the wait with
+    :class:`LaunchCancelled`.
 
     ``opener`` defaults to :func:`webbrowser.open`; it gets a URL without any password. On the
     web UI path this returns once the browser fetched the one-shot page (at most
@@ -266,37 +284,131 @@ def open_openwork(
         else find_openwork_server(
             servers.settings.openwork_server_path,
             lambda name: shutil.which(name, path=servers.environ.get("PATH")),
+            locations=openwork_locations(servers.environ),
         )
     )
     if binary is None and mode == "openwork":
         raise LaunchError(
             "openwork-server is not installed (Settings → OpenWork mode is “openwork”).",
-            f"Install it with `{OPENWORK_INSTALL}` ({OPENWORK_SUPPORTED}), set its path in "
-            "Settings → OpenWork server, or set the mode to auto.",
+            f"To get it ({OPENWORK_SUPPORTED}): {OPENWORK_INSTALL}; or set the mode to auto.",
         )
+    open_url = _display_checked(open_url, servers.environ)
     rec = _running_record(servers, workspace, say)
     if binary is not None:
-        return _open_with_openwork_server(servers, rec, binary, say, open_url)
-    return _open_web_ui(servers, rec, say, open_url, notice=mode == "auto", session_id=session_id)
+        return _open_with_openwork_server(servers, rec, binary, say, open_url, session_id)
+    return _open_web_ui(
+        servers,
+        rec,
+        say,
+        open_url,
+        notice=mode == "auto",
+        session_id=session_id,
+        cancel=cancel,
+    )
 
 
 def find_openwork_server(
-    configured: str, which: Callable[[str], str | None] = shutil.which
+    configured: str,
+    which: Callable[[str], str | None] = shutil.which,
+    *,
+    locations: list[tuple[Path, str]] | None = None,
 ) -> str | None:
-    """The openwork-server to run: the path from Settings (which must work), else PATH."""
+    """The openwork-server to run: the path from Settings (which must work), else PATH, else
+    the first of ``locations`` (:func:`openwork_locations`) that holds one."""
     if configured.strip():
         path = os.path.expanduser(configured.strip())
         if not os.path.isfile(path) or not os.access(path, os.X_OK):
             raise LaunchError(
                 f"The OpenWork server path in Settings ({configured}) is not an executable file.",
-                f"Fix or clear Settings → OpenWork server (install: `{OPENWORK_INSTALL}`).",
+                f"Fix or clear Settings → OpenWork server (to get one: {OPENWORK_INSTALL}).",
             )
         check_trusted_program(path, "Settings → OpenWork server")
         return path
     found = which(OPENWORK_BINARY)
     if found:
         check_trusted_program(found, "PATH (or set Settings → OpenWork server)")
-    return found
+        return found
+    for folder, route in locations or []:
+        program = _openwork_in(folder)
+        if program is not None:
+            check_trusted_program(program, f"{route} (or set Settings → OpenWork server)")
+            log.info("using the openwork-server of %s: %s", route, program)
+            return program
+    return None
+
+
+def openwork_locations(
+    environ: Mapping[str, str], platform: str = sys.platform
+) -> list[tuple[Path, str]]:
+    """Where an installed openwork-server lives besides PATH, with the route that put it there.
+
+    - The OpenWork desktop app ships it as a sidecar in its resources (its build script copies
+      the sidecars to ``resources/sidecars`` of the Electron app, some builds name them with the
+      target triple): ``/opt/OpenWork/resources`` (the .deb/.rpm; also ``/usr/lib/openwork``
+      and ``~/Applications/OpenWork``, where unpacked builds go),
+      ``[~]/Applications/OpenWork.app/Contents/Resources`` (macOS),
+      ``%LOCALAPPDATA%\\Programs\\OpenWork\\resources`` (Windows). Its .deb also links
+      ``/usr/bin/openwork-server``, which PATH finds.
+    - OpenWork's orchestrator (``openwork`` from npm ``openwork-orchestrator``) downloads it on
+      its first run into its sidecar cache: ``$OPENWORK_SIDECAR_DIR``, else
+      ``$OPENWORK_DATA_DIR/sidecars``, else ``~/.openwork/openwork-orchestrator/sidecars``
+      (a version/target folder below is searched too).
+    """
+    home_text = environ.get("HOME") or environ.get("USERPROFILE") or ""
+    home = Path(home_text) if home_text else None  # no home in that environment: none of it
+    out: list[tuple[Path, str]] = []
+    app = "the OpenWork desktop app"
+    if platform == "darwin":
+        for base in (Path("/Applications"), *([home / "Applications"] if home else [])):
+            out.append((base / "OpenWork.app" / "Contents" / "Resources", app))
+            out.append((base / "OpenWork.app" / "Contents" / "MacOS", app))
+    elif platform == "win32":
+        local = environ.get("LOCALAPPDATA")
+        if local:
+            out.append((Path(local) / "Programs" / "OpenWork" / "resources", app))
+    else:
+        bases = [Path("/opt/OpenWork"), Path("/usr/lib/openwork")]
+        if home:
+            bases.append(home / "Applications" / "OpenWork")
+        for base in bases:
+            out.append((base / "resources", app))
+            out.append((base, app))
+    orchestrator = "OpenWork's orchestrator (its downloaded sidecar)"
+    if environ.get("OPENWORK_SIDECAR_DIR"):
+        out.append((Path(environ["OPENWORK_SIDECAR_DIR"]), orchestrator))
+    if environ.get("OPENWORK_DATA_DIR"):
+        out.append((Path(environ["OPENWORK_DATA_DIR"]) / "sidecars", orchestrator))
+    if home:
+        out.append((home / ".openwork" / "openwork-orchestrator" / "sidecars", orchestrator))
+    return out
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    """``"v0.18.50"`` → ``(0, 18, 50)``; text without digits → ``()``."""
+    return tuple(int(n) for n in re.findall(r"\d+", text))
+
+
+def _openwork_in(folder: Path, depth: int = 3) -> str | None:
+    """An executable ``openwork-server`` (or ``openwork-server-<target>``, ``.exe``) in
+    ``folder`` or up to ``depth`` levels below it (the highest version folder first); None when
+    there is none."""
+    if depth < 0 or not folder.is_dir():
+        return None
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: _version_key(p.name), reverse=True)
+    except OSError:
+        return None
+    for entry in entries:
+        name = entry.name.lower().removesuffix(".exe")
+        named = name == OPENWORK_BINARY or name.startswith(OPENWORK_BINARY + "-")
+        if named and entry.is_file() and os.access(entry, os.X_OK):
+            return str(entry)
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            found = _openwork_in(entry, depth - 1)
+            if found:
+                return found
+    return None
 
 
 def _default_opener(url: str) -> bool:
@@ -304,6 +416,35 @@ def _default_opener(url: str) -> bool:
         return bool(webbrowser.open(url, new=2))
     except webbrowser.Error:
         return False
+
+
+def has_display(environ: Mapping[str, str], platform: str = sys.platform) -> bool:
+    """Whether a browser window can open: always on macOS and Windows; elsewhere (X11 or
+    Wayland) only with DISPLAY or WAYLAND_DISPLAY set."""
+    if platform == "darwin" or platform == "win32":
+        return True
+    return bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
+
+
+NO_DISPLAY = (
+    "There is no display here (neither DISPLAY nor WAYLAND_DISPLAY is set, e.g. an SSH or "
+    "console session), so no browser window can open.",
+    "Run this from your desktop session (or set DISPLAY), or use `smartspec-desktop open-cli "
+    "PATH` (OpenCode's TUI) in a terminal instead.",
+)
+
+
+def _display_checked(open_url: Opener, environ: Mapping[str, str]) -> Opener:
+    """``open_url``, whose failure is explained as "no display" when there is none."""
+
+    def opener(url: str) -> bool:
+        if open_url(url):
+            return True
+        if not has_display(environ):
+            raise LaunchError(*NO_DISPLAY)
+        return False
+
+    return opener
 
 
 def _open_in_browser(open_url: Opener, url: str) -> None:
@@ -367,15 +508,17 @@ def _answers(url: str) -> bool:
 
 
 def _open_with_openwork_server(
-    servers: ServerManager, rec: ServerRecord, binary: str, say: Progress, open_url: Opener
+    servers: ServerManager,
+    rec: ServerRecord,
+    binary: str,
+    say: Progress,
+    open_url: Opener,
+    session_id: str | None = None,
 ) -> LaunchOutcome:
     for child in live_children(rec, OPENWORK_KIND):
         if child.url and _answers(child.url):
             say("Reusing the running OpenWork server …")
-            _open_in_browser(open_url, child.url + "/")
-            return LaunchOutcome(
-                f"Opened OpenWork for {rec.workspace_path} at {child.url}/.", url=child.url
-            )
+            return _open_openwork_page(rec, child, open_url, session_id)
         say("Replacing an OpenWork server that does not answer …")
         kill_recorded(child.identities(), grace=3.0)
     _drop_children(servers, rec.server_id, OPENWORK_KIND)
@@ -384,18 +527,38 @@ def _open_with_openwork_server(
     last: SmartSpecError | None = None
     for _attempt in range(3):
         port = ports.os_assigned_port()
-        say(f"Starting openwork-server on 127.0.0.1:{port} …")
+        say(f"Starting openwork-server (asking for 127.0.0.1:{port}) …")
         try:
-            child = _spawn_openwork(servers, rec, binary, port, password, opencode_bin)
+            child = _spawn_openwork(servers, rec, binary, port, password, opencode_bin, say)
         except PortInUse as e:
             last = LaunchError(e.problem, e.fix, details=e.details)
             continue
-        _open_in_browser(open_url, child.url + "/")
-        return LaunchOutcome(
-            f"Opened OpenWork for {rec.workspace_path} at {child.url}/.", url=child.url
-        )
+        return _open_openwork_page(rec, child, open_url, session_id)
     assert last is not None
     raise last
+
+
+def openwork_page(child: ChildRecord, session_id: str | None) -> str:
+    """The page to open: the session's deep link ``/workspace/<id>/session/<id>`` when both are
+    known, else the start page."""
+    if session_id and child.workspace_id:
+        return (
+            f"{child.url}/workspace/{quote(child.workspace_id, safe='')}"
+            f"/session/{quote(session_id, safe='')}"
+        )
+    return child.url + "/"
+
+
+def _open_openwork_page(
+    rec: ServerRecord, child: ChildRecord, open_url: Opener, session_id: str | None
+) -> LaunchOutcome:
+    page = openwork_page(child, session_id)
+    _open_in_browser(open_url, page)
+    if page == child.url + "/":
+        return LaunchOutcome(f"Opened OpenWork for {rec.workspace_path} at {page}.", url=child.url)
+    return LaunchOutcome(
+        f"Opened OpenWork for {rec.workspace_path} at {page} (session {session_id}).", url=page
+    )
 
 
 def _spawn_openwork(
@@ -405,6 +568,7 @@ def _spawn_openwork(
     port: int,
     password: str,
     opencode_bin: str,
+    say: Progress = _quiet,
 ) -> ChildRecord:
     paths = servers.paths
     paths.ensure()
@@ -412,6 +576,10 @@ def _spawn_openwork(
     exit_file = paths.state_dir / "exits" / f"{rec.server_id}.openwork.json"
     env = openwork_env(servers.environ, password=password, opencode_bin=opencode_bin)
     url = f"http://{ports.HOST}:{port}"
+    try:
+        log_start = log_path.stat().st_size  # the log is appended to: read this run's lines
+    except OSError:
+        log_start = 0
     try:
         with Supervised.spawn(
             openwork_command(binary, rec, port),
@@ -442,7 +610,23 @@ def _spawn_openwork(
                         "Start it again and retry.",
                     )
                 records[rec.server_id].children.append(child)
-            _wait_openwork(proc, url)
+            bound = _wait_openwork(proc, port, log_start)
+            if bound != port:
+                say(f"openwork-server took port {bound} ({port} was taken).")
+            child.port, child.url = bound, f"http://{ports.HOST}:{bound}"
+            _check_openwork_version(child.url, binary)
+            child.workspace_id = _check_openwork_handoff(
+                proc, child.url, env["OPENWORK_TOKEN"], rec
+            )
+            with servers.registry.transaction() as records:
+                if rec.server_id not in records:
+                    raise LaunchError(
+                        f"The server for {rec.workspace_path} was stopped meanwhile.",
+                        "Start it again and retry.",
+                    )
+                for c in records[rec.server_id].children:
+                    if c.kind == OPENWORK_KIND and c.pid == child.pid:
+                        c.port, c.url, c.workspace_id = child.port, child.url, child.workspace_id
             proc.keep()
     except BaseException:
         _drop_children(servers, rec.server_id, OPENWORK_KIND)
@@ -450,14 +634,66 @@ def _spawn_openwork(
     return child
 
 
-def _wait_openwork(proc: Supervised, url: str) -> None:
+#: How openwork-server says where it listens. The real server's wording is not recorded in
+#: shared/notes/openwork.md (only that it logs the port it bound), so this takes any line that
+#: says "listen…" with a loopback address and port (the stand-in's: ``openwork-standin
+#: listening on http://127.0.0.1:<port>``); when no such line appears, the listening socket of
+#: the process itself is read (psutil), which does not depend on any wording.
+LISTEN_LINE = re.compile(
+    r"listen\w*\b.*?(?:127\.0\.0\.1|localhost|\[::1\]|0\.0\.0\.0):(\d{2,5})\b", re.IGNORECASE
+)
+
+
+def bound_port_from_log(text: str) -> int | None:
+    """The last port a ``listening on …:<port>`` line of ``text`` names, or None."""
+    found = LISTEN_LINE.findall(text)
+    return int(found[-1]) if found else None
+
+
+def _listening_port(pid: int) -> int | None:
+    """The one loopback TCP port process ``pid`` listens on (None: none, or several)."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    found = {
+        c.laddr.port
+        for c in conns
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.ip in ("127.0.0.1", "::1")
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            if f.seek(0, os.SEEK_END) < offset:
+                offset = 0  # rotated meanwhile
+            f.seek(offset)
+            return f.read(1_000_000).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _wait_openwork(proc: Supervised, asked: int, log_start: int) -> int:
+    """Wait until openwork-server answers ``/health`` on the port it really bound (it silently
+    takes another one when ``asked`` is taken); return that port."""
+    bound: list[int] = []
     with httpx.Client(timeout=httpx.Timeout(1.0), trust_env=False) as http:
 
         def healthy() -> bool:
+            port = bound_port_from_log(_read_from(proc.log_path, log_start))
+            if port is None:
+                port = _listening_port(proc.pid)
+            if port is None:
+                return False
             try:
-                return http.get(url + "/health").status_code == 200
+                ok = http.get(f"http://{ports.HOST}:{port}/health").status_code == 200
             except httpx.HTTPError:
                 return False
+            if ok:
+                bound.append(port)
+            return ok
 
         try:
             proc.wait_ready(healthy, time.monotonic() + OPENWORK_START_TIMEOUT)
@@ -465,16 +701,103 @@ def _wait_openwork(proc: Supervised, url: str) -> None:
             kind = PortInUse if e.mentions(PORT_CONFLICT_MARKERS) else LaunchError
             raise kind(
                 f"openwork-server exited during start-up: {e.summary}",
-                f"See its log {proc.log_path}; check the install (`{OPENWORK_INSTALL}`, "
-                f"{OPENWORK_SUPPORTED}) or set Settings → OpenWork mode to web.",
+                f"See its log {proc.log_path}; check the install ({OPENWORK_SUPPORTED}; to "
+                f"get one: {OPENWORK_INSTALL}) or set Settings → OpenWork mode to web.",
                 details=log_tail(proc.log_path, 20),
             ) from None
         except NotReady:
             raise LaunchError(
-                f"openwork-server did not answer within {OPENWORK_START_TIMEOUT:.0f} s.",
+                f"openwork-server did not answer within {OPENWORK_START_TIMEOUT:.0f} s "
+                f"(it was asked for port {asked}).",
                 f"See its log {proc.log_path}, or set Settings → OpenWork mode to web.",
                 details=log_tail(proc.log_path, 20),
             ) from None
+    return bound[-1] if bound else asked
+
+
+def openwork_version(health: Any) -> str:
+    """The version ``/health`` reports (``{"version": …}``), or "" when it does not say."""
+    if isinstance(health, dict):
+        v = health.get("version")
+        if isinstance(v, str | int | float) and str(v).strip():
+            return str(v).strip()
+    return ""
+
+
+def _check_openwork_version(url: str, binary: str) -> None:
+    """Refuse an openwork-server older than 0.18.50: 0.18.0–0.18.49 ignore ``web`` silently
+    (``/health`` 200, then a JSON 404 on ``/``)."""
+    try:
+        r = httpx.get(url + "/health", timeout=5.0, trust_env=False)
+        version = openwork_version(r.json())
+    except (httpx.HTTPError, ValueError):
+        version = ""
+    got = _version_key(version)
+    if got and got >= OPENWORK_MIN_VERSION:
+        return
+    said = f"openwork-server {version}" if version else "openwork-server (no version given)"
+    raise LaunchError(
+        f"{said} ({binary}) is too old: the web UI needs {OPENWORK_SUPPORTED} "
+        "(older ones answer, then serve no page).",
+        f"Get a newer one: {OPENWORK_INSTALL}; or set Settings → OpenWork mode to web.",
+    )
+
+
+def _check_openwork_handoff(proc: Supervised, url: str, token: str, rec: ServerRecord) -> str:
+    """Probe ``/opencode/global/health`` through openwork-server with its client token: it
+    answers ``/health`` even when the OpenCode password or URL it was given is wrong (then every
+    proxied call fails). Returns the workspace id from ``/workspaces`` ("" if none is listed)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    fix_restart = (
+        "Stop the workspace's server and start it again (it gets a fresh password), then retry; "
+        f"if it persists, see openwork-server's log {proc.log_path} or set Settings → "
+        "OpenWork mode to web."
+    )
+    with httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False, headers=headers) as http:
+        try:
+            r = http.get(url + "/opencode/global/health")
+        except httpx.HTTPError as e:
+            raise LaunchError(
+                f"openwork-server did not answer its OpenCode proxy ({type(e).__name__}).",
+                fix_restart,
+            ) from None
+        if r.status_code == 401 and "basic" in r.headers.get("www-authenticate", "").lower():
+            raise LaunchError(
+                "openwork-server cannot sign in to the workspace's OpenCode server: OpenCode "
+                "refused the password it was given (401).",
+                fix_restart,
+            )
+        if r.status_code == 401:
+            raise LaunchError(
+                "openwork-server refused its own client token (401), or OpenCode refused the "
+                "password it was given.",
+                fix_restart,
+            )
+        if r.status_code >= 400:
+            raise LaunchError(
+                f"openwork-server cannot reach the workspace's OpenCode server at {rec.url} "
+                f"({r.status_code}: {r.text[:200]}).",
+                fix_restart,
+            )
+        try:
+            data = http.get(url + "/workspaces").json()
+        except (httpx.HTTPError, ValueError):
+            return ""
+    return _workspace_id(data, rec.workspace_path)
+
+
+def _workspace_id(data: Any, workspace: str) -> str:
+    """The id of ``workspace`` in a ``/workspaces`` answer (``{"items": [{"id", "path"}]}``);
+    the only one listed when none matches by path; "" when unknown."""
+    items = data.get("items") or data.get("workspaces") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        return ""
+    listed = [i for i in items if isinstance(i, dict) and i.get("id")]
+    for item in listed:
+        path = str(item.get("path") or item.get("directory") or "")
+        if path and os.path.normcase(path) == os.path.normcase(workspace):
+            return str(item["id"])
+    return str(listed[0]["id"]) if len(listed) == 1 else ""
 
 
 def _drop_children(servers: ServerManager, server_id: str, kind: str) -> None:
@@ -513,7 +836,9 @@ def _latest_session(client: OpenCodeClient, workspace: str) -> str:
     sessions = [
         s
         for s in client.list_sessions()
-        if isinstance(s, dict) and s.get("directory") == workspace and not s.get("parentID")
+        if isinstance(s, dict)
+        and in_workspace(str(s.get("directory") or ""), workspace)
+        and not s.get("parentID")
     ]
 
     def updated(s: dict[str, Any]) -> float:
@@ -534,6 +859,7 @@ def _open_web_ui(
     *,
     notice: bool,
     session_id: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> LaunchOutcome:
     password = servers.password(rec)
     if not session_id:
@@ -547,9 +873,10 @@ def _open_web_ui(
     try:
         say("Opening OpenCode's web UI in the browser …")
         _open_in_browser(open_url, handoff.url)
-        if not handoff.wait(HANDOFF_TIMEOUT):
+        if not _wait_for_browser(handoff, say, cancel):
             raise LaunchError(
-                f"The browser did not open the page within {HANDOFF_TIMEOUT:.0f} s."
+                f"The browser did not open the page within {HANDOFF_TIMEOUT:.0f} s: it did not "
+                "start, or it cannot read the app's private page."
                 + (f" {handoff.warning}" if handoff.warning else ""),
                 "Check that a browser opens at all here (or set BROWSER); a browser confined "
                 "by snap or flatpak may not read the app's private page: set BROWSER to one "
@@ -567,6 +894,30 @@ def _open_web_ui(
         notice=shown,
         warning=warning,
     )
+
+
+def _wait_for_browser(handoff: Handoff, say: Progress, cancel: threading.Event | None) -> bool:
+    """Wait (at most ``HANDOFF_TIMEOUT``) for the browser to fetch the page, saying every few
+    seconds how long it has been; :class:`LaunchCancelled` once ``cancel`` is set."""
+    started = time.monotonic()
+    next_note = HANDOFF_PROGRESS_EVERY
+    while True:
+        waited = time.monotonic() - started
+        if waited >= HANDOFF_TIMEOUT:
+            return False
+        if handoff.wait(min(0.2, HANDOFF_TIMEOUT - waited)):
+            return True
+        if cancel is not None and cancel.is_set():
+            raise LaunchCancelled(
+                "Cancelled: the browser had not opened the page yet.",
+                "Use Open OpenWork UI again when you are ready.",
+            )
+        if time.monotonic() - started >= next_note:
+            say(
+                f"Waiting for the browser to open the page … {next_note:.0f} s of "
+                f"{HANDOFF_TIMEOUT:.0f} s (Cancel stops waiting)"
+            )
+            next_note += HANDOFF_PROGRESS_EVERY
 
 
 def _notice_once(servers: ServerManager) -> str | None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from smartspec_desktop.core.errors import ServerNotRunning, TaskError
+from smartspec_desktop.core.errors import NotFound, ServerNotRunning, TaskError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class SessionInfo:
     tokens_output: int = 0
     cost: float = 0.0
     parent_id: str = ""
+    #: The folder the session was created in (OpenCode files every non-git folder under one
+    #: "global" project, so a server lists other folders' sessions too).
+    directory: str = ""
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> SessionInfo:
@@ -62,6 +66,7 @@ class SessionInfo:
             tokens_output=int(_num(tokens.get("output"))),
             cost=_num(data.get("cost")),
             parent_id=str(data.get("parentID") or ""),
+            directory=str(data.get("directory") or ""),
         )
 
     def public(self) -> dict[str, Any]:
@@ -74,7 +79,17 @@ class SessionInfo:
             "tokens_output": self.tokens_output,
             "cost": self.cost,
             "parent_id": self.parent_id,
+            "directory": self.directory,
         }
+
+
+def in_workspace(directory: str, workspace: str) -> bool:
+    """Whether a session's ``directory`` is ``workspace`` or a folder inside it."""
+    if not directory:
+        return False
+    d = os.path.normcase(os.path.normpath(directory))
+    w = os.path.normcase(os.path.normpath(workspace))
+    return d == w or d.startswith(w.rstrip(os.sep) + os.sep)
 
 
 def _num(value: Any) -> float:
@@ -171,6 +186,11 @@ class OpenCodeClient:
                 f"The OpenCode server at {self.base_url} refused our credentials (401).",
                 "Stop and start the server again so the app gets a fresh password.",
             )
+        if r.status_code == 404:
+            raise NotFound(
+                f"OpenCode answered 404 for {method} {path}: {r.text[:300]}",
+                "See the server log for details.",
+            )
         if r.status_code >= 400:
             raise TaskError(
                 f"OpenCode answered {r.status_code} for {method} {path}: {r.text[:300]}",
@@ -195,9 +215,15 @@ class OpenCodeClient:
         data = self._call("GET", "/session")
         return data if isinstance(data, list) else []
 
-    def session_infos(self, *, include_children: bool = False) -> list[SessionInfo]:
-        """Sessions, most recently updated first; sub-agent sessions only if asked for."""
+    def session_infos(
+        self, *, include_children: bool = False, workspace: str | None = None
+    ) -> list[SessionInfo]:
+        """Sessions, most recently updated first; sub-agent sessions only if asked for; with
+        ``workspace``, only those whose directory is that folder or inside it (OpenCode lists
+        every non-git folder's sessions under one "global" project)."""
         infos = [SessionInfo.from_api(d) for d in self.list_sessions() if isinstance(d, dict)]
+        if workspace is not None:
+            infos = [i for i in infos if in_workspace(i.directory, workspace)]
         if not include_children:
             infos = [i for i in infos if not i.parent_id]
         return sorted(infos, key=lambda i: i.updated, reverse=True)

@@ -15,7 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from smartspec_desktop.core.errors import GatewayError, TaskAborted, TaskError
+from smartspec_desktop.core.errors import (
+    EmptyPrompt,
+    GatewayError,
+    NotFound,
+    TaskAborted,
+    TaskError,
+)
 from smartspec_desktop.core.opencode.client import Event, OpenCodeClient
 from smartspec_desktop.core.opencode.events import (
     EventFollower,
@@ -41,6 +47,34 @@ def _retry_error(message: str) -> GatewayError:
         "OpenCode would keep retrying; the task was aborted. This is a problem of the gateway, "
         "not of OpenCode: try again later.",
     )
+
+
+def check_prompt(prompt: str) -> str:
+    """The prompt, or :class:`EmptyPrompt` when it is empty or only whitespace (nothing is sent,
+    so nothing is billed)."""
+    if not prompt.strip():
+        raise EmptyPrompt(
+            "The prompt is empty.", "Write what the agent should do, then run it again."
+        )
+    return prompt
+
+
+class NoSuchSession(TaskError):
+    """``--session`` / the selected session is not one the server knows."""
+
+    code = "no_such_session"
+
+
+def check_session(client: OpenCodeClient, session_id: str, listing: str) -> None:
+    """Raise :class:`NoSuchSession` (naming ``listing``, where the sessions are listed) unless
+    the server knows ``session_id``."""
+    try:
+        client.get_session(session_id)
+    except NotFound:
+        raise NoSuchSession(
+            f"There is no such session ({session_id}) on this workspace's server.",
+            f"{listing} lists them.",
+        ) from None
 
 
 def title_for(prompt: str, limit: int = 60) -> str:
@@ -73,7 +107,11 @@ class TaskRun:
         timeout: float = 900.0,
         fail_on_gateway_retry: bool = True,
         backoff: tuple[float, float] = (0.5, 8.0),
+        session_listing: str = "The session list",
     ) -> None:
+        """``session_listing`` names where the user finds the sessions (for the error when
+        ``session_id`` is unknown)."""
+        self.session_listing = session_listing
         self.client = client
         self.prompt = prompt
         self.session_id = session_id
@@ -209,7 +247,10 @@ class TaskRun:
     def run(self) -> TaskState:
         if self._cancel.is_set():
             raise TaskAborted("The task was aborted.", "Run it again when you are ready.")
-        if not self.session_id:
+        check_prompt(self.prompt)
+        if self.session_id:
+            check_session(self.client, self.session_id, self.session_listing)
+        else:
             self.session_id = str(self.client.create_session(title_for(self.prompt))["id"])
         self.tracker = TaskTracker(self.session_id, self.on_text)
         st = self.tracker.state
@@ -269,11 +310,13 @@ def run_task(
     on_update: Callable[[TaskState], None] | None = None,
     timeout: float = 900.0,
     fail_on_gateway_retry: bool = True,
+    session_listing: str = "The session list",
 ) -> TaskState:
     """Send ``prompt`` and follow the session until it is idle. Raises typed errors."""
     return TaskRun(
         client,
         prompt,
+        session_listing=session_listing,
         session_id=session_id,
         on_text=on_text,
         on_progress=on_progress,

@@ -45,7 +45,7 @@ from smartspec_desktop.core.opencode.client import OpenCodeClient
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
 from smartspec_desktop.core.redact import Redactor
-from smartspec_desktop.core.servers import preflight
+from smartspec_desktop.core.servers import history, preflight
 from smartspec_desktop.core.servers.launch_config import opencode_config, serve_argv, server_env
 from smartspec_desktop.core.servers.preflight import Preflight, Progress
 from smartspec_desktop.core.servers.reconcile import LiveProcesses, ProcessTable, reconcile
@@ -450,6 +450,7 @@ class ServerManager:
         if rec is None:
             return
         log.info("forgetting server %s of %s: %s", sid, rec.workspace_path, reason)
+        history.remember(self.paths, rec)  # `logs PATH` still finds its log afterwards
         with contextlib.suppress(SmartSpecError, OSError):
             self.credentials.delete_server_password(sid)
         for exit_file in [rec.exit_file] + [c.exit_file for c in rec.children]:

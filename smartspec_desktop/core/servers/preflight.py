@@ -73,8 +73,14 @@ def with_rate_limit_retry(call: Callable[[], T], say: Progress) -> T:
 
 
 def check_key(credentials: Credentials) -> str:
-    api_key, _source = credentials.api_key()
-    return check_api_key_format(api_key)
+    return check_key_source(credentials)[0]
+
+
+def check_key_source(credentials: Credentials) -> tuple[str, str]:
+    """The key in use and where it came from (keyring, SMARTSPEC_API_KEY, this run); a
+    malformed key's error names that source and its fix."""
+    api_key, source = credentials.api_key()
+    return check_api_key_format(api_key, source), source
 
 
 def check_backend(
@@ -82,12 +88,14 @@ def check_backend(
     api_key: str,
     backend_factory: Callable[[str], BackendClient],
     say: Progress,
+    source: str | None = None,
 ) -> list[str]:
-    """The gateway answers and lists models for the key; returns them (never empty)."""
+    """The gateway answers and lists models for the key; returns them (never empty). A
+    rejected key's error names ``source``, where the key came from."""
     say(f"Checking the SmartSpecPro backend at {settings.backend_url} …")
     with backend_factory(settings.backend_url) as backend:
         with_rate_limit_retry(backend.gateway_health, say)
-        models = with_rate_limit_retry(lambda: backend.models(api_key), say)
+        models = with_rate_limit_retry(lambda: backend.models(api_key, source=source), say)
     if not models:
         raise ApiKeyRejected(
             "The SmartSpecPro gateway lists no models for this key.",
@@ -109,6 +117,6 @@ def run_preflight(
 ) -> Preflight:
     """The binary, key, backend and model steps (the workspace is normalised before)."""
     binary = find_opencode()
-    api_key = check_key(credentials)
-    models = check_backend(settings, api_key, backend_factory, say)
+    api_key, source = check_key_source(credentials)
+    models = check_backend(settings, api_key, backend_factory, say, source)
     return Preflight(binary, api_key, models, choose_model(settings, models))

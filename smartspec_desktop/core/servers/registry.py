@@ -74,6 +74,8 @@ class ChildRecord:
     create_time: float = 0.0
     supervisor_pid: int = 0
     supervisor_create_time: float = 0.0
+    #: openwork-server's id of the workspace (from its ``/workspaces``), for deep links.
+    workspace_id: str = ""
 
     def identities(self) -> list[tuple[int, float]]:
         """(pid, create_time) of the supervisor and the program, those that were recorded."""
