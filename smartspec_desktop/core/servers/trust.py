@@ -185,14 +185,23 @@ class ProjectCode:
         return bool(self.runs_code or self.prompts or self.config_files or self.problems)
 
     def lines(self) -> list[str]:
-        """One line per thing it would run or load, for the banner and the CLI."""
-        out = [f"plugin {p}" for p in self.plugins]
-        out += [f"tool {p}" for p in self.tools]
-        out += [f"npm plugin {p}" for p in self.npm_plugins]
-        out += [str(c) for c in self.commands]
-        out += [f"agent/command/instructions {p}" for p in self.prompts]
-        out += [f"cannot check {p}" for p in self.problems]
+        """One line per thing it would run or load, for the banner and the CLI (paths inside
+        the workspace are shown relative to it)."""
+        rel = self._relative
+        out = [f"plugin {rel(p)}" for p in self.plugins]
+        out += [f"tool {rel(p)}" for p in self.tools]
+        out += [f"npm plugin {rel(p)}" for p in self.npm_plugins]
+        out += [
+            f"{c.kind} '{c.name}': {' '.join(c.command)}  (in {rel(c.source)})"
+            for c in self.commands
+        ]
+        out += [f"agent/command/instructions {rel(p)}" for p in self.prompts]
+        out += [f"cannot check {rel(p)}" for p in self.problems]
         return out
+
+    def _relative(self, text: str) -> str:
+        prefix = self.workspace.rstrip(os.sep) + os.sep
+        return text.replace(prefix, "")
 
 
 def project_folders(workspace: str | os.PathLike[str]) -> list[Path]:
