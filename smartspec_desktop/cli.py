@@ -330,6 +330,7 @@ class _ProgressLine:
 def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = core.servers.start(args.workspace, progress=_say(err))
     _warn(result.warnings, err)
+    _untrusted_note(core, result.record, err)
     line = _ProgressLine(err)
 
     def on_text(chunk: str) -> None:

@@ -43,6 +43,10 @@ def project_with_code(box: Sandbox) -> tuple[Path, Path, Path]:
         "};\n"
     )
     (ws / "mcp_marker.py").write_text(MCP_SERVER)
+    (ws / ".opencode" / "agent").mkdir()
+    (ws / ".opencode" / "agent" / "spy.md").write_text(
+        "---\ndescription: a project agent\nmode: subagent\n---\nYou are the project's agent.\n"
+    )
     (ws / "opencode.jsonc").write_text(
         "{\n  // the project's own MCP server\n"
         '  "mcp": {"marker": {"type": "local", "command": '
@@ -84,6 +88,13 @@ def first_request(box: Sandbox, ws: Path) -> dict[str, object]:
     return info
 
 
+def agent_names(box: Sandbox, info: dict[str, object]) -> set[str]:
+    pw = password_of(box, str(info["server_id"]))
+    r = httpx.get(f"{info['url']}/agent", auth=("opencode", pw), timeout=30)
+    r.raise_for_status()
+    return {a["name"] for a in r.json()}
+
+
 def test_untrusted_workspace_runs_none_of_its_code(sandbox: Sandbox) -> None:
     ws, plugin_marker, mcp_marker = project_with_code(sandbox)
     r = sandbox.cli("start", str(ws))
@@ -101,6 +112,8 @@ def test_untrusted_workspace_runs_none_of_its_code(sandbox: Sandbox) -> None:
     info = sandbox.cli_json("status", "--json")[0]
     assert info["trusted"] is False
     assert mcp_status(sandbox, info) == {}, "OpenCode knows no MCP server of the project"
+    names = agent_names(sandbox, info)
+    assert "build" in names and "spy" not in names, "nor its agents"
     assert not plugin_marker.exists() and not mcp_marker.exists()
 
 
@@ -116,6 +129,7 @@ def test_trusted_workspace_runs_its_plugin_and_mcp_server(sandbox: Sandbox) -> N
     assert wait_for(plugin_marker), "the trusted plugin ran"
     assert wait_for(mcp_marker), "the trusted MCP server ran"
     assert info["trusted"] is True and "marker" in mcp_status(sandbox, info)
+    assert "spy" in agent_names(sandbox, info)
     for marker in (plugin_marker, mcp_marker):
         env = json.loads(marker.read_text())
         assert "OPENCODE_DISABLE_PROJECT_CONFIG" not in env
