@@ -191,7 +191,7 @@ def cmd_trust(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) ->
     store = core.servers.trust
     if args.command == "trust" and not args.workspace:
         entries = store.entries()
-        _warn(store.warnings, err)
+        _warn(store.drain_warnings(), err)
         if not entries:
             out.write("No trusted workspaces.\n")
         for e in entries:

@@ -184,6 +184,7 @@ class ServerManager:
             self._remember(ws)
         elif record.trusted != self.trust.is_trusted(ws):
             warnings.append(self.trust_mismatch(record))
+        warnings += self.trust.drain_warnings()
         return StartResult(record, reused, warnings + self.registry.drain_warnings())
 
     def _start_locked(

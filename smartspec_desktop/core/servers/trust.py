@@ -97,6 +97,11 @@ class TrustStore:
                 "Try again in a moment; if it stays locked, delete the .lock file next to it.",
             ) from None
 
+    def drain_warnings(self) -> list[str]:
+        """The warnings gathered since the last call (e.g. a corrupt file moved aside)."""
+        out, self.warnings = self.warnings, []
+        return out
+
     def is_trusted(self, workspace: str | os.PathLike[str]) -> bool:
         return trust_key(workspace) in self._load()
 
