@@ -355,6 +355,9 @@ class DevModePanel(QWidget):
     def _select(self, path: str) -> None:
         self.current = path
         self._render_detail()
+        rec = self.servers.record_for(path)
+        if self.trust is not None and rec is not None and rec.active and not rec.trusted:
+            self.trust.check(path)  # e.g. started by the CLI: say what it left out
 
     # --------------------------------------------------------------------------- actions
 

@@ -77,3 +77,17 @@ def test_settings_lists_and_revokes_trust(gui: Gui, qtbot) -> None:  # type: ign
     qtbot.mouseClick(box.revoke_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: box.list.count() == 0, timeout=5000)
     assert box.empty.isVisible() and store.entries() == []
+
+
+def test_a_cli_started_untrusted_server_shows_the_banner_when_selected(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    ws, _plugin_marker, _mcp_marker = project_with_code(gui.box)
+    assert gui.box.cli("start", str(ws)).returncode == 0
+    qtbot.waitUntil(lambda: gui.servers.record_for(str(ws)) is not None, timeout=10_000)
+    assert panel.add_workspace(str(ws))
+    panel.select_workspace(str(ws.resolve()))
+    qtbot.waitUntil(lambda: panel.trust_banner.isVisible(), timeout=10_000)
+    assert "plugin .opencode/plugin/marker.js" in panel.trust_banner.text.text()
+    qtbot.mouseClick(panel.trust_banner.close_button, Qt.MouseButton.LeftButton)
+    assert not panel.trust_banner.isVisible()
+    assert not gui.core.servers.trust.is_trusted(ws), "dismissing trusts nothing"
