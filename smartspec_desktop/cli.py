@@ -36,7 +36,14 @@ from smartspec_desktop.core.opencode.events import TaskState
 from smartspec_desktop.core.opencode.tasks import check_prompt, run_task, title_for
 from smartspec_desktop.core.redact import mask_key
 from smartspec_desktop.core.servers.history import last_server
+from smartspec_desktop.core.servers.preflight import normalize_workspace
 from smartspec_desktop.core.servers.registry import CRASHED, ServerRecord
+from smartspec_desktop.core.servers.trust import (
+    TAKES_EFFECT,
+    UNTRUSTED_EFFECT,
+    find_project_code,
+    trust_key,
+)
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import API_KEY_ENV, check_api_key_format
 from smartspec_desktop.core.wiring import Core, build_core
@@ -70,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("start", help="start (or reuse) the OpenCode server of a workspace")
     s.add_argument("workspace")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--trust",
+        action="store_true",
+        help="trust the workspace first: its own plugins and MCP servers may run (remembered)",
+    )
 
     s = sub.add_parser("status", help="list known servers")
     s.add_argument("--json", action="store_true")
@@ -113,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("workspace")
 
+    s = sub.add_parser(
+        "trust",
+        help="let a workspace's own code (plugins, MCP servers) run; without PATH, list the "
+        "trusted workspaces",
+    )
+    s.add_argument("workspace", nargs="?")
+    s = sub.add_parser("untrust", help="revoke trust in a workspace")
+    s.add_argument("workspace")
+
     k = sub.add_parser("key", help="the SmartSpecPro API key").add_subparsers(
         dest="key_command", metavar="ACTION", required=True
     )
@@ -146,6 +167,7 @@ def _server_line(r: ServerRecord) -> str:
         bits.append(f"pid {r.pid}")
     if r.exit_code is not None:
         bits.append(f"exit code {r.exit_code}")
+    bits.append("trusted" if r.trusted else "untrusted")
     for child in live_children(r):
         bits.append(f"{child.kind} {child.url} (pid {child.pid})")
     return "  ".join(bits)
@@ -168,9 +190,62 @@ def _warn(messages: Sequence[str], err: TextIO) -> None:
 # ----------------------------------------------------------------------------------- commands
 
 
+def _untrusted_note(core: Core, record: ServerRecord, err: TextIO) -> None:
+    """Say what an untrusted workspace's server left out, when the folder has project code."""
+    if record.trusted:
+        return
+    code = find_project_code(record.workspace_path)
+    if not code.any:
+        return
+    err.write(f"note: {record.workspace_path} is not trusted, so {UNTRUSTED_EFFECT}. Not run:\n")
+    for line in code.lines():
+        err.write(f"  {line}\n")
+    err.write(
+        f"  Trust it if you trust its code: `smartspec-desktop trust {record.workspace_path}` "
+        "(then stop and start its server), or `start --trust`.\n"
+    )
+
+
+def cmd_trust(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    store = core.servers.trust
+    if args.command == "trust" and not args.workspace:
+        entries = store.entries()
+        _warn(store.drain_warnings(), err)
+        if not entries:
+            out.write("No trusted workspaces.\n")
+        for e in entries:
+            out.write(f"{e.path}  (trusted {e.trusted_at})\n")
+        return EXIT_OK
+    if args.command == "trust":
+        ws = normalize_workspace(args.workspace)
+        changed = store.trust(ws)
+        out.write(
+            f"Trusted {ws}: its own plugins, MCP servers, agents and instructions will load.\n"
+            if changed
+            else f"{ws} was already trusted.\n"
+        )
+    else:
+        ws = trust_key(args.workspace)
+        changed = store.untrust(ws)
+        out.write(
+            f"Revoked trust in {ws}: OpenCode will ignore its own plugins and MCP servers.\n"
+            if changed
+            else f"{ws} was not trusted; nothing changed.\n"
+        )
+    rec = core.servers.get(ws)
+    if rec is not None and rec.active and rec.trusted != store.is_trusted(ws):
+        err.write(f"note: {core.servers.trust_mismatch(rec)}\n")
+    elif changed:
+        out.write(TAKES_EFFECT + "\n")
+    return EXIT_OK
+
+
 def cmd_start(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.trust and core.servers.trust.trust(normalize_workspace(args.workspace)):
+        err.write(f"Trusted {normalize_workspace(args.workspace)}.\n")
     result = core.servers.start(args.workspace, progress=_say(err))
     _warn(result.warnings, err)
+    _untrusted_note(core, result.record, err)
     core.save_settings()
     rec = result.record
     if args.json:
@@ -293,6 +368,7 @@ def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         return cmd_run_worktree(core, args, out, err)
     result = core.servers.start(args.workspace, progress=_say(err))
     _warn(result.warnings, err)
+    _untrusted_note(core, result.record, err)
     line = _ProgressLine(err)
 
     def on_text(chunk: str) -> None:
@@ -696,6 +772,8 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace, TextIO, TextIO], int]] =
     "run": cmd_run,
     "logs": cmd_logs,
     "key": cmd_key,
+    "trust": cmd_trust,
+    "untrust": cmd_trust,
     "opencode": cmd_opencode,
     "open-cli": cmd_open_cli,
     "open-openwork": cmd_open_openwork,

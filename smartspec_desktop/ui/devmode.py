@@ -41,10 +41,13 @@ from smartspec_desktop.core.servers.registry import (
     STOPPING,
     ServerRecord,
 )
+from smartspec_desktop.core.servers.trust import ProjectCode
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.servers import ServerService
+from smartspec_desktop.services.trust import TrustService
 from smartspec_desktop.ui.agent import AgentPanel
+from smartspec_desktop.ui.trust import TrustBanner
 from smartspec_desktop.ui.widgets import STATUS_LABELS, Banner, LogView, status_icon
 
 ROLE_PATH = Qt.ItemDataRole.UserRole
@@ -93,10 +96,16 @@ class DevModePanel(QWidget):
         *,
         launch: LaunchService | None = None,
         agent_panel: AgentPanel | None = None,
+        trust: TrustService | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.servers = servers
+        self.trust = trust
+        #: Untrusted workspaces with project code: what their banner lists.
+        self._untrusted_code: dict[str, ProjectCode] = {}
+        self._just_trusted: set[str] = set()
+        self._restart_pending: set[str] = set()
         self.settings = settings
         self.launch = launch
         self.agent_panel = agent_panel
@@ -122,6 +131,12 @@ class DevModePanel(QWidget):
             launch.failed.connect(self._on_failed)
             launch.busy_changed.connect(lambda ws, _w: self._render_detail())
         self.banner.action_clicked.connect(self._on_banner_action)
+        if trust is not None:
+            trust.checked.connect(self._on_trust_checked)
+            trust.changed.connect(self._on_trust_changed)
+            trust.failed.connect(self._on_failed)
+            self.trust_banner.trust_clicked.connect(lambda ws: trust.set_trusted(ws, True))
+            self.trust_banner.restart_clicked.connect(self._restart)
         if agent_panel is not None:
             agent_panel.open_session_requested.connect(self._open_session)
         self.uptime_timer = QTimer(self)
@@ -163,6 +178,7 @@ class DevModePanel(QWidget):
         self.path_label.setStyleSheet("color:#6b7280;")
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner = Banner()
+        self.trust_banner = TrustBanner()
 
         self.status_icon = QLabel()
         self.status_label = QLabel("Stopped")
@@ -246,6 +262,7 @@ class DevModePanel(QWidget):
         rl.addWidget(self.name_label)
         rl.addWidget(self.path_label)
         rl.addWidget(self.banner)
+        rl.addWidget(self.trust_banner)
         rl.addLayout(status_row)
         progress_row = QHBoxLayout()
         progress_row.addWidget(self.progress_label, 1)
@@ -347,6 +364,9 @@ class DevModePanel(QWidget):
     def _select(self, path: str) -> None:
         self.current = path
         self._render_detail()
+        rec = self.servers.record_for(path)
+        if self.trust is not None and rec is not None and rec.active and not rec.trusted:
+            self.trust.check(path)  # e.g. started by the CLI: say what it left out
 
     # --------------------------------------------------------------------------- actions
 
@@ -438,6 +458,7 @@ class DevModePanel(QWidget):
             self.banner.show_message(kind, text, action=action, details=details)
         elif self.banner.kind != "app":
             self.banner.clear()
+        self._render_trust()
         self._render_status()
 
     def _render_status(self) -> None:
@@ -522,11 +543,16 @@ class DevModePanel(QWidget):
         self._say(ws, msg)
         if result.warnings:
             self._set_banner(ws, "warning", " ".join(result.warnings), None, "")
+        if self.trust is not None and not rec.trusted:
+            self.trust.check(ws)
         self._reload_list()
         self._render_status()
 
     def _on_stopped(self, ws: str) -> None:
         self._say(ws, "Server stopped.")
+        if ws in self._restart_pending:
+            self._restart_pending.discard(ws)
+            self.servers.start(ws)
         self._reload_list()
         self._render_status()
 
@@ -589,6 +615,46 @@ class DevModePanel(QWidget):
         self._messages.pop("", None)
         self._say(self.current, f"OpenCode installed at {path}. Start the server again.")
         self._render_status()
+
+    def _render_trust(self) -> None:
+        ws = self.current
+        code = self._untrusted_code.get(ws)
+        if code is not None:
+            self.trust_banner.show_untrusted(ws, code)
+        elif ws in self._just_trusted:
+            rec = self.servers.state_of(ws).record
+            running = rec is not None and rec.active and not rec.trusted
+            self.trust_banner.show_trusted(ws, running=running)
+        else:
+            self.trust_banner.hide()
+
+    def _on_trust_checked(self, ws: str, code: ProjectCode, trusted: bool) -> None:
+        if not trusted and code.any:
+            self._untrusted_code[ws] = code
+        else:
+            self._untrusted_code.pop(ws, None)
+        if ws == self.current:
+            self._render_trust()
+
+    def _on_trust_changed(self, ws: str, trusted: bool) -> None:
+        self._untrusted_code.pop(ws, None)
+        if trusted:
+            self._just_trusted.add(ws)
+            self._say(ws, f"Trusted {ws}.")
+        else:
+            self._just_trusted.discard(ws)
+        if ws == self.current:
+            self._render_trust()
+
+    def _restart(self, ws: str) -> None:
+        """Stop the workspace's server and start it again (e.g. to apply a trust change)."""
+        self._just_trusted.discard(ws)
+        self._render_trust()
+        if self.servers.record_for(ws) is None:
+            self.servers.start(ws)
+            return
+        self._restart_pending.add(ws)
+        self.servers.stop(ws)
 
     def _on_opened(self, ws: str, what: str, outcome: object) -> None:
         message = getattr(outcome, "message", "")

@@ -27,6 +27,7 @@ from smartspec_desktop.core.wiring import Core
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.readiness import ReadinessService
 from smartspec_desktop.services.servers import ServerService
+from smartspec_desktop.services.trust import TrustService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.account import AccountPage, format_credits
 from smartspec_desktop.ui.agent import AgentPanel
@@ -73,9 +74,12 @@ class MainWindow(QMainWindow):
             self.setWindowIcon(icon)
         self.resize(1120, 720)
 
-        self.devmode = DevModePanel(servers, core.settings, launch=launch, agent_panel=agent_panel)
+        self.trust = TrustService(core.servers.trust, jobs)
+        self.devmode = DevModePanel(
+            servers, core.settings, launch=launch, agent_panel=agent_panel, trust=self.trust
+        )
         self.account_page = AccountPage(account)
-        self.settings_page = SettingsPage(core.settings)
+        self.settings_page = SettingsPage(core.settings, trust=self.trust)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.devmode, "Dev Mode")
         self.tabs.addTab(self.account_page, "Account")

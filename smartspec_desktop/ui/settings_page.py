@@ -20,9 +20,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from smartspec_desktop.core.errors import ConfigError
+from smartspec_desktop.core.errors import ConfigError, SmartSpecError
 from smartspec_desktop.core.launch.terminals import supported_terminals
 from smartspec_desktop.core.storage.config import OPENWORK_MODES, OpenWorkMode, Settings
+from smartspec_desktop.services.trust import TrustService
+from smartspec_desktop.ui.trust import TrustedFolders
 from smartspec_desktop.ui.widgets import Banner
 
 TERMINALS = ["auto", *supported_terminals()]
@@ -31,9 +33,17 @@ TERMINALS = ["auto", *supported_terminals()]
 class SettingsPage(QWidget):
     applied = Signal()  # settings changed and saved
 
-    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        parent: QWidget | None = None,
+        *,
+        trust: TrustService | None = None,
+    ) -> None:
         super().__init__(parent)
         self.settings = settings
+        self.trust = trust
+        self.trusted_folders = TrustedFolders()
         self.banner = Banner()
         self.backend_url = QLineEdit()
         self.opencode_path = QLineEdit()
@@ -95,6 +105,14 @@ class SettingsPage(QWidget):
         lay.addWidget(self.banner)
         lay.addLayout(form)
         lay.addLayout(buttons)
+        lay.addWidget(self.trusted_folders)
+        self.trusted_folders.setVisible(trust is not None)
+        if trust is not None:
+            trust.entries_loaded.connect(self.trusted_folders.set_entries)
+            trust.changed.connect(self._on_trust_changed)
+            trust.failed.connect(self._on_trust_failed)
+            self.trusted_folders.revoke_clicked.connect(lambda ws: trust.set_trusted(ws, False))
+            trust.load()
         lay.addStretch(1)
         self.load()
 
@@ -142,3 +160,20 @@ class SettingsPage(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Choose the opencode program")
         if path:
             self.opencode_path.setText(path)
+
+    # ---------------------------------------------------------------------------- trust
+
+    def _on_trust_changed(self, ws: str, trusted: bool) -> None:
+        if not trusted:
+            self.banner.show_message(
+                "info",
+                f"Revoked trust in {_esc(ws)}. Its own plugins and MCP servers stay off from the "
+                "next start of its server (restart it if it is running).",
+            )
+
+    def _on_trust_failed(self, ws: str, error: SmartSpecError) -> None:
+        self.banner.show_message("error", f"<b>{_esc(error.problem)}</b><br>{_esc(error.fix)}")
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -314,7 +314,9 @@ def test_workspace_config_cannot_route_around_the_gateway(sandbox: Sandbox) -> N
             }
         )
     )
-    info = sandbox.cli_json("start", str(ws))
+    # Trusted, so OpenCode reads that opencode.json (an untrusted one is ignored altogether).
+    info = sandbox.cli_json("start", "--trust", str(ws))
+    assert info["trusted"] is True
     pw = password_of(sandbox, info["server_id"])
     providers = httpx.get(info["url"] + "/config/providers", auth=("opencode", pw), timeout=10)
     assert [p["id"] for p in providers.json()["providers"]] == ["smartspec"]

@@ -364,3 +364,20 @@ def test_the_cli_shows_a_refused_attempt_as_a_warning(monkeypatch: pytest.Monkey
     assert cli.cmd_open_openwork(core, args, out, err) == 0  # type: ignore[arg-type]
     assert out.getvalue() == "Opened OpenCode's web UI.\n"
     assert f"warning: {warning}\n" in err.getvalue()
+
+
+def test_open_cli_keeps_an_untrusted_folders_tui_plugins_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `opencode attach` loads the folder's own tui.json plugins unless project config is off.
+    _argv, kw = run_open_cli()
+    assert kw["env"]["OPENCODE_DISABLE_PROJECT_CONFIG"] == "1"
+
+    def trusted_start(self: FakeServers, workspace: str, *, progress: Any = None) -> FakeStart:
+        rec = record(workspace)
+        rec.trusted = True
+        return FakeStart(rec)
+
+    monkeypatch.setattr(FakeServers, "start", trusted_start)
+    _argv, kw = run_open_cli()
+    assert "OPENCODE_DISABLE_PROJECT_CONFIG" not in kw["env"]

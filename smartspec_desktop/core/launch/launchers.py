@@ -97,6 +97,7 @@ from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Super
 from smartspec_desktop.core.servers.launch_config import SCRUBBED_ENV
 from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.servers.registry import ChildRecord, ServerRecord
+from smartspec_desktop.core.servers.trust import apply_trust
 from smartspec_desktop.core.storage.paths import check_trusted_program, make_private_dir
 
 log = logging.getLogger(__name__)
@@ -185,13 +186,16 @@ def open_cli(
     opencode = rec.opencode_path or servers.find_opencode().path
     ws = rec.workspace_path
     command = [opencode, "attach", rec.url, "--dir", ws]
+    terminal_env = _loopback_env(servers.environ, TERMINAL_DROPPED_ENV)
+    # The TUI loads the folder's own tui.json plugins unless told not to: only when trusted.
+    apply_trust(terminal_env, rec.trusted)
     launch = build_terminal_launch(
         command,
         cwd=ws,
         title=f"OpenCode — {os.path.basename(ws) or ws}",
         secret_env={"OPENCODE_SERVER_PASSWORD": password},
         preference=servers.settings.terminal,
-        environ=_loopback_env(servers.environ, TERMINAL_DROPPED_ENV),
+        environ=terminal_env,
     )
     say(f"Opening {launch.terminal} …")
     kwargs: dict[str, Any] = {}

@@ -55,6 +55,7 @@ from smartspec_desktop.core.servers.registry import (
     ServerStatus,
     same_workspace,
 )
+from smartspec_desktop.core.servers.trust import TAKES_EFFECT, TrustStore, apply_trust
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials
@@ -97,6 +98,7 @@ class ServerManager:
         self.backend_factory = backend_factory
         self.processes: ProcessTable = processes or LiveProcesses()
         self.registry = Registry(paths.servers_file, legacy_file=paths.legacy_servers_file)
+        self.trust = TrustStore(paths.trust_file)
         self.version_cache = VersionCache(paths.state_dir / "opencode-version.json")
         self.me = ProcIdentity.of(os.getpid())
         #: Supervisors this process spawned, so they are reaped (no zombies) while we live.
@@ -180,6 +182,9 @@ class ServerManager:
             lock.release()
         if not reused:
             self._remember(ws)
+        elif record.trusted != self.trust.is_trusted(ws):
+            warnings.append(self.trust_mismatch(record))
+        warnings += self.trust.drain_warnings()
         return StartResult(record, reused, warnings + self.registry.drain_warnings())
 
     def _start_locked(
@@ -216,6 +221,16 @@ class ServerManager:
                 time.sleep(0.5)
         assert last_error is not None
         raise last_error
+
+    @staticmethod
+    def trust_mismatch(record: ServerRecord) -> str:
+        """Why a running server does not (yet) follow the workspace's trust setting."""
+        was = "with" if record.trusted else "without"
+        return (
+            f"The running server for {record.workspace_path} was started {was} the folder's own "
+            f"plugins and MCP servers. {TAKES_EFFECT} Stop it and start it again (or Restart in "
+            "the window)."
+        )
 
     def _remember(self, ws: str) -> None:
         # The window persists settings; the core only keeps the list in memory.
@@ -272,6 +287,8 @@ class ServerManager:
                 agent_permissions=self.settings.agent_permissions,
             ),
         )
+        trusted = self.trust.is_trusted(ws)
+        apply_trust(env, trusted)
         url = f"http://{ports.HOST}:{port}"
         record = ServerRecord(
             server_id=server_id,
@@ -290,6 +307,7 @@ class ServerManager:
             exit_file=str(exit_file),
             password_store=store,
             port_note=note,
+            trusted=trusted,
         )
         with self.registry.transaction() as records:
             records[server_id] = record

@@ -111,6 +111,8 @@ class ServerRecord:
     error: str = ""
     #: e.g. "ports 3795-3800 were busy; using 41233 instead"
     port_note: str = ""
+    #: Whether it was started with the workspace's own config (plugins, MCP servers): trust.
+    trusted: bool = False
     children: list[ChildRecord] = field(default_factory=list)
 
     @property
@@ -133,6 +135,7 @@ class ServerRecord:
             "exit_code": self.exit_code,
             "error": self.error,
             "port_note": self.port_note,
+            "trusted": self.trusted,
             "children": [
                 {k: getattr(c, k) for k in ("kind", "pid", "port", "url", "log_path")}
                 for c in self.children

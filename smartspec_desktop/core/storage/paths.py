@@ -79,6 +79,11 @@ class Paths:
         return self.state_dir / "servers.json"
 
     @property
+    def trust_file(self) -> Path:
+        """The trusted workspaces (:mod:`..servers.trust`)."""
+        return self.state_dir / "trust.json"
+
+    @property
     def legacy_servers_file(self) -> Path:
         """Where state version 1 kept the server records (read and migrated while needed)."""
         return self.state_dir / "sessions.json"
