@@ -110,6 +110,8 @@ class ServerRecord:
     #: e.g. "ports 3795-3800 were busy; using 41233 instead"
     port_note: str = ""
     children: list[ChildRecord] = field(default_factory=list)
+    #: The port of the server's gateway broker (issue 9); 0 for a server started without one.
+    broker_port: int = 0
 
     @property
     def active(self) -> bool:
@@ -131,6 +133,7 @@ class ServerRecord:
             "exit_code": self.exit_code,
             "error": self.error,
             "port_note": self.port_note,
+            "broker_port": self.broker_port,
             "children": [
                 {k: getattr(c, k) for k in ("kind", "pid", "port", "url", "log_path")}
                 for c in self.children
