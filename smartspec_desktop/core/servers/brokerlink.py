@@ -18,6 +18,7 @@ per-workspace totals. No Qt.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ import httpx
 from smartspec_desktop.core.broker.meter import read_records
 from smartspec_desktop.core.errors import BrokerUnavailable
 from smartspec_desktop.core.storage.paths import Paths
+
+
+def new_task_id() -> str:
+    """A budget task id (the broker charges a task's calls through its OpenCode sessions)."""
+    return "task_" + secrets.token_hex(8)
 
 
 def workspace_digest(workspace: str) -> str:
