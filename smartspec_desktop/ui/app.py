@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QApplication
 from smartspec_desktop import APP_NAME
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.redact import Redactor
+from smartspec_desktop.core.servers.brokerlink import workspace_records
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.wiring import Core, build_core
 from smartspec_desktop.logsetup import setup_logging
@@ -31,7 +32,7 @@ from smartspec_desktop.resources import resource_path
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.servers import ServerService
-from smartspec_desktop.services.tasks import TaskService
+from smartspec_desktop.services.tasks import BrokerAccess, TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
@@ -90,8 +91,13 @@ class Application:
         self.jobs = Jobs(qapp)
         self.servers = ServerService(core.servers, self.jobs)
         self.account = AccountService(core.settings, core.credentials, self.jobs)
+        self.account.push_key = core.servers.push_key
         self.launch = LaunchService(core.servers, self.jobs)
         self.tasks = TaskService(self.jobs)
+        self.tasks.broker_access = BrokerAccess(
+            control=core.servers.broker,
+            records=lambda rec: workspace_records(core.paths, rec.workspace_path),
+        )
         self.agent_panel = AgentPanel(self.tasks)
         icon = QIcon(str(resource_path("icon.svg")))
         self.window = MainWindow(
