@@ -23,6 +23,7 @@ from smartspec_desktop.core.errors import (
     SmartSpecError,
 )
 from smartspec_desktop.core.redact import mask_key
+from smartspec_desktop.core.servers.brokerlink import charged_in_window
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.secrets import Credentials, check_api_key_format, source_text
 from smartspec_desktop.services.worker import Jobs, as_error
@@ -334,3 +335,25 @@ class AccountService(QObject):
                 self.warned.emit(f"A running server did not get the new key: {w}")
 
         self.jobs.submit(work, on_done=done, on_failed=lambda e: self.failed.emit(as_error(e)))
+
+    def credits_charged(
+        self, since: float, until: float, on_result: Callable[[float | None], None]
+    ) -> None:
+        """The credits the backend deducted in ``[since, until]`` (a task's window), from its
+        ledger; ``on_result(None)`` when not signed in or the ledger cannot be read."""
+        token = self._token
+        if token is None:
+            on_result(None)
+            return
+
+        def work() -> float:
+            with self._backend() as b:
+                data = b.transactions(token, limit=100)
+            listed = data.get("transactions")
+            return charged_in_window(listed if isinstance(listed, list) else [], since, until)
+
+        def failed(e: BaseException) -> None:
+            log.info("could not read the credit transactions: %s", e)
+            on_result(None)
+
+        self.jobs.submit(work, on_done=on_result, on_failed=failed)

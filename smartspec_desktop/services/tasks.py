@@ -455,6 +455,11 @@ class TaskService(QObject):
 
     # ------------------------------------------------------------ metering and budgets (issue 9)
 
+    @property
+    def task_started(self) -> float:
+        """When the running (or last) task was sent (epoch seconds; 0 before any)."""
+        return self._task_started
+
     def poll_usage(self) -> None:
         """Read the running (or last) task's metered usage off the GUI thread; emits
         ``usage_changed``. At most one read in flight."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -133,6 +134,13 @@ class AgentPanel(QWidget):
         service.budget_paused.connect(self._on_budget_paused)
         self._metered: dict[str, dict[str, int]] = {}
         self._paused: BudgetReached | None = None
+        self._metered_text = ""
+        self._charged: float | None = None
+        #: ``(since, until, on_result)``: the credits the backend charged in a task's window
+        #: (set by the app to ``AccountService.credits_charged``; None: not shown).
+        self.credits_lookup: (
+            Callable[[float, float, Callable[[float | None], None]], None] | None
+        ) = None
         self.set_server_target(None, None)
 
     # ------------------------------------------------------------------------------ layout
@@ -444,6 +452,7 @@ class AgentPanel(QWidget):
         self.todo_label.setText("Todo")
         self.usage_label.clear()
         self.metered_label.clear()
+        self._metered_text, self._charged = "", None
         self.paused_box.hide()
         self._paused = None
         self.error_label.hide()
@@ -548,6 +557,7 @@ class AgentPanel(QWidget):
     def _on_finished(self, ok: bool, summary: str) -> None:
         if ok:
             self.status_label.setText("Done")
+        self._show_charged()
         self._update_buttons()
         self.task_finished.emit(ok, summary)
 
@@ -558,7 +568,29 @@ class AgentPanel(QWidget):
     # ------------------------------------------------------------ metering and budgets (issue 9)
 
     def _on_usage(self, usage: Usage) -> None:
-        self.metered_label.setText(f"Metered by the gateway broker: {usage.line()}")
+        self._metered_text = f"Metered by the gateway broker: {usage.line()}"
+        self._render_metered()
+
+    def _render_metered(self) -> None:
+        text = self._metered_text
+        if text and self._charged is not None:
+            text += f" · {self._charged:,.0f} credits charged by SmartSpecPro"
+        self.metered_label.setText(text)
+
+    def _show_charged(self) -> None:
+        """After a task: the credits the backend really charged in its window (signed in)."""
+        lookup = self.credits_lookup
+        started = self.service.task_started
+        if lookup is None or not started:
+            return
+        until = time.time()
+
+        def shown(credits: float | None) -> None:
+            if started == self.service.task_started:  # still the task shown
+                self._charged = credits
+                self._render_metered()
+
+        lookup(started, until, shown)
 
     def _on_sessions_usage(self, metered: dict[str, dict[str, int]]) -> None:
         self._metered = dict(metered)

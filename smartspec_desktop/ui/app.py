@@ -99,6 +99,7 @@ class Application:
             records=lambda rec: workspace_records(core.paths, rec.workspace_path),
         )
         self.agent_panel = AgentPanel(self.tasks)
+        self.agent_panel.credits_lookup = self.account.credits_charged
         icon = QIcon(str(resource_path("icon.svg")))
         self.window = MainWindow(
             core,

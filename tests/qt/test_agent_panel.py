@@ -4,7 +4,7 @@ the TaskService and the AgentPanel driven with pytest-qt."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +21,13 @@ from PySide6.QtWidgets import (
     QTreeWidgetItem,
 )
 
+from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.opencode.events import TaskState
-from smartspec_desktop.core.servers.brokerlink import BrokerControl, workspace_records
+from smartspec_desktop.core.servers.brokerlink import (
+    BrokerControl,
+    charged_in_window,
+    workspace_records,
+)
 from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.services.tasks import BrokerAccess, TaskService
@@ -161,6 +166,15 @@ def test_tool_call_todos_and_completion_show_in_the_activity_view(rig: Rig, qtbo
             progress.append(st.todo_progress)
 
     rig.service.state_changed.connect(seen)
+    # Signed in: the ledger's deductions in the task's window, as AccountService reads them.
+    token = backend.issue_token(rig.box.email)
+
+    def lookup(since: float, until: float, on_result: Callable[[float | None], None]) -> None:
+        with BackendClient(backend.url) as b:
+            listed = b.transactions(token, limit=100)["transactions"]
+        on_result(charged_in_window(listed, since, until))
+
+    rig.panel.credits_lookup = lookup
     finished: list[tuple[bool, str]] = []
     rig.panel.task_finished.connect(lambda ok, s: finished.append((ok, s)))
     with qtbot.waitSignal(rig.panel.task_finished, timeout=WAIT):  # type: ignore[attr-defined]
@@ -202,7 +216,12 @@ def test_tool_call_todos_and_completion_show_in_the_activity_view(rig: Rig, qtbo
     assert cell(p.table, 0, 0).text() == "Write hello.txt and tell me"
     assert cell(p.table, 0, 3).text() == f"{total_tokens:,}"
     assert cell(p.table, 0, 4).text() == "4", "calls metered by the broker"
-    assert f"4 calls · {total_tokens:,} tokens (1,550 in / 180 out)" in p.metered_label.text()
+    metered = f"4 calls · {total_tokens:,} tokens (1,550 in / 180 out)"
+    charged = f"· {expected:,.0f} credits charged by SmartSpecPro"
+    qtbot.waitUntil(  # type: ignore[attr-defined]
+        lambda: metered in p.metered_label.text() and charged in p.metered_label.text(),
+        timeout=WAIT,
+    )
     assert "$" not in p.usage_label.text() + p.metered_label.text(), "no made-up cost"
 
 

@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -230,3 +231,37 @@ class BrokerControl:
             self._call("PUT", "/key", {"key": key})
         else:
             self._call("DELETE", "/key")
+
+
+# ------------------------------------------------------------------------- credits charged
+
+
+def _epoch(value: object) -> float | None:
+    """The backend's timestamps are naive ISO in UTC (backend-contract.md)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def charged_in_window(
+    transactions: Iterable[Mapping[str, Any]], since: float, until: float, *, slack: float = 2.0
+) -> float:
+    """The credits the backend deducted between ``since`` and ``until`` (epoch seconds, with
+    ``slack`` either side): what a task really cost, as the ledger says."""
+    total = 0.0
+    for t in transactions:
+        if t.get("type") != "deduction":
+            continue
+        when = _epoch(t.get("created_at"))
+        amount = t.get("amount")
+        if when is None or not isinstance(amount, int | float) or isinstance(amount, bool):
+            continue
+        if since - slack <= when <= until + slack:
+            total += abs(float(amount))
+    return total

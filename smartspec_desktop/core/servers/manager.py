@@ -528,6 +528,20 @@ class ServerManager:
             return [str(e)]
         return []
 
+    def apply_day_caps(self) -> list[str]:
+        """Give every running server's broker its workspace's daily cap from the settings."""
+        warnings = []
+        for rec in self.refresh():
+            if rec.status != ServerStatus.RUNNING or not rec.broker_port:
+                continue
+            try:
+                self.broker(rec).set_day_cap(
+                    self.settings.workspace_day_caps.get(rec.workspace_path)
+                )
+            except BrokerUnavailable as e:
+                warnings.append(str(e))
+        return warnings
+
     def push_key(self, key: str | None) -> list[str]:
         """Give every running server's broker the new key (None: drop it), no restart.
 
