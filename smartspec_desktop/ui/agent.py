@@ -212,6 +212,7 @@ class AgentPanel(QWidget):
         self.budget_box.setSingleStep(10_000)
         self.budget_box.setSpecialValueText("no budget")
         self.budget_box.setSuffix(" tokens")
+        self.budget_box.setGroupSeparatorShown(True)
         self.budget_box.setToolTip(
             "Stop the task once it has used this many tokens (0: no budget). "
             "You can continue it with a larger budget."
@@ -600,7 +601,11 @@ class AgentPanel(QWidget):
         step = self.budget_box.value() or e.cap or 10_000
         self.continue_btn.setText(f"Continue (+{step:,})")
         cap = f"{e.cap:,} tokens" if e.cap else "tokens"
-        self.paused_label.setText(f"Paused: budget of {cap} reached. {e.problem}")
+        head = e.problem if e.problem.startswith("Paused") else f"Paused: {e.problem}"
+        self.paused_label.setText(
+            f"{head} Continue raises the budget by {step:,} tokens and goes on in this session; "
+            "Stop leaves the task here."
+        )
         self.status_label.setText(f"Paused: budget of {cap} reached")
         self.error_label.hide()
         self.paused_box.show()

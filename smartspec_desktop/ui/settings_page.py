@@ -72,6 +72,7 @@ class SettingsPage(QWidget):
         self.day_cap.setSingleStep(50_000)
         self.day_cap.setSpecialValueText("no daily budget")
         self.day_cap.setSuffix(" tokens/day")
+        self.day_cap.setGroupSeparatorShown(True)
         self.day_cap.setToolTip(
             "Tokens this workspace's agent may use per day; calls past it are refused "
             "(Paused: budget reached). Applies to a running server at once."
