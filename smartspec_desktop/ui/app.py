@@ -82,6 +82,17 @@ def instance_lock(paths: Paths) -> FileLock:
     return FileLock(str(paths.state_dir / "window.lock"), timeout=0)
 
 
+def wire_broker(core: Core, account: AccountService, tasks: TaskService, agent: AgentPanel) -> None:
+    """Connect the window's services to the servers' gateway brokers (issue 9): key changes
+    reach running servers, tasks are metered and capped, the ledger shows what they cost."""
+    account.push_key = core.servers.push_key
+    tasks.broker_access = BrokerAccess(
+        control=core.servers.broker,
+        records=lambda rec: workspace_records(core.paths, rec.workspace_path),
+    )
+    agent.credits_lookup = account.credits_charged
+
+
 class Application:
     """Owns the objects of one window process (no globals)."""
 
@@ -91,15 +102,10 @@ class Application:
         self.jobs = Jobs(qapp)
         self.servers = ServerService(core.servers, self.jobs)
         self.account = AccountService(core.settings, core.credentials, self.jobs)
-        self.account.push_key = core.servers.push_key
         self.launch = LaunchService(core.servers, self.jobs)
         self.tasks = TaskService(self.jobs)
-        self.tasks.broker_access = BrokerAccess(
-            control=core.servers.broker,
-            records=lambda rec: workspace_records(core.paths, rec.workspace_path),
-        )
         self.agent_panel = AgentPanel(self.tasks)
-        self.agent_panel.credits_lookup = self.account.credits_charged
+        wire_broker(core, self.account, self.tasks, self.agent_panel)
         icon = QIcon(str(resource_path("icon.svg")))
         self.window = MainWindow(
             core,
