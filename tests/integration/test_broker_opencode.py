@@ -294,6 +294,10 @@ def test_budget_refuses_the_turn_and_continue_resumes(
     assert backend.chat_requests()
 
 
+@pytest.mark.allow_log(
+    r"smartspec_desktop.core.broker.modelids: Ignored 1 model id",
+    reason="the {file:…} id is dropped on purpose",
+)
 def test_5000_models_start_and_a_file_model_id_never_leaves(
     serve: Serve, backend: BackendStandIn, tmp_path: Path
 ) -> None:
