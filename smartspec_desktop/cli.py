@@ -11,6 +11,7 @@ import getpass
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +20,10 @@ from typing import Any, TextIO
 from smartspec_desktop import __version__
 from smartspec_desktop.core import review, worktrees
 from smartspec_desktop.core.backend import BackendClient
+from smartspec_desktop.core.broker.meter import read_records
 from smartspec_desktop.core.errors import (
     BackendUnreachable,
+    BudgetReached,
     ServerNotRunning,
     SmartSpecError,
     StateError,
@@ -35,9 +38,17 @@ from smartspec_desktop.core.opencode.binary import PINNED_VERSION, install_openc
 from smartspec_desktop.core.opencode.events import TaskState
 from smartspec_desktop.core.opencode.tasks import check_prompt, run_task, title_for
 from smartspec_desktop.core.redact import mask_key
+from smartspec_desktop.core.servers.brokerlink import (
+    Usage,
+    broker_files,
+    new_task_id,
+    summarize,
+    usage_report,
+    workspace_records,
+)
 from smartspec_desktop.core.servers.history import last_server
 from smartspec_desktop.core.servers.preflight import normalize_workspace
-from smartspec_desktop.core.servers.registry import CRASHED, ServerRecord
+from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, ServerRecord
 from smartspec_desktop.core.servers.trust import (
     TAKES_EFFECT,
     UNTRUSTED_EFFECT,
@@ -111,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run it in a new git worktree (branch smartspec/NAME, a name is made up if none) "
         "with its own server; the agent's work is committed on that branch",
     )
+    s.add_argument(
+        "--budget",
+        type=_tokens,
+        metavar="N",
+        help="stop the task once it has used N tokens (the gateway broker refuses further calls)",
+    )
+
+    s = sub.add_parser("usage", help="tokens and calls the gateway broker metered for a workspace")
+    s.add_argument("workspace")
+    s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("logs", help="print the server log of a workspace")
     s.add_argument("workspace")
@@ -153,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def _tokens(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of tokens") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a budget must be at least 1 token")
+    return value
 
 
 def _print_json(data: Any, out: TextIO) -> None:
@@ -265,7 +296,7 @@ def cmd_status(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -
     records = core.servers.list_servers()
     _warn(core.servers.registry.drain_warnings(), err)
     if args.json:
-        _print_json([r.public() for r in records], out)
+        _print_json([_with_usage(core, r) for r in records], out)
     elif not records:
         out.write("No servers.\n")
     else:
@@ -323,17 +354,21 @@ def cmd_sessions(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO)
         )
     with core.servers.client(rec, timeout=15.0) as client:
         infos = client.session_infos(workspace=rec.workspace_path)
+    # Tokens and calls as the gateway broker metered them (what the account is charged for).
+    metered = usage_report(workspace_records(core.paths, rec.workspace_path))["by_session"]
+    none = Usage().as_json()
     if args.json:
-        _print_json([i.public() for i in infos], out)
+        _print_json([dict(i.public(), usage=metered.get(i.id, none)) for i in infos], out)
     elif not infos:
         out.write("No OpenCode sessions yet. Run a task with `smartspec-desktop run`.\n")
     else:
-        head = ("ID", "CREATED", "LAST ACTIVITY", "TOKENS", "COST")
-        out.write("{:<32} {:<16} {:<16} {:>8} {:>8}  TITLE\n".format(*head))
+        head = ("ID", "CREATED", "LAST ACTIVITY", "TOKENS", "CALLS")
+        out.write("{:<32} {:<16} {:<16} {:>8} {:>6}  TITLE\n".format(*head))
         for i in infos:
+            u = metered.get(i.id, none)
             out.write(
                 f"{i.id:<32} {_when(i.created):<16} {_when(i.updated):<16} "
-                f"{i.tokens_input + i.tokens_output:>8} {i.cost:>8.4f}  {i.title}\n"
+                f"{u['total_tokens']:>8} {u['calls']:>6}  {i.title}\n"
             )
     return EXIT_OK
 
@@ -376,21 +411,38 @@ def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         out.write(chunk)
         out.flush()
 
-    with core.servers.client(result.record, timeout=30.0) as client:
+    rec = result.record
+    started = time.time()
+    with core.servers.client(rec, timeout=30.0) as client:
+        session_id = args.session or str(client.create_session(title_for(args.prompt))["id"])
+        if args.budget is not None:
+            task = new_task_id()
+            core.servers.broker(rec).set_task(task, args.budget, [session_id])
         try:
             state = run_task(
                 client,
                 args.prompt,
-                session_id=args.session,
+                session_id=session_id,
                 on_text=on_text,
                 on_progress=line.update,
                 timeout=args.timeout,
                 session_listing=f"`smartspec-desktop sessions {result.record.workspace_path}`",
             )
+        except BudgetReached as e:
+            line.end()
+            _print_task_usage(core, rec, session_id, started, err)
+            fix = (
+                f"Go on with a larger budget: smartspec-desktop run {rec.workspace_path} "
+                f'"continue" --session {session_id} --budget N'
+                if e.task is not None
+                else "Raise the workspace's daily budget in Settings, or go on tomorrow."
+            )
+            raise BudgetReached(e.problem, fix, task=e.task, cap=e.cap) from None
         finally:
             line.end()
     if state.text and not state.text.endswith("\n"):
         out.write("\n")
+    _print_task_usage(core, rec, session_id, started, err)
     summary = f"session {state.session_id}: {state.tokens_input} input / {state.tokens_output} "
     summary += "output tokens"
     if state.tools:
@@ -399,6 +451,56 @@ def cmd_run(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         done, total = state.todo_progress
         summary += f", todo {done}/{total} done"
     err.write(summary + "\n")
+    return EXIT_OK
+
+
+def _with_usage(core: Core, r: ServerRecord) -> dict[str, Any]:
+    data = r.public()
+    report = usage_report(workspace_records(core.paths, r.workspace_path))
+    data["usage"] = {"total": report["total"], "today": report["today"]}
+    return data
+
+
+def _print_task_usage(
+    core: Core, rec: ServerRecord, session_id: str, started: float, err: TextIO
+) -> None:
+    """The task's metered calls and tokens (this run's window, this session), on stderr."""
+    records = workspace_records(core.paths, rec.workspace_path)
+    used = summarize(records, sessions=[session_id], since=started - 1.0)
+    err.write(f"usage: {used.line()} (metered by the gateway broker)\n")
+
+
+def cmd_usage(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    ws = normalize_workspace(args.workspace)
+    files = broker_files(core.paths, ws)
+    report = usage_report(read_records(files.meter_file))
+    budget: dict[str, Any] | None = None
+    rec = core.servers.get(ws)
+    if rec is not None and rec.status == RUNNING and rec.broker_port:
+        try:
+            budget = core.servers.broker(rec).budget()
+        except SmartSpecError as e:
+            err.write(f"warning: {e}\n")
+    if args.json:
+        _print_json(
+            dict(report, workspace=ws, meter_file=str(files.meter_file), budget=budget), out
+        )
+        return EXIT_OK
+    if not report["total"]["calls"]:
+        out.write(f"No gateway calls were metered for {ws} yet.\n")
+        return EXIT_OK
+    total, today = Usage(), Usage()
+    for src, dst in ((report["total"], total), (report["today"], today)):
+        for k in ("calls", "errors", "refused", "prompt_tokens", "completion_tokens"):
+            setattr(dst, k, src[k])
+    out.write(f"{ws}\n  all time: {total.line()}\n  today:    {today.line()}\n")
+    if budget is not None:
+        day = budget.get("day", {})
+        if isinstance(day, dict) and day.get("cap") is not None:
+            out.write(f"  daily budget: {day.get('used', 0):,} of {day['cap']:,} tokens used\n")
+    out.write("  by session:\n")
+    for sid, u in sorted(report["by_session"].items(), key=lambda kv: -kv[1]["total_tokens"]):
+        out.write(f"    {sid:<32} {u['total_tokens']:>10,} tokens {u['calls']:>5} calls\n")
     return EXIT_OK
 
 
@@ -444,6 +546,7 @@ def cmd_key(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             out.write("No API key was stored in the keyring; nothing was removed.\n")
         if creds.environ.get(API_KEY_ENV, "").strip():
             out.write(f"note: {API_KEY_ENV} is set in the environment, so its key is used.\n")
+        _push_key(core, out, err)
         return EXIT_OK
     # set: from stdin only, never argv (argv is visible to every user through ps)
     raw = getpass.getpass("SmartSpecPro API key: ") if sys.stdin.isatty() else sys.stdin.read()
@@ -459,7 +562,26 @@ def cmd_key(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     note = creds.key_status().note()
     if note:
         out.write(f"note: {note}\n")
+    _push_key(core, out, err)
     return EXIT_OK
+
+
+def _push_key(core: Core, out: TextIO, err: TextIO) -> None:
+    """Running servers use the key in effect now (or none), without a restart."""
+    running = [r for r in core.servers.list_servers() if r.status == RUNNING and r.broker_port]
+    if not running:
+        return
+    key = core.servers.current_key()
+    warnings = core.servers.push_key(key)
+    _warn(warnings, err)
+    told = len(running) - len(warnings)
+    if told and key is not None:
+        out.write(f"{told} running server(s) use it from their next call (no restart).\n")
+    elif told:
+        out.write(
+            f"{told} running server(s) no longer have a key: their calls fail until you set "
+            "one (`smartspec-desktop key set`).\n"
+        )
 
 
 def cmd_opencode(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -770,6 +892,7 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace, TextIO, TextIO], int]] =
     "stop": cmd_stop,
     "sessions": cmd_sessions,
     "run": cmd_run,
+    "usage": cmd_usage,
     "logs": cmd_logs,
     "key": cmd_key,
     "trust": cmd_trust,

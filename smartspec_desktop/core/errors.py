@@ -171,3 +171,26 @@ class LaunchCancelled(LaunchError):
 
 class NoTerminalError(LaunchError):
     code = "no_terminal"
+
+
+class BudgetReached(TaskError):
+    """The gateway broker refused a call: a task or daily token budget is used up (issue 9).
+
+    ``task`` is the broker's task id when a task budget stopped it (None: the day's budget);
+    ``cap`` the budget in tokens (0 when the message did not say).
+    """
+
+    code = "budget_reached"
+
+    def __init__(
+        self, problem: str, fix: str = "", *, task: str | None = None, cap: int = 0
+    ) -> None:
+        super().__init__(problem, fix)
+        self.task = task
+        self.cap = cap
+
+
+class BrokerUnavailable(SmartSpecError):
+    """A server's gateway broker (its control API) could not be reached or refused us."""
+
+    code = "broker_unavailable"

@@ -23,6 +23,7 @@ from smartspec_desktop.core.errors import (
     SmartSpecError,
 )
 from smartspec_desktop.core.redact import mask_key
+from smartspec_desktop.core.servers.brokerlink import charged_in_window
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.secrets import Credentials, check_api_key_format, source_text
 from smartspec_desktop.services.worker import Jobs, as_error
@@ -64,6 +65,9 @@ class AccountService(QObject):
         #: The key this computer uses (only to tell which listed key it is; never shown).
         self._current_key: str | None = None
         self._listed: list[dict[str, Any]] = []
+        #: Gives running servers' gateway brokers a key (None: drop it); returns warnings.
+        #: Set by the app to ``ServerManager.push_key`` (issue 9: no restart after a change).
+        self.push_key: Callable[[str | None], list[str]] | None = None
 
     @property
     def is_signed_in(self) -> bool:
@@ -190,6 +194,7 @@ class AccountService(QObject):
                 self.keyring_missing.emit(source)  # the UI offers "use for this run only"
                 return
             self._current_key = key
+            self._push_key_to_servers()
             if unchecked:
                 self.warned.emit(
                     f"Stored {masked} in {source_text(source)} without checking it: {unchecked} "
@@ -209,6 +214,7 @@ class AccountService(QObject):
             self._current_key = key
             self.key_changed.emit(mask_key(key), "this run")
             self.message.emit(f"Using {mask_key(key)} for this run only (not stored).")
+            self._push_key_to_servers()
 
     def forget_key(self) -> None:
         def work() -> bool:
@@ -220,6 +226,7 @@ class AccountService(QObject):
             else:
                 self.message.emit("No API key was stored on this computer; nothing was removed.")
             self.load_key_status()
+            self._push_key_to_servers()
 
         self._run(work, done)
 
@@ -273,6 +280,7 @@ class AccountService(QObject):
                 self.message.emit("Key revoked; creating a new key for this computer …")
                 self.create_key()
             elif was_ours:
+                self._push_key_to_servers(drop=True)
                 self.warned.emit(
                     "Revoked the key this computer uses: running servers stop getting answers "
                     "(the gateway rejects it). Create a new key for this computer, then restart "
@@ -297,6 +305,7 @@ class AccountService(QObject):
 
     def _key_kept(self, result: tuple[str, str, str]) -> None:
         masked, source, verb = result
+        self._push_key_to_servers()
         if source == "this run":
             self.message.emit(
                 f"{verb} {masked}. No OS keyring is available, so it is used for this run only."
@@ -305,3 +314,46 @@ class AccountService(QObject):
             self.message.emit(f"{verb} {masked} and stored it in the OS keyring.")
         self.load_key_status()
         self.list_keys()
+
+    def _push_key_to_servers(self, *, drop: bool = False) -> None:
+        """Running servers use the key in effect now (``drop``: none), without a restart."""
+        push = self.push_key
+        if push is None:
+            return
+
+        def work() -> list[str]:
+            key: str | None = None
+            if not drop:
+                try:
+                    key = self.credentials.api_key()[0]
+                except SmartSpecError:
+                    key = None
+            return push(key)
+
+        def done(warnings: list[str]) -> None:
+            for w in warnings:
+                self.warned.emit(f"A running server did not get the new key: {w}")
+
+        self.jobs.submit(work, on_done=done, on_failed=lambda e: self.failed.emit(as_error(e)))
+
+    def credits_charged(
+        self, since: float, until: float, on_result: Callable[[float | None], None]
+    ) -> None:
+        """The credits the backend deducted in ``[since, until]`` (a task's window), from its
+        ledger; ``on_result(None)`` when not signed in or the ledger cannot be read."""
+        token = self._token
+        if token is None:
+            on_result(None)
+            return
+
+        def work() -> float:
+            with self._backend() as b:
+                data = b.transactions(token, limit=100)
+            listed = data.get("transactions")
+            return charged_in_window(listed if isinstance(listed, list) else [], since, until)
+
+        def failed(e: BaseException) -> None:
+            log.info("could not read the credit transactions: %s", e)
+            on_result(None)
+
+        self.jobs.submit(work, on_done=on_result, on_failed=failed)

@@ -13,15 +13,30 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
-from smartspec_desktop.core.errors import EmptyPrompt, ServerNotRunning, TaskAborted, TaskError
+from smartspec_desktop.core.errors import (
+    BudgetReached,
+    EmptyPrompt,
+    ServerNotRunning,
+    TaskAborted,
+    TaskError,
+)
 from smartspec_desktop.core.opencode.client import PERMISSION_REPLIES, OpenCodeClient
 from smartspec_desktop.core.opencode.events import TaskState
-from smartspec_desktop.core.opencode.tasks import TaskRun, check_prompt
+from smartspec_desktop.core.opencode.tasks import TaskRun, check_prompt, title_for
+from smartspec_desktop.core.servers.brokerlink import (
+    BrokerControl,
+    Usage,
+    new_task_id,
+    summarize,
+    usage_report,
+)
 from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.worker import Jobs, as_error
 
@@ -95,6 +110,12 @@ class TaskService(QObject):
     running_changed = Signal(bool)
     finished = Signal(bool, str)
     error = Signal(object)
+    #: The running (then the last) task's calls and tokens as the gateway broker metered them.
+    usage_changed = Signal(object)  # brokerlink.Usage
+    #: Metered usage per OpenCode session (dict id → Usage.as_json()), before sessions_listed.
+    sessions_usage = Signal(dict)
+    #: The broker refused a call: a task or day budget is used up (BudgetReached).
+    budget_paused = Signal(object)
 
     def __init__(
         self,
@@ -121,6 +142,16 @@ class TaskService(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(update_interval_ms)
         self._timer.timeout.connect(self._flush)
+        #: How to reach the target's gateway broker (None: no metering, no budgets).
+        self.broker_access: BrokerAccess | None = None
+        #: The budget task of the running (or last) task, for Continue (+N).
+        self.task_id: str | None = None
+        self.task_budget: int | None = None
+        self._task_started = 0.0
+        self._usage_busy = False
+        self._usage_timer = QTimer(self)
+        self._usage_timer.setInterval(1000)
+        self._usage_timer.timeout.connect(self.poll_usage)
 
     # ------------------------------------------------------------------------------ target
 
@@ -189,20 +220,27 @@ class TaskService(QObject):
         gen = self._generation
         target = (self._record, self._password_provider)
 
+        access = self.broker_access
+
         def job() -> Any:
             with self._client(target=target) as client:
                 result = fn(client)
                 record = target[0]
                 ws = record.workspace_path if record is not None else None
                 infos = client.session_infos(workspace=ws) if refresh else None
-                return result, infos
+            metered = None
+            if refresh and access is not None and target[0] is not None:
+                metered = usage_report(access.records(target[0]))["by_session"]
+            return result, infos, metered
 
         def done(value: Any) -> None:
             if gen != self._generation:
                 return  # the target changed meanwhile
-            result, infos = value
+            result, infos, metered = value
             if on_done is not None:
                 on_done(result)
+            if metered is not None:
+                self.sessions_usage.emit(metered)
             if infos is not None:
                 self.sessions_listed.emit(infos)
 
@@ -264,8 +302,19 @@ class TaskService(QObject):
 
     # ------------------------------------------------------------------------------- tasks
 
-    def run_prompt(self, text: str, session_id: str | None = None) -> bool:
-        """Run ``text`` in ``session_id`` (or a new session). False if a task is running."""
+    def run_prompt(
+        self,
+        text: str,
+        session_id: str | None = None,
+        *,
+        budget: int | None = None,
+        task_id: str | None = None,
+    ) -> bool:
+        """Run ``text`` in ``session_id`` (or a new session). False if a task is running.
+
+        ``budget`` caps the task in tokens (the broker refuses calls past it: ``budget_paused``);
+        ``task_id`` continues the budget task of an earlier run (Continue (+N)).
+        """
         if self._thread is not None:
             self.error.emit(
                 TaskError("A task is already running.", "Wait for it to finish, or abort it.")
@@ -290,12 +339,24 @@ class TaskService(QObject):
                 self._store(state)
 
         target = (self._record, self._password_provider)
+        access = self.broker_access
+        if budget is not None and task_id is None:
+            task_id = new_task_id()
+        self.task_id, self.task_budget = task_id, budget
+        self._task_started = time.time()
 
         def make_run() -> TaskRun:
+            client = self._client(timeout=30.0, target=target)
+            sid = session_id
+            if task_id is not None and access is not None and target[0] is not None:
+                # The broker charges the task through its session: make it first.
+                sid = sid or str(client.create_session(title_for(text))["id"])
+                if budget is not None:
+                    access.control(target[0]).set_task(task_id, budget, [sid])
             return TaskRun(
-                self._client(timeout=30.0, target=target),
+                client,
                 text,
-                session_id=session_id,
+                session_id=sid,
                 session_listing="The Agent tab's session list (Refresh)",
                 on_update=store,
                 timeout=self.task_timeout,
@@ -308,6 +369,8 @@ class TaskService(QObject):
         self._thread = thread
         thread.start()
         self._timer.start()
+        if access is not None:
+            self._usage_timer.start()
         self.running_changed.emit(True)
         self.state_changed.emit(self.last_state)
         return True
@@ -344,7 +407,9 @@ class TaskService(QObject):
             return
         self._flush()
         self._timer.stop()
+        self._usage_timer.stop()
         self._thread = None
+        self.poll_usage()
         if state is not None:
             self.last_state = state.snapshot()
             self.state_changed.emit(self.last_state)
@@ -365,7 +430,10 @@ class TaskService(QObject):
                 self.last_state.error = err
                 self.last_state.status = "idle"
                 self.state_changed.emit(self.last_state)
-            self.error.emit(err)
+            if isinstance(err, BudgetReached):
+                self.budget_paused.emit(err)
+            else:
+                self.error.emit(err)
             self.finished.emit(False, str(err))
         self.refresh_sessions()
 
@@ -396,3 +464,63 @@ class TaskService(QObject):
         """For the window's close: stop following and wait (bounded) for the follow thread."""
         self.detach(wait_ms=wait_ms)
         self.jobs.wait(wait_ms)
+
+    # ------------------------------------------------------------ metering and budgets (issue 9)
+
+    @property
+    def task_started(self) -> float:
+        """When the running (or last) task was sent (epoch seconds; 0 before any)."""
+        return self._task_started
+
+    def poll_usage(self) -> None:
+        """Read the running (or last) task's metered usage off the GUI thread; emits
+        ``usage_changed``. At most one read in flight."""
+        access, record, st = self.broker_access, self._record, self.last_state
+        if access is None or record is None or st is None or not st.session_id:
+            return
+        if self._usage_busy:
+            return
+        self._usage_busy = True
+        gen, sid, since = self._generation, st.session_id, self._task_started - 1.0
+
+        def work() -> Usage:
+            return summarize(access.records(record), sessions=[sid], since=since)
+
+        def done(usage: Usage) -> None:
+            self._usage_busy = False
+            if gen == self._generation:
+                self.usage_changed.emit(usage)
+
+        def failed(e: BaseException) -> None:
+            self._usage_busy = False
+            log.info("could not read the metered usage: %s", e)
+
+        self.jobs.submit(work, on_done=done, on_failed=failed)
+
+    def continue_budget(self, add: int, paused: BudgetReached, prompt: str = "Continue.") -> None:
+        """**Continue (+add)**: raise the budget that stopped the task, then go on in its
+        session."""
+        access, record, st = self.broker_access, self._record, self.last_state
+        if access is None or record is None or st is None or not st.session_id:
+            return
+        task, sid = self.task_id, st.session_id
+
+        def work() -> None:
+            control = access.control(record)
+            if paused.task is not None and paused.task == task:
+                control.raise_task(paused.task, add)
+            else:
+                control.raise_day(add)
+
+        def done(_: object) -> None:
+            self.run_prompt(prompt, sid, task_id=task)
+
+        self.jobs.submit(work, on_done=done, on_failed=lambda e: self.error.emit(as_error(e)))
+
+
+@dataclass(frozen=True)
+class BrokerAccess:
+    """How the window reaches a server's gateway broker: its control API, its meter records."""
+
+    control: Callable[[ServerRecord], BrokerControl]
+    records: Callable[[ServerRecord], list[dict[str, Any]]]

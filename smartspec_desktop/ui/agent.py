@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
+    QSpinBox,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -33,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from smartspec_desktop.core.errors import (
     ApiKeyRejected,
+    BudgetReached,
     GatewayError,
     InsufficientCredits,
     RateLimited,
@@ -41,6 +44,7 @@ from smartspec_desktop.core.errors import (
 )
 from smartspec_desktop.core.opencode.client import SessionInfo
 from smartspec_desktop.core.opencode.events import TaskState
+from smartspec_desktop.core.servers.brokerlink import Usage
 from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.tasks import PasswordProvider, TaskService
@@ -113,7 +117,7 @@ class AgentPanel(QWidget):
     open_session_requested = Signal(str)
     task_finished = Signal(bool, str)
 
-    COLUMNS = ("Title", "Created", "Last activity", "Tokens", "Cost")
+    COLUMNS = ("Title", "Created", "Last activity", "Tokens", "Calls")
 
     def __init__(self, service: TaskService, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -131,6 +135,18 @@ class AgentPanel(QWidget):
         service.running_changed.connect(self._on_running)
         service.finished.connect(self._on_finished)
         service.error.connect(self._on_error)
+        service.usage_changed.connect(self._on_usage)
+        service.sessions_usage.connect(self._on_sessions_usage)
+        service.budget_paused.connect(self._on_budget_paused)
+        self._metered: dict[str, dict[str, int]] = {}
+        self._paused: BudgetReached | None = None
+        self._metered_text = ""
+        self._charged: float | None = None
+        #: ``(since, until, on_result)``: the credits the backend charged in a task's window
+        #: (set by the app to ``AccountService.credits_charged``; None: not shown).
+        self.credits_lookup: (
+            Callable[[float, float, Callable[[float | None], None]], None] | None
+        ) = None
         self.set_server_target(None, None)
 
     # ------------------------------------------------------------------------------ layout
@@ -195,6 +211,20 @@ class AgentPanel(QWidget):
         self.stop_btn = QPushButton("Stop task")
         self.stop_btn.clicked.connect(self.service.abort_running)
         prow.addWidget(self.runs_in_label, 1)
+        # A token budget for the task (issue 9): the broker refuses calls past it.
+        self.budget_box = QSpinBox()
+        self.budget_box.setObjectName("task-budget")
+        self.budget_box.setRange(0, 100_000_000)
+        self.budget_box.setSingleStep(10_000)
+        self.budget_box.setSpecialValueText("no budget")
+        self.budget_box.setSuffix(" tokens")
+        self.budget_box.setGroupSeparatorShown(True)
+        self.budget_box.setToolTip(
+            "Stop the task once it has used this many tokens (0: no budget). "
+            "You can continue it with a larger budget."
+        )
+        prow.addWidget(QLabel("Budget:"))
+        prow.addWidget(self.budget_box)
         prow.addWidget(self.stop_btn)
         prow.addWidget(self.send_btn)
         ml.addLayout(prow)
@@ -211,6 +241,29 @@ class AgentPanel(QWidget):
         srow.addWidget(self.status_label, 1)
         srow.addWidget(self.usage_label)
         al.addLayout(srow)
+        # What the gateway broker metered for this task (the calls the account pays for).
+        self.metered_label = QLabel("")
+        self.metered_label.setObjectName("metered-usage")
+        al.addWidget(self.metered_label)
+        self.paused_box = QFrame()
+        self.paused_box.setObjectName("budget-paused")
+        self.paused_box.setStyleSheet(
+            "QFrame#budget-paused { background: #fff4ce; border-radius: 4px; }"
+        )
+        pl = QHBoxLayout(self.paused_box)
+        self.paused_label = QLabel()
+        self.paused_label.setWordWrap(True)
+        pl.addWidget(self.paused_label, 1)
+        self.continue_btn = QPushButton("Continue")
+        self.continue_btn.setObjectName("budget-continue")
+        self.continue_btn.clicked.connect(self._continue_budget)
+        self.paused_stop_btn = QPushButton("Stop")
+        self.paused_stop_btn.setObjectName("budget-stop")
+        self.paused_stop_btn.clicked.connect(self._stop_at_budget)
+        pl.addWidget(self.continue_btn)
+        pl.addWidget(self.paused_stop_btn)
+        self.paused_box.hide()
+        al.addWidget(self.paused_box)
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet(
@@ -311,8 +364,8 @@ class AgentPanel(QWidget):
                 (
                     (when(info.created), info.created),
                     (when(info.updated), info.updated),
-                    (f"{info.tokens_input + info.tokens_output:,}", info.tokens_input),
-                    (f"${info.cost:.4f}", info.cost),
+                    _tokens_cell(info, self._metered.get(info.id)),
+                    _calls_cell(self._metered.get(info.id)),
                 ),
                 start=1,
             ):
@@ -402,7 +455,8 @@ class AgentPanel(QWidget):
             self._send_in_worktree(text)
             return
         self._reset_activity()
-        if self.service.run_prompt(text, self.selected_session()):
+        budget = self.budget_box.value() or None
+        if self.service.run_prompt(text, self.selected_session(), budget=budget):
             self.prompt.clear()
 
     def _reset_activity(self) -> None:
@@ -412,6 +466,10 @@ class AgentPanel(QWidget):
         self.todo_list.clear()
         self.todo_label.setText("Todo")
         self.usage_label.clear()
+        self.metered_label.clear()
+        self._metered_text, self._charged = "", None
+        self.paused_box.hide()
+        self._paused = None
         self.error_label.hide()
         self.status_label.setText("Idle")
         self._set_permissions({})
@@ -435,9 +493,8 @@ class AgentPanel(QWidget):
         if not st.connected:
             status += " (event stream lost, reconnecting…)"
         self.status_label.setText(status)
-        self.usage_label.setText(
-            f"{st.tokens_input:,} in / {st.tokens_output:,} out tokens · ${st.cost:.4f}"
-        )
+        # OpenCode's own count; no cost: OpenCode knows no price for this provider (issue 9).
+        self.usage_label.setText(f"{st.tokens_input:,} in / {st.tokens_output:,} out tokens")
         # streamed text: append only what is new
         if st.text != self._shown_text:
             if st.text.startswith(self._shown_text):
@@ -477,7 +534,7 @@ class AgentPanel(QWidget):
         else:
             self.todo_label.setText("Todo")
         # errors and permissions
-        if st.error is not None:
+        if st.error is not None and not isinstance(st.error, BudgetReached):
             self._show_error(st.error)
         self._set_permissions(st.permissions)
 
@@ -515,6 +572,7 @@ class AgentPanel(QWidget):
     def _on_finished(self, ok: bool, summary: str) -> None:
         if ok:
             self.status_label.setText("Done")
+        self._show_charged()
         self._update_buttons()
         self.task_finished.emit(ok, summary)
 
@@ -659,3 +717,79 @@ class AgentPanel(QWidget):
         self.status_label.setText(
             f"Running in the worktree on {branch} with its own server (see the workspace list)."
         )
+
+    # ------------------------------------------------------------ metering and budgets (issue 9)
+
+    def _on_usage(self, usage: Usage) -> None:
+        self._metered_text = f"Metered by the gateway broker: {usage.line()}"
+        self._render_metered()
+
+    def _render_metered(self) -> None:
+        text = self._metered_text
+        if text and self._charged is not None:
+            text += f" · {self._charged:,.0f} credits charged by SmartSpecPro"
+        self.metered_label.setText(text)
+
+    def _show_charged(self) -> None:
+        """After a task: the credits the backend really charged in its window (signed in)."""
+        lookup = self.credits_lookup
+        started = self.service.task_started
+        if lookup is None or not started:
+            return
+        until = time.time()
+
+        def shown(credits: float | None) -> None:
+            if started == self.service.task_started:  # still the task shown
+                self._charged = credits
+                self._render_metered()
+
+        lookup(started, until, shown)
+
+    def _on_sessions_usage(self, metered: dict[str, dict[str, int]]) -> None:
+        self._metered = dict(metered)
+
+    def _on_budget_paused(self, e: BudgetReached) -> None:
+        self._paused = e
+        step = self.budget_box.value() or e.cap or 10_000
+        self.continue_btn.setText(f"Continue (+{step:,})")
+        cap = f"{e.cap:,} tokens" if e.cap else "tokens"
+        head = e.problem if e.problem.startswith("Paused") else f"Paused: {e.problem}"
+        self.paused_label.setText(
+            f"{head} Continue raises the budget by {step:,} tokens and goes on in this session; "
+            "Stop leaves the task here."
+        )
+        self.status_label.setText(f"Paused: budget of {cap} reached")
+        self.error_label.hide()
+        self.paused_box.show()
+        self._update_buttons()
+
+    def _continue_budget(self) -> None:
+        e = self._paused
+        if e is None or self.service.running:
+            return
+        step = self.budget_box.value() or e.cap or 10_000
+        self.paused_box.hide()
+        self._paused = None
+        self.status_label.setText("Continuing…")
+        self.service.continue_budget(step, e)
+
+    def _stop_at_budget(self) -> None:
+        self.paused_box.hide()
+        self._paused = None
+        self.status_label.setText("Stopped at the budget")
+
+
+def _tokens_cell(info: SessionInfo, metered: dict[str, int] | None) -> tuple[str, float]:
+    """The broker's count when it metered the session, else OpenCode's own."""
+    if metered is not None:
+        total = metered.get("total_tokens", 0)
+    else:
+        total = info.tokens_input + info.tokens_output
+    return f"{total:,}", total
+
+
+def _calls_cell(metered: dict[str, int] | None) -> tuple[str, float]:
+    if metered is None:
+        return "–", -1
+    calls = metered.get("calls", 0)
+    return f"{calls:,}", calls

@@ -27,6 +27,7 @@ from smartspec_desktop.core import worktrees
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.readiness import Readiness
 from smartspec_desktop.core.redact import Redactor
+from smartspec_desktop.core.servers.brokerlink import workspace_records
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.wiring import Core, build_core
 from smartspec_desktop.logsetup import setup_logging
@@ -36,7 +37,7 @@ from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.readiness import ReadinessService
 from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.servers import ServerService
-from smartspec_desktop.services.tasks import TaskService
+from smartspec_desktop.services.tasks import BrokerAccess, TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.main_window import MainWindow
@@ -90,6 +91,17 @@ def instance_lock(paths: Paths) -> FileLock:
     return FileLock(str(paths.state_dir / "window.lock"), timeout=0)
 
 
+def wire_broker(core: Core, account: AccountService, tasks: TaskService, agent: AgentPanel) -> None:
+    """Connect the window's services to the servers' gateway brokers (issue 9): key changes
+    reach running servers, tasks are metered and capped, the ledger shows what they cost."""
+    account.push_key = core.servers.push_key
+    tasks.broker_access = BrokerAccess(
+        control=core.servers.broker,
+        records=lambda rec: workspace_records(core.paths, rec.workspace_path),
+    )
+    agent.credits_lookup = account.credits_charged
+
+
 class Application:
     """Owns the objects of one window process (no globals)."""
 
@@ -107,6 +119,7 @@ class Application:
             core.servers, self.jobs, worktrees.app_base_dir(core.paths.data_dir)
         )
         self.agent_panel.attach_review(self.review, self.worktrees)
+        wire_broker(core, self.account, self.tasks, self.agent_panel)
         icon = QIcon(str(resource_path("icon.svg")))
         self.window = MainWindow(
             core,

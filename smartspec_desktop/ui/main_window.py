@@ -243,6 +243,18 @@ class MainWindow(QMainWindow):
     def _settings_applied(self) -> None:
         self.save_settings()
         self.account.load_key_status()
+        self._push_day_caps()
+
+    def _push_day_caps(self) -> None:
+        """Running servers' brokers take the workspaces' daily budgets at once (issue 9)."""
+
+        def shown(warnings: list[str]) -> None:
+            for w in warnings:
+                self.statusBar().showMessage(
+                    f"A daily budget did not reach its server: {w}", 10_000
+                )
+
+        self.jobs.submit(self.core.servers.apply_day_caps, on_done=shown)
 
     # ------------------------------------------------------------------------- account
 

@@ -71,6 +71,24 @@ class SettingsPage(QWidget):
         self.ask_permissions = QCheckBox(
             "Ask me before the agent edits files or runs commands (servers started from now on)"
         )
+        # Daily token budget per workspace (issue 9): the broker refuses calls past it.
+        self._caps: dict[str, int] = {}
+        self.cap_workspace = QComboBox()
+        self.cap_workspace.setObjectName("day-cap-workspace")
+        self.cap_workspace.setMinimumWidth(260)
+        self.day_cap = QSpinBox()
+        self.day_cap.setObjectName("day-cap")
+        self.day_cap.setRange(0, 1_000_000_000)
+        self.day_cap.setSingleStep(50_000)
+        self.day_cap.setSpecialValueText("no daily budget")
+        self.day_cap.setSuffix(" tokens/day")
+        self.day_cap.setGroupSeparatorShown(True)
+        self.day_cap.setToolTip(
+            "Tokens this workspace's agent may use per day; calls past it are refused "
+            "(Paused: budget reached). Applies to a running server at once."
+        )
+        self.cap_workspace.currentTextChanged.connect(self._show_cap)
+        self.day_cap.valueChanged.connect(self._keep_cap)
         self.start_timeout = QDoubleSpinBox()
         self.start_timeout.setRange(5, 600)
         self.start_timeout.setSuffix(" s")
@@ -97,6 +115,10 @@ class SettingsPage(QWidget):
         form.addRow("openwork-server path", self.openwork_path)
         form.addRow("", self.stop_on_quit)
         form.addRow("", self.ask_permissions)
+        caps = QHBoxLayout()
+        caps.addWidget(self.cap_workspace, 1)
+        caps.addWidget(self.day_cap)
+        form.addRow("Daily token budget", caps)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(revert)
@@ -128,6 +150,16 @@ class SettingsPage(QWidget):
         self.openwork_path.setText(s.openwork_server_path)
         self.stop_on_quit.setChecked(s.stop_servers_on_quit)
         self.ask_permissions.setChecked(s.agent_permissions == "ask")
+        self._caps = dict(s.workspace_day_caps)
+        names = list(dict.fromkeys([*s.recent_workspaces, *sorted(self._caps)]))
+        self.cap_workspace.blockSignals(True)
+        self.cap_workspace.clear()
+        self.cap_workspace.addItems(names)
+        self.cap_workspace.blockSignals(False)
+        self.cap_workspace.setEnabled(bool(names))
+        self.day_cap.setEnabled(bool(names))
+        self.cap_workspace.setPlaceholderText("no workspace yet")
+        self._show_cap(self.cap_workspace.currentText())
 
     def apply(self) -> bool:
         candidate = dataclasses.replace(
@@ -143,6 +175,7 @@ class SettingsPage(QWidget):
             openwork_server_path=self.openwork_path.text().strip(),
             stop_servers_on_quit=self.stop_on_quit.isChecked(),
             agent_permissions="ask" if self.ask_permissions.isChecked() else "default",
+            workspace_day_caps={ws: cap for ws, cap in self._caps.items() if cap > 0},
         )
         try:
             candidate.validate()
@@ -160,6 +193,16 @@ class SettingsPage(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Choose the opencode program")
         if path:
             self.opencode_path.setText(path)
+
+    def _show_cap(self, workspace: str) -> None:
+        self.day_cap.blockSignals(True)
+        self.day_cap.setValue(self._caps.get(workspace, 0))
+        self.day_cap.blockSignals(False)
+
+    def _keep_cap(self, value: int) -> None:
+        ws = self.cap_workspace.currentText()
+        if ws:
+            self._caps[ws] = value
 
     # ---------------------------------------------------------------------------- trust
 

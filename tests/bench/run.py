@@ -45,6 +45,7 @@ import httpx
 import psutil
 
 from smartspec_desktop.core import ports
+from smartspec_desktop.core.broker.modelids import write_models_config
 from smartspec_desktop.core.process.procs import ProcIdentity
 from smartspec_desktop.core.servers.launch_config import opencode_config, server_env
 from smartspec_desktop.core.storage.paths import Paths
@@ -158,12 +159,15 @@ class Bench:
         password = "bench-" + os.urandom(8).hex()
         gateway = self.backend.url + "/v1/opencode"
         models = self.backend.models
+        # Straight to the stand-in, no supervisor and no broker: the provider's variables
+        # point at the gateway itself.
         env = server_env(
             self.env,
-            api_key=self.key,
             password=password,
-            config=opencode_config(gateway, models, models[0]),
+            config=opencode_config(models[0]),
+            models_file=write_models_config(self.root / "bare-models.json", models),
         )
+        env.update(SMARTSPEC_BROKER_URL=gateway, SMARTSPEC_BROKER_TOKEN=self.key)
         cmd = [self.opencode, "serve", "--hostname", "127.0.0.1", "--port", str(port)]
         logf = open(self.root / "bare.log", "ab")  # noqa: SIM115
         t0 = time.perf_counter()

@@ -160,11 +160,6 @@ def test_trust_untrust_messages_and_restart_note(sandbox: Sandbox) -> None:
     assert sandbox.cli("stop", str(ws)).returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F3: the server's environment holds the API key until the gateway broker is wired; "
-    "remove this mark when it is",
-)
 def test_trusted_code_does_not_see_the_key(sandbox: Sandbox) -> None:
     ws, plugin_marker, mcp_marker = project_with_code(sandbox)
     assert sandbox.cli("start", "--trust", str(ws)).returncode == 0

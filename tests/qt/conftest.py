@@ -24,6 +24,7 @@ from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
+from smartspec_desktop.ui.app import wire_broker
 from smartspec_desktop.ui.main_window import MainWindow
 from tests.conftest import Sandbox
 from tests.handoff_browser import open_handoff
@@ -117,6 +118,7 @@ def gui(qtbot, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gu
     launch = LaunchService(core.servers, jobs, opener=browser)
     tasks = TaskService(jobs)
     agent = AgentPanel(tasks)
+    wire_broker(core, account, tasks, agent)  # as Application does
     window = MainWindow(core, jobs, servers, account, launch=launch, agent_panel=agent, tray=False)
     qtbot.addWidget(window)
     window.show()

@@ -4,7 +4,7 @@ the TaskService and the AgentPanel driven with pytest-qt."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +21,16 @@ from PySide6.QtWidgets import (
     QTreeWidgetItem,
 )
 
+from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.opencode.events import TaskState
+from smartspec_desktop.core.servers.brokerlink import (
+    BrokerControl,
+    charged_in_window,
+    workspace_records,
+)
 from smartspec_desktop.core.servers.registry import ServerRecord
-from smartspec_desktop.services.tasks import TaskService
+from smartspec_desktop.core.storage.paths import Paths
+from smartspec_desktop.services.tasks import BrokerAccess, TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
 from tests.backend_standin import Text, ToolCall
@@ -80,6 +87,15 @@ def start_rig(box: Sandbox, qtbot: object, *, permissions: str = "default") -> I
     )
     jobs = Jobs()
     service = TaskService(jobs)
+    # As the app wires it: the server's broker (control API) and the workspace's meter file.
+    control = BrokerControl(
+        info["broker_port"],
+        (box.data_dir / "state" / "secrets" / f"broker-control_{record.server_id}").read_text(),
+    )
+    service.broker_access = BrokerAccess(
+        control=lambda _rec: control,
+        records=lambda rec: workspace_records(Paths.from_base(box.data_dir), rec.workspace_path),
+    )
     panel = AgentPanel(service)
     qtbot.addWidget(panel)  # type: ignore[attr-defined]
     panel.resize(1000, 800)
@@ -150,6 +166,15 @@ def test_tool_call_todos_and_completion_show_in_the_activity_view(rig: Rig, qtbo
             progress.append(st.todo_progress)
 
     rig.service.state_changed.connect(seen)
+    # Signed in: the ledger's deductions in the task's window, as AccountService reads them.
+    token = backend.issue_token(rig.box.email)
+
+    def lookup(since: float, until: float, on_result: Callable[[float | None], None]) -> None:
+        with BackendClient(backend.url) as b:
+            listed = b.transactions(token, limit=100)["transactions"]
+        on_result(charged_in_window(listed, since, until))
+
+    rig.panel.credits_lookup = lookup
     finished: list[tuple[bool, str]] = []
     rig.panel.task_finished.connect(lambda ok, s: finished.append((ok, s)))
     with qtbot.waitSignal(rig.panel.task_finished, timeout=WAIT):  # type: ignore[attr-defined]
@@ -190,6 +215,47 @@ def test_tool_call_todos_and_completion_show_in_the_activity_view(rig: Rig, qtbo
     qtbot.waitUntil(listed, timeout=WAIT)  # type: ignore[attr-defined]
     assert cell(p.table, 0, 0).text() == "Write hello.txt and tell me"
     assert cell(p.table, 0, 3).text() == f"{total_tokens:,}"
+    assert cell(p.table, 0, 4).text() == "4", "calls metered by the broker"
+    metered = f"4 calls · {total_tokens:,} tokens (1,550 in / 180 out)"
+    charged = f"· {expected:,.0f} credits charged by SmartSpecPro"
+    qtbot.waitUntil(  # type: ignore[attr-defined]
+        lambda: metered in p.metered_label.text() and charged in p.metered_label.text(),
+        timeout=WAIT,
+    )
+    assert "$" not in p.usage_label.text() + p.metered_label.text(), "no made-up cost"
+
+
+def test_a_task_budget_pauses_and_continue_goes_on(rig: Rig, qtbot: object) -> None:
+    backend = rig.box.backend
+    backend.script(
+        *[
+            ToolCall("bash", {"command": f"echo {i} >> loop.txt", "description": f"step {i}"})
+            for i in range(3)
+        ],
+        Text("Finished after the budget was raised."),
+    )
+    p = rig.panel
+    p.budget_box.setValue(200)
+    with qtbot.waitSignal(rig.service.budget_paused, timeout=WAIT):  # type: ignore[attr-defined]
+        send(rig, qtbot, "Loop a while")
+    qtbot.waitUntil(lambda: not rig.service.running, timeout=WAIT)  # type: ignore[attr-defined]
+    # 120 tokens a call: the second call crossed 200, the third was refused.
+    assert len(backend.chat_requests()) == 2
+    assert p.paused_box.isVisible() and not p.error_label.isVisible()
+    assert p.status_label.text() == "Paused: budget of 200 tokens reached"
+    assert p.continue_btn.text() == "Continue (+200)"
+    assert p.paused_stop_btn.isVisible()
+
+    with qtbot.waitSignal(p.task_finished, timeout=WAIT) as blocker:  # type: ignore[attr-defined]
+        qtbot.mouseClick(p.continue_btn, Qt.MouseButton.LeftButton)  # type: ignore[attr-defined]
+    assert blocker.args[0] is True, blocker.args
+    assert not p.paused_box.isVisible()
+    assert "Finished after the budget was raised." in p.text_view.toPlainText()
+    assert (rig.ws / "loop.txt").read_text().split() == ["0", "1", "2"]
+    access = rig.service.broker_access
+    assert access is not None
+    ((task, state),) = access.control(rig.record).budget()["tasks"].items()
+    assert task == rig.service.task_id and state["cap"] == 440 and state["used"] == 480
 
 
 def test_permission_request_is_answered_from_the_ui(asking_rig: Rig, qtbot: object) -> None:

@@ -383,3 +383,32 @@ def test_a_task_run_from_the_agent_tab_refreshes_the_balance_once(gui: Gui, qtbo
     qtbot.waitUntil(lambda: "10,000 credits" not in gui.window.account_chip.text(), timeout=5000)
     after = [r for r in gui.box.backend.requests if r.path == "/api/credits/balance"]
     assert len(after) == balance_calls + 1
+
+
+def test_budgets_and_key_changes_reach_a_running_server(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    ws = gui.box.workspace("brokered")
+    gui.box.cli_json("start", str(ws))
+    path = str(ws.resolve())
+    gui.core.settings.remember_workspace(path)
+    rec = gui.core.servers.get(path)
+    assert rec is not None and rec.broker_port
+    broker = gui.core.servers.broker(rec)
+
+    # Settings → Daily token budget: applied to the running broker at once.
+    page = gui.window.settings_page
+    page.load()
+    page.cap_workspace.setCurrentText(path)
+    page.day_cap.setValue(12_345)
+    assert page.apply()
+    qtbot.waitUntil(lambda: broker.budget()["day"]["cap"] == 12_345, timeout=10_000)
+    assert gui.core.settings.workspace_day_caps == {path: 12_345}
+
+    # A new key on the Account page: the running server's next call uses it (no restart).
+    new_key = gui.box.backend.issue_api_key(gui.box.email, name="new")
+    with qtbot.waitSignal(gui.account.message, timeout=10_000):
+        gui.account.use_key(new_key)
+    gui.jobs.wait(10_000)  # the push to the brokers runs off the GUI thread
+    gui.box.backend.script(Text("hello"))
+    r = gui.box.cli("run", str(ws), "hi")  # the CLI's own env still holds the old key
+    assert r.returncode == 0, r.stderr
+    assert gui.box.backend.chat_requests()[-1].bearer_token == new_key

@@ -77,7 +77,6 @@ class SessionInfo:
             "updated": self.updated,
             "tokens_input": self.tokens_input,
             "tokens_output": self.tokens_output,
-            "cost": self.cost,
             "parent_id": self.parent_id,
             "directory": self.directory,
         }

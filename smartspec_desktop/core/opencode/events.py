@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -29,7 +31,9 @@ from typing import Any
 import httpx
 
 from smartspec_desktop.core.errors import (
+    ApiKeyMissing,
     ApiKeyRejected,
+    BudgetReached,
     GatewayError,
     InsufficientCredits,
     RateLimited,
@@ -124,6 +128,9 @@ def error_from_opencode(err: dict[str, Any]) -> SmartSpecError:
     status = data.get("statusCode")
     if name == "MessageAbortedError":
         return TaskAborted("The task was aborted.", "Run it again when you are ready.")
+    made = broker_error(data)
+    if made is not None:
+        return made
     if status == 401 or name == "ProviderAuthError":
         return ApiKeyRejected(
             f"The SmartSpecPro gateway rejected the API key: {message}",
@@ -147,6 +154,67 @@ def error_from_opencode(err: dict[str, Any]) -> SmartSpecError:
         "This is a problem of the gateway, not of OpenCode; try again later.",
         status=status if isinstance(status, int) else None,
     )
+
+
+_BUDGET = re.compile(r"budget of ([\d,]+) tokens")
+_BUDGET_TASK = re.compile(r"\(task (\S+):")
+
+
+def _smartspec_error(text: str) -> dict[str, Any] | None:
+    """The first ``{"code": "smartspec_…", "message": …}`` object in ``text`` (or its
+    ``"error"`` member), wherever it sits (OpenCode wraps the answer body in its own text)."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    for _ in range(50):
+        if start < 0:
+            return None
+        try:
+            obj, _end = decoder.raw_decode(text, start)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            err = obj.get("error", obj)
+            code = err.get("code") if isinstance(err, dict) else None
+            if isinstance(code, str) and code.startswith("smartspec_"):
+                return err  # type: ignore[no-any-return]
+        start = text.find("{", start + 1)
+    return None
+
+
+def broker_error(data: dict[str, Any]) -> SmartSpecError | None:
+    """The typed error for an answer the gateway broker made itself (issue 9), else None.
+
+    The broker answers ``{"error": {"message", "code": "smartspec_…"}}`` (HTTP 400/401, or one
+    error chunk in a stream already under way); OpenCode keeps it in ``responseBody`` or shows
+    it as the message. Its message is already the one line to show (word joiners that keep
+    OpenCode from retrying are removed).
+    """
+    err = None
+    for field_name in ("responseBody", "message"):
+        value = data.get(field_name)
+        if isinstance(value, str) and "smartspec_" in value:
+            err = _smartspec_error(value)
+            if err is not None:
+                break
+    if err is None:
+        return None
+    code = str(err.get("code"))
+    message = " ".join(str(err.get("message") or "").replace("\u2060", "").split())
+    if code == "smartspec_budget_reached":
+        problem = message.split(" Raise the budget")[0]
+        cap = _BUDGET.search(problem)
+        task = _BUDGET_TASK.search(problem)
+        return BudgetReached(
+            problem,
+            "Continue (+N) raises the budget and goes on; Stop ends the task.",
+            task=task.group(1) if task else None,
+            cap=int(cap.group(1).replace(",", "")) if cap else 0,
+        )
+    if code == "smartspec_no_key":
+        return ApiKeyMissing(message, "")
+    if code == "smartspec_broker_auth":
+        return GatewayError(message, "Stop the server and start it again.")
+    return GatewayError(message, "")
 
 
 class TaskTracker:

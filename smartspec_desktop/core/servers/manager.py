@@ -33,7 +33,10 @@ from filelock import Timeout
 
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.backend import BackendClient
+from smartspec_desktop.core.broker.modelids import write_models_config
+from smartspec_desktop.core.broker.payload import broker_payload, new_token
 from smartspec_desktop.core.errors import (
+    BrokerUnavailable,
     PortInUse,
     ServerNotRunning,
     ServerStartError,
@@ -46,6 +49,7 @@ from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
 from smartspec_desktop.core.redact import Redactor
 from smartspec_desktop.core.servers import history, preflight
+from smartspec_desktop.core.servers.brokerlink import BrokerControl, broker_files
 from smartspec_desktop.core.servers.launch_config import opencode_config, serve_argv, server_env
 from smartspec_desktop.core.servers.preflight import Preflight, Progress
 from smartspec_desktop.core.servers.reconcile import LiveProcesses, ProcessTable, reconcile
@@ -275,17 +279,27 @@ class ServerManager:
         log_path = self.paths.server_log_dir / f"{server_id}.log"
         exit_file = self.paths.state_dir / "exits" / f"{server_id}.json"
         store = self.credentials.save_server_password(server_id, password)
-        gateway = self.settings.backend_url.rstrip("/") + "/v1/opencode"
+        # The key goes to the server's gateway broker over a pipe; the server gets a token of
+        # its own for the broker (issue 9).
+        files = broker_files(self.paths, ws, server_id)
+        write_models_config(files.models_file, pre.models)
+        token, control = new_token(), new_token()
+        self.credentials.save_broker_control(server_id, control)
+        payload = broker_payload(
+            key=pre.api_key,
+            token=token,
+            control_token=control,
+            upstream=self.settings.backend_url,
+            meter_file=files.meter_file,
+            budget_file=files.budget_file,
+            day_cap=self.settings.workspace_day_caps.get(ws),
+            redact=[password],
+        )
         env = server_env(
             self.environ,
-            api_key=pre.api_key,
             password=password,
-            config=opencode_config(
-                gateway,
-                pre.models,
-                pre.model,
-                agent_permissions=self.settings.agent_permissions,
-            ),
+            config=opencode_config(pre.model, agent_permissions=self.settings.agent_permissions),
+            models_file=files.models_file,
         )
         trusted = self.trust.is_trusted(ws)
         apply_trust(env, trusted)
@@ -319,15 +333,20 @@ class ServerManager:
                 exit_file=exit_file,
                 cwd=ws,
                 env=env,
+                supervisor_args=["--broker"],
+                stdin_payload=payload,
                 on_spawn=lambda popen: self.track(server_id, popen),
             ) as proc:
+                del payload
                 with self.registry.transaction() as records:
                     rec = records[server_id]
                     rec.pid, rec.create_time = proc.pid, proc.create_time
+                    rec.broker_port = _port(proc.handshake.fields.get("broker_port"))
                     rec.supervisor_pid = proc.supervisor_pid
                     rec.supervisor_create_time = proc.supervisor_create_time
                     record = rec
                 self._wait_ready(proc, record, password)
+                self._sync_day_cap(record, control)
                 proc.keep()
         except BaseException as e:
             # Nothing half-started survives: the handle killed what it spawned; drop the
@@ -471,6 +490,10 @@ class ServerManager:
         history.remember(self.paths, rec)  # `logs PATH` still finds its log afterwards
         with contextlib.suppress(SmartSpecError, OSError):
             self.credentials.delete_server_password(sid)
+        with contextlib.suppress(SmartSpecError, OSError):
+            self.credentials.delete_broker_control(sid)
+        with contextlib.suppress(OSError):
+            broker_files(self.paths, rec.workspace_path, sid).models_file.unlink(missing_ok=True)
         for exit_file in [rec.exit_file] + [c.exit_file for c in rec.children]:
             if exit_file:
                 with contextlib.suppress(OSError):
@@ -485,3 +508,83 @@ class ServerManager:
 
     def redactor(self) -> Redactor:
         return Redactor([self.redactor_key()])
+
+    # ------------------------------------------------------------------ gateway broker (issue 9)
+
+    def broker(self, record: ServerRecord, *, timeout: float = 5.0) -> BrokerControl:
+        """The control API of ``record``'s gateway broker."""
+        token = self.credentials.broker_control(record.server_id)
+        if not record.broker_port or not token:
+            raise BrokerUnavailable(
+                f"The server for {record.workspace_path} has no gateway broker this app can "
+                "reach (started by an older version, or its secrets were cleared).",
+                "Stop the server and start it again.",
+            )
+        return BrokerControl(record.broker_port, token, timeout=timeout)
+
+    def _sync_day_cap(self, record: ServerRecord, control: str) -> None:
+        """Settings are the truth for the day's cap (also when it was removed)."""
+        cap = self.settings.workspace_day_caps.get(record.workspace_path)
+        if record.broker_port:
+            BrokerControl(record.broker_port, control).set_day_cap(cap)
+
+    def set_day_cap(self, workspace: str, cap: int | None) -> list[str]:
+        """Remember the workspace's daily token cap and give it to its running broker.
+
+        Returns warnings (the running server could not be told). The caller saves settings.
+        """
+        ws = preflight.normalize_workspace(workspace)
+        if cap is None:
+            self.settings.workspace_day_caps.pop(ws, None)
+        else:
+            self.settings.workspace_day_caps[ws] = cap
+        rec = self.get(ws)
+        if rec is None or rec.status != ServerStatus.RUNNING:
+            return []
+        try:
+            self.broker(rec).set_day_cap(cap)
+        except BrokerUnavailable as e:
+            return [str(e)]
+        return []
+
+    def apply_day_caps(self) -> list[str]:
+        """Give every running server's broker its workspace's daily cap from the settings."""
+        warnings = []
+        for rec in self.refresh():
+            if rec.status != ServerStatus.RUNNING or not rec.broker_port:
+                continue
+            try:
+                self.broker(rec).set_day_cap(
+                    self.settings.workspace_day_caps.get(rec.workspace_path)
+                )
+            except BrokerUnavailable as e:
+                warnings.append(str(e))
+        return warnings
+
+    def push_key(self, key: str | None) -> list[str]:
+        """Give every running server's broker the new key (None: drop it), no restart.
+
+        Returns one warning per server that could not be told.
+        """
+        warnings = []
+        for rec in self.refresh():
+            if rec.status != ServerStatus.RUNNING or not rec.broker_port:
+                continue
+            try:
+                self.broker(rec).set_key(key)
+            except BrokerUnavailable as e:
+                warnings.append(str(e))
+        return warnings
+
+    def current_key(self) -> str | None:
+        """The key a new start would use (None when there is none)."""
+        try:
+            return self.credentials.api_key()[0]
+        except SmartSpecError:
+            return None
+
+
+def _port(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
+        return value
+    return 0

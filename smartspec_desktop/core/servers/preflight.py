@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from smartspec_desktop.core.backend import BackendClient
+from smartspec_desktop.core.broker.modelids import safe_model_ids
 from smartspec_desktop.core.errors import ApiKeyRejected, RateLimited, WorkspaceError
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary
 from smartspec_desktop.core.storage.config import Settings
@@ -95,7 +96,15 @@ def check_backend(
     say(f"Checking the SmartSpecPro backend at {settings.backend_url} …")
     with backend_factory(settings.backend_url) as backend:
         with_rate_limit_retry(backend.gateway_health, say)
-        models = with_rate_limit_retry(lambda: backend.models(api_key, source=source), say)
+        listed = with_rate_limit_retry(lambda: backend.models(api_key, source=source), say)
+    # Model ids are data, not config: one OpenCode would expand is dropped, with a warning (F5).
+    models = safe_model_ids(listed)
+    if listed and not models:
+        raise ApiKeyRejected(
+            "The SmartSpecPro gateway lists no model id that is safe to use "
+            f"({len(listed)} listed, none a plain id).",
+            "This is a defect of the backend's model list; report it to your administrator.",
+        )
     if not models:
         raise ApiKeyRejected(
             "The SmartSpecPro gateway lists no models for this key.",

@@ -114,6 +114,8 @@ class ServerRecord:
     #: Whether it was started with the workspace's own config (plugins, MCP servers): trust.
     trusted: bool = False
     children: list[ChildRecord] = field(default_factory=list)
+    #: The port of the server's gateway broker (issue 9); 0 for a server started without one.
+    broker_port: int = 0
 
     @property
     def active(self) -> bool:
@@ -136,6 +138,7 @@ class ServerRecord:
             "error": self.error,
             "port_note": self.port_note,
             "trusted": self.trusted,
+            "broker_port": self.broker_port,
             "children": [
                 {k: getattr(c, k) for k in ("kind", "pid", "port", "url", "log_path")}
                 for c in self.children

@@ -47,6 +47,8 @@ class Settings:
     #: agent asks before it edits a file or runs a shell command; answered in the activity view).
     agent_permissions: AgentPermissions = "default"
     recent_workspaces: list[str] = field(default_factory=list)
+    #: Tokens a workspace may spend per day through its gateway broker (issue 9); absent: no cap.
+    workspace_day_caps: dict[str, int] = field(default_factory=dict)
 
     def port_range(self) -> tuple[int, int]:
         return self.port_range_start, self.port_range_end
@@ -101,6 +103,11 @@ def load_settings(path: Path) -> tuple[Settings, list[str]]:
             value, ok = float(value), True
         if expected is list:
             ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if expected is dict:
+            ok = isinstance(value, dict) and all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for k, v in value.items()
+            )
         if ok:
             values[key] = value
         else:

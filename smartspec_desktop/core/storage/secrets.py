@@ -314,3 +314,39 @@ class Credentials:
             with contextlib.suppress(KeyringUnavailable):
                 self.store.delete(name)
         self.password_fallback.delete(name)
+
+    # A server broker's control token: kept exactly like the server password ---------------
+
+    @staticmethod
+    def _broker_entry(server_id: str) -> str:
+        return f"broker-control:{server_id}"
+
+    def save_broker_control(self, server_id: str, token: str) -> str:
+        """Store the control token of a server's gateway broker; returns where."""
+        name = self._broker_entry(server_id)
+        if self.store.available():
+            try:
+                self.store.set(name, token)
+                return "keyring"
+            except KeyringUnavailable as e:
+                log.info("keyring write failed, using a 0600 file: %s", e)
+        self.password_fallback.set(name, token)
+        return "file"
+
+    def broker_control(self, server_id: str) -> str | None:
+        name = self._broker_entry(server_id)
+        if self.store.available():
+            try:
+                token = self.store.get(name)
+                if token:
+                    return token
+            except KeyringUnavailable:
+                pass
+        return self.password_fallback.get(name)
+
+    def delete_broker_control(self, server_id: str) -> None:
+        name = self._broker_entry(server_id)
+        if self.store.available():
+            with contextlib.suppress(KeyringUnavailable):
+                self.store.delete(name)
+        self.password_fallback.delete(name)
