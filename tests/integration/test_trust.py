@@ -164,6 +164,8 @@ def test_trusted_code_does_not_see_the_key(sandbox: Sandbox) -> None:
     ws, plugin_marker, mcp_marker = project_with_code(sandbox)
     assert sandbox.cli("start", "--trust", str(ws)).returncode == 0
     first_request(sandbox, ws)
+    # OpenCode starts MCP servers for a prompt: a turn through the gateway broker.
+    assert sandbox.cli("run", str(ws), "hello").returncode == 0
     assert wait_for(plugin_marker) and wait_for(mcp_marker)
     for marker in (plugin_marker, mcp_marker):
         env = json.loads(marker.read_text())
