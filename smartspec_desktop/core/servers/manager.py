@@ -42,6 +42,7 @@ from smartspec_desktop.core.errors import (
 )
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary, VersionCache, find_opencode
 from smartspec_desktop.core.opencode.client import OpenCodeClient
+from smartspec_desktop.core.process import idle
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
 from smartspec_desktop.core.redact import Redactor
@@ -234,7 +235,9 @@ class ServerManager:
                             records[rec.server_id].status = ServerStatus.RUNNING
                             rec = records[rec.server_id]
                 return rec
-            if rec.active:
+            if rec.status == ServerStatus.SLEEPING:
+                say("Waking the sleeping server …")
+            elif rec.active:
                 say("Clearing a server that does not answer …")
             self.terminate(rec)
             with self.registry.transaction() as records:
@@ -293,6 +296,7 @@ class ServerManager:
         )
         with self.registry.transaction() as records:
             records[server_id] = record
+        idle_args = idle.supervisor_args(self.idle_minutes(ws))  # idle servers sleep (issue 15)
         try:
             with Supervised.spawn(
                 serve_argv(pre.binary.path, port),
@@ -301,6 +305,7 @@ class ServerManager:
                 exit_file=exit_file,
                 cwd=ws,
                 env=env,
+                supervisor_args=idle_args,
                 on_spawn=lambda popen: self.track(server_id, popen),
             ) as proc:
                 with self.registry.transaction() as records:
@@ -402,7 +407,7 @@ class ServerManager:
         for rec in self.refresh():
             if owned_only and not self.owns(rec.server_id):
                 continue
-            if rec.active:
+            if rec.active or rec.status == ServerStatus.SLEEPING:
                 stopped.append(self.stop(rec.server_id, grace=grace))
         return stopped
 
@@ -442,6 +447,15 @@ class ServerManager:
         """Whether this process spawned the server (the window stops only its own on quit)."""
         with self._children_lock:
             return server_id in self._children
+
+    def idle_minutes(self, workspace: str) -> float:
+        """The idle timeout of ``workspace``'s server in minutes (0 = never; issue 15)."""
+        return idle.effective_minutes(
+            self.settings.idle_minutes,
+            self.settings.idle_minutes_by_workspace,
+            workspace,
+            self.environ,
+        )
 
     # ---------------------------------------------------------------------------- upkeep
 

@@ -18,6 +18,7 @@ from smartspec_desktop.core.process.supervised import ExitRecord
 from smartspec_desktop.core.servers.registry import (
     ACTIVE,
     CRASHED,
+    SLEEPING,
     STARTING,
     STOPPING,
     ServerRecord,
@@ -86,6 +87,15 @@ def reconcile(rec: ServerRecord, table: ProcessTable) -> bool:
         return False
     if rec.status == STOPPING or outcome.stop_requested:
         return False
+    if outcome.slept:
+        # Idle servers sleep (issue 15): keep the record (and its password), not a crash.
+        rec.status = SLEEPING
+        rec.exit_code = None
+        rec.error = ""
+        if outcome.ended_at is not None:
+            ended = datetime.fromtimestamp(outcome.ended_at, timezone.utc)
+            rec.ended_at = ended.isoformat(timespec="seconds")
+        return True
     rec.status = CRASHED
     rec.exit_code = outcome.exit_code
     if outcome.ended_at is not None:
