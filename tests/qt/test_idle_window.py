@@ -1,0 +1,53 @@
+"""Idle servers sleep (issue 15) in the window: memory shown, "Sleeping", a task wakes it."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from tests.backend_standin import Text
+from tests.conftest import server_processes
+from tests.qt.conftest import Gui
+
+pytestmark = [pytest.mark.gui, pytest.mark.integration]
+
+START_MS = 60_000
+SLEEP_MS = 90_000  # the server sleeps ~3 s after its last activity; later under load
+
+
+def test_a_sleeping_workspace_shows_sleeping_and_a_task_wakes_it(  # type: ignore[no-untyped-def]
+    gui: Gui, qtbot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMARTSPEC_IDLE_MINUTES", "0.05")
+    panel = gui.window.devmode
+    agent = panel.agent_panel
+    assert agent is not None
+    ws = gui.box.workspace("sleepy")
+    assert panel.add_workspace(str(ws))
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.status_label.text() == "Running", timeout=START_MS)
+    # Memory and CPU of its process tree: in the details, the list and the total.
+    qtbot.waitUntil(lambda: "CPU" in panel.usage_label.text(), timeout=10_000)
+    assert " MB · CPU " in panel.usage_label.text()
+    assert " MB" in panel.list.currentItem().text()
+    assert panel.total_label.text().startswith("All servers: ")
+
+    qtbot.waitUntil(lambda: panel.status_label.text() == "Sleeping", timeout=SLEEP_MS)
+    assert "sleeping" in panel.list.currentItem().text()
+    assert panel.start_button.text() == "Wake Dev Server" and panel.start_button.isEnabled()
+    assert panel.stop_button.isEnabled()
+    assert panel.progress_label.text().startswith("Sleeping since ")
+    # Nothing of it runs any more (its supervisor exits just after writing the record).
+    qtbot.waitUntil(lambda: panel.total_label.text() == "", timeout=10_000)
+    assert panel.usage_label.text() == ""
+    assert server_processes(ws) == []
+    assert "sleeping" in agent.target_label.text() and agent.send_btn.isEnabled()
+    gui.screenshot("window-sleeping")
+
+    # A task in the Agent tab wakes it first, then runs.
+    gui.box.backend.default_step = Text("Awake again.", prompt_tokens=5, completion_tokens=3)
+    agent.prompt.setPlainText("are you there?")
+    agent.send()
+    qtbot.waitUntil(lambda: panel.status_label.text() == "Running", timeout=START_MS)
+    qtbot.waitUntil(lambda: "Awake again." in agent.text_view.toPlainText(), timeout=START_MS)
+    assert len(server_processes(ws)) == 1
