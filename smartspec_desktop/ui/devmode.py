@@ -13,7 +13,9 @@ from pathlib import Path
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QGridLayout,
@@ -230,6 +232,8 @@ class DevModePanel(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(QLabel("Model:"))
         model_row.addWidget(self.model_combo)
+        model_row.addSpacing(16)
+        self._build_idle_override(model_row)
         model_row.addStretch(1)
 
         self.log_view = LogView()
@@ -267,6 +271,49 @@ class DevModePanel(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(splitter)
         self._render_detail()
+
+    def _build_idle_override(self, row: QHBoxLayout) -> None:
+        """This workspace's own idle timeout (issue 15), else Settings' one."""
+        self.idle_own = QCheckBox("Own idle timeout:")
+        self.idle_own.setToolTip(
+            "Stop this workspace's server after this many idle minutes instead of the Settings "
+            "value (0 = never). Applies to its next start or wake."
+        )
+        self.idle_spin = QDoubleSpinBox()
+        self.idle_spin.setRange(0, 24 * 60)
+        self.idle_spin.setDecimals(1)
+        self.idle_spin.setSuffix(" min")
+        self.idle_spin.setSpecialValueText("never")
+        self.idle_own.toggled.connect(self._on_idle_override)
+        self.idle_spin.editingFinished.connect(self._on_idle_override)
+        row.addWidget(self.idle_own)
+        row.addWidget(self.idle_spin)
+
+    def _render_idle_override(self) -> None:
+        ws = self.current
+        own = self.settings.idle_minutes_by_workspace.get(ws) if ws else None
+        for w in (self.idle_own, self.idle_spin):
+            w.blockSignals(True)
+        self.idle_own.setEnabled(bool(ws))
+        self.idle_own.setChecked(own is not None)
+        self.idle_spin.setEnabled(own is not None)
+        self.idle_spin.setValue(own if own is not None else self.settings.idle_minutes)
+        for w in (self.idle_own, self.idle_spin):
+            w.blockSignals(False)
+
+    def _on_idle_override(self, *_args: object) -> None:
+        ws = self.current
+        if not ws:
+            return
+        overrides = self.settings.idle_minutes_by_workspace
+        before = overrides.get(ws)
+        if self.idle_own.isChecked():
+            overrides[ws] = float(self.idle_spin.value())
+        else:
+            overrides.pop(ws, None)
+        self.idle_spin.setEnabled(self.idle_own.isChecked())
+        if overrides.get(ws) != before:
+            self.workspaces_changed.emit()  # persists the settings
 
     # ------------------------------------------------------------------------ workspaces
 
@@ -413,6 +460,7 @@ class DevModePanel(QWidget):
         else:
             self.name_label.setText(Path(ws).name or ws)
             self.path_label.setText(ws)
+        self._render_idle_override()
         saved = self._banners.get(ws)
         if saved:
             kind, text, action, details = saved

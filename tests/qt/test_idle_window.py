@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from PySide6.QtCore import Qt
 
@@ -51,3 +53,27 @@ def test_a_sleeping_workspace_shows_sleeping_and_a_task_wakes_it(  # type: ignor
     qtbot.waitUntil(lambda: panel.status_label.text() == "Running", timeout=START_MS)
     qtbot.waitUntil(lambda: "Awake again." in agent.text_view.toPlainText(), timeout=START_MS)
     assert len(server_processes(ws)) == 1
+
+
+def test_a_workspace_can_have_its_own_idle_timeout(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    ws = gui.box.workspace("own")
+    assert panel.add_workspace(str(ws))
+    key = str(ws.resolve())
+    assert not panel.idle_own.isChecked() and not panel.idle_spin.isEnabled()
+    assert panel.idle_spin.value() == gui.core.settings.idle_minutes == 30.0
+    panel.idle_own.setChecked(True)
+    panel.idle_spin.setValue(2.5)
+    panel.idle_spin.editingFinished.emit()
+    assert gui.core.settings.idle_minutes_by_workspace == {key: 2.5}
+    assert gui.core.servers.idle_minutes(key) == 2.5
+    settings_file = gui.core.paths.settings_file
+    qtbot.waitUntil(
+        lambda: (
+            json.loads(settings_file.read_text()).get("idle_minutes_by_workspace") == {key: 2.5}
+        ),
+        timeout=3000,
+    )
+    panel.idle_own.setChecked(False)
+    assert gui.core.settings.idle_minutes_by_workspace == {}
+    assert gui.core.servers.idle_minutes(key) == 30.0
