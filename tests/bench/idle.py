@@ -85,8 +85,14 @@ def rss_before_after(bench: Bench, n: int) -> tuple[list[float], list[float], fl
     records = bench.core.servers.refresh()
     before = [u.rss_mb for u in sampler.sample(records).values()]
     slept_after = wait_sleeping(bench, normalised)
-    records = bench.core.servers.refresh()
-    after_usage = sampler.sample(records)
+    # A supervisor exits just after writing its record: give the trees a moment to be gone.
+    deadline = time.monotonic() + 10
+    while True:
+        records = bench.core.servers.refresh()
+        after_usage = sampler.sample(records)
+        if not any(u.processes for u in after_usage.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     bench.core.servers.stop_all(grace=3.0)
     after = [u.rss_mb for u in after_usage.values()]
     left = sum(u.processes for u in after_usage.values())

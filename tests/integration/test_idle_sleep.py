@@ -6,6 +6,7 @@ seconds; the CLI is only used to look (``status``) and to act (``run`` wakes it,
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -83,8 +84,12 @@ def test_idle_server_sleeps_wakes_with_its_sessions_and_stops(box: Sandbox) -> N
     assert "Waking the sleeping server" in r.stderr and "Second answer." in r.stdout
     awake = status_of(box)
     assert [s["status"] for s in awake] == ["running"]
-    sessions_after = box.cli_json("sessions", str(ws))
-    assert [s["id"] for s in sessions_after] == [s["id"] for s in sessions_before]
+
+    # Asleep again: `sessions` wakes it too, and lists the same sessions.
+    wait_status(box, "sleeping")
+    r = box.cli("sessions", str(ws), "--json")
+    assert r.returncode == 0 and "Waking the sleeping server" in r.stderr, r.stderr
+    assert [s["id"] for s in json.loads(r.stdout)] == [s["id"] for s in sessions_before]
 
     # Asleep again, then `stop` makes it Stopped: the record is forgotten.
     wait_status(box, "sleeping")

@@ -3,15 +3,24 @@ supervisor's slept record through reconcile, and the usage sampler on real proce
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psutil
 import pytest
 
+from smartspec_desktop.core.broker.server import Broker, BrokerConfig
 from smartspec_desktop.core.process import idle
 from smartspec_desktop.core.process.idle import IdleClock, idle_decision
 from smartspec_desktop.core.process.procs import ProcIdentity
@@ -26,6 +35,7 @@ from smartspec_desktop.core.servers.registry import (
 )
 from smartspec_desktop.core.servers.usage import Usage, UsageSampler, format_usage, total
 from smartspec_desktop.core.storage.config import Settings, load_settings
+from tests.backend_standin import BackendStandIn
 
 LIMIT = 180.0
 
@@ -190,3 +200,237 @@ def test_usage_of_a_real_tree_and_of_a_gone_one() -> None:
     assert UsageSampler().sample([other])["srv_1"].processes == 0
     both = total([second, gone])
     assert both.rss_mb == second.rss_mb and both.processes == 2
+
+
+# ------------------------------------------------------------------ the watcher, in process
+
+
+class FakeOpenCode:
+    """A loopback server answering ``GET /session/status`` like OpenCode (Basic auth)."""
+
+    def __init__(self, password: str = "pw") -> None:
+        self.status: dict[str, object] = {}
+        self.password = password
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                want = "Basic " + base64.b64encode(f"opencode:{fake.password}".encode()).decode()
+                if self.headers.get("Authorization") != want:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps(fake.status).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.httpd.server_address[1])
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenCode]:
+    f = FakeOpenCode()
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def watcher(fake: FakeOpenCode, fired: threading.Event, **kw: Any) -> idle.IdleWatcher:
+    return idle.IdleWatcher(
+        minutes=0.01,  # 0.6 s
+        port=fake.port,
+        password=fake.password,
+        server_pid=os.getpid(),  # the fake's listener lives in this process
+        on_idle=fired.set,
+        **kw,
+    ).start()
+
+
+def test_the_watcher_probes_sessions_and_clients(fake: FakeOpenCode) -> None:
+    assert idle.busy_sessions(fake.port, "wrong")[0] is None  # 401: unknown, not idle
+    fake.status = {"ses_1": {"type": "busy"}, "ses_2": {"type": "idle"}}
+    busy, probe_port = idle.busy_sessions(fake.port, fake.password)
+    assert busy == 1 and probe_port > 0
+    assert idle.connected_clients(os.getpid(), fake.port) == 0
+    with socket.create_connection(("127.0.0.1", fake.port)) as s:
+        deadline = time.monotonic() + 10
+        while idle.connected_clients(os.getpid(), fake.port) != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        mine = s.getsockname()[1]
+        assert idle.connected_clients(os.getpid(), fake.port, exclude_ports=(mine,)) == 0
+
+
+def test_a_busy_session_holds_the_watcher_until_it_ends(fake: FakeOpenCode) -> None:
+    fake.status = {"ses_1": {"type": "busy"}}
+    fired = threading.Event()
+    w = watcher(fake, fired)
+    try:
+        assert not fired.wait(2.0)  # three timeouts and more: still awake
+        fake.status = {"ses_1": {"type": "idle"}}
+        assert fired.wait(30)
+    finally:
+        w.stop()
+
+
+def test_a_connected_client_holds_the_watcher_until_it_leaves(fake: FakeOpenCode) -> None:
+    fired = threading.Event()
+    with socket.create_connection(("127.0.0.1", fake.port)):
+        w = watcher(fake, fired)
+        assert not fired.wait(2.0)
+    assert fired.wait(30)
+    w.stop()
+
+
+def test_recent_gateway_calls_hold_the_watcher(fake: FakeOpenCode) -> None:
+    fired = threading.Event()
+    calling = threading.Event()
+    calling.set()
+
+    def last_call() -> float | None:
+        return time.monotonic() if calling.is_set() else None
+
+    w = watcher(fake, fired, last_gateway_call=last_call)
+    try:
+        assert not fired.wait(2.0)
+        calling.clear()
+        assert fired.wait(30)
+    finally:
+        w.stop()
+
+
+def test_the_broker_records_its_last_call(tmp_path: Path) -> None:
+    backend = BackendStandIn().start()
+    try:
+        backend.add_user("dev@example.com", "pw")
+        config = BrokerConfig(
+            key=backend.issue_api_key("dev@example.com"),
+            token="server-token-0123456789",
+            control_token="control-token-0123456789",
+            upstream=backend.url,
+        )
+        broker = Broker(config).start()
+        try:
+            assert broker.last_call is None
+            before = time.monotonic()
+            body = {"model": backend.models[0], "messages": [{"role": "user", "content": "hi"}]}
+            r = httpx.post(
+                f"{broker.url}/chat/completions",
+                json=body,
+                headers={"Authorization": "Bearer server-token-0123456789"},
+                timeout=10,
+            )
+            assert r.status_code == 200
+            assert broker.last_call is not None and broker.last_call >= before
+        finally:
+            broker.stop()
+    finally:
+        backend.stop()
+
+
+# ------------------------------------------------------------------ the supervisor, for real
+
+FAKE_SERVER = """
+import base64, json, os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+port = int(sys.argv[sys.argv.index("--port") + 1])
+want = "Basic " + base64.b64encode(
+    ("opencode:" + os.environ["OPENCODE_SERVER_PASSWORD"]).encode()).decode()
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        ok = self.headers.get("Authorization") == want
+        body = b"{}" if ok else b""
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+print("listening", flush=True)
+HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def test_the_supervisor_puts_an_idle_server_to_sleep_and_says_so(tmp_path: Path) -> None:
+    script = tmp_path / "fake_server.py"
+    script.write_text(FAKE_SERVER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log, exit_file = tmp_path / "server.log", tmp_path / "exit.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "smartspec_desktop.core.process.supervisor",
+        "--log",
+        str(log),
+        "--exit-file",
+        str(exit_file),
+        "--cwd",
+        str(tmp_path),
+        "--idle-minutes",
+        "0.01",
+        "--",
+        sys.executable,
+        str(script),
+        "--port",
+        str(port),
+    ]
+    env = dict(os.environ, OPENCODE_SERVER_PASSWORD="s3cret-pw")
+    sup = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert sup.stdout is not None
+        hello = json.loads(sup.stdout.readline())
+        server_pid = hello["pid"]
+        assert sup.wait(60) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
+        if sup.stdout is not None:
+            sup.stdout.close()
+    outcome = ExitRecord.read(exit_file)
+    assert outcome is not None and outcome.slept and not outcome.stop_requested
+    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == "zombie"
+    text = log.read_text()
+    assert "idle for 0.01 min" in text and "s3cret-pw" not in text
+
+
+def test_use_announced_by_the_app_holds_the_watcher(fake: FakeOpenCode, tmp_path: Path) -> None:
+    exit_file = tmp_path / "srv_1.json"
+    assert idle.last_marked(exit_file, time.monotonic) is None
+    idle.mark_active(exit_file)
+    marked = idle.last_marked(exit_file, time.monotonic)
+    assert marked is not None and abs(marked - time.monotonic()) < 2
+    assert oct(idle.activity_file(exit_file).stat().st_mode & 0o777) == "0o600"
+    fired = threading.Event()
+    stop = threading.Event()
+
+    def keep_marking() -> None:  # a CLI reusing the server again and again
+        while not stop.wait(0.1):
+            idle.mark_active(exit_file)
+
+    t = threading.Thread(target=keep_marking, daemon=True)
+    t.start()
+    w = watcher(fake, fired, exit_file=exit_file)
+    try:
+        assert not fired.wait(2.0)
+        stop.set()
+        t.join(5)
+        assert fired.wait(30)
+    finally:
+        stop.set()
+        w.stop()

@@ -7,7 +7,10 @@ outlives the app and the CLI) watches it and stops it once it has been idle for 
 * no client connected to the server's port (the TUI, the web UI, OpenWork, the Agent tab's
   ``/event`` stream: ESTABLISHED TCP connections of the server process on its port, psutil
   only; the watcher's own probe is closed before it counts),
-* no gateway call (in broker mode, the broker's last call; otherwise there is none to see).
+* no gateway call (in broker mode, the broker's last call; otherwise there is none to see),
+* no use announced by the app: a start that reuses the server, or a client the app makes for
+  it, touches ``<exit file>.active`` (:func:`mark_active`), so the short gap between "it is
+  running" and the first request of a ``run`` or ``sessions`` cannot put it to sleep.
 
 Then it stops the server (SIGTERM, a bounded wait, SIGKILL) and its exit record says
 ``"slept": true``; reconcile turns that into ``ServerStatus.SLEEPING``, and any action wakes it
@@ -25,12 +28,14 @@ import http.client
 import json
 import logging
 import math
+import os
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +95,34 @@ def port_of(argv: Sequence[str]) -> int:
             with contextlib.suppress(ValueError):
                 return int(argv[i + 1])
     return 0
+
+
+def activity_file(exit_file: str | Path) -> Path:
+    """The file whose modification time says "the app is about to use this server"."""
+    return Path(str(exit_file) + ".active")
+
+
+def mark_active(exit_file: str | Path) -> None:
+    """Tell the server's idle watcher it is in use now (best effort: a failure only means the
+    watcher goes by its other signs)."""
+    if not exit_file:
+        return
+    path = activity_file(exit_file)
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.utime(path)
+
+
+def last_marked(exit_file: str | Path | None, clock: Callable[[], float]) -> float | None:
+    """When :func:`mark_active` was last called, on ``clock``'s scale (None: never)."""
+    if not exit_file:
+        return None
+    try:
+        age = max(0.0, time.time() - activity_file(exit_file).stat().st_mtime)
+    except OSError:
+        return None
+    return clock() - age
 
 
 # ------------------------------------------------------------------------------------ decision
@@ -211,7 +244,8 @@ def connected_clients(
 class IdleWatcher:
     """A daemon thread that calls ``on_idle`` once, when the server has been idle ``minutes``.
 
-    ``last_gateway_call`` returns the broker's last call (``time.monotonic()``), or None.
+    ``last_gateway_call`` returns the broker's last call (``time.monotonic()``), or None;
+    ``exit_file`` names the server's exit record, whose :func:`activity_file` the app touches.
     """
 
     def __init__(
@@ -223,12 +257,14 @@ class IdleWatcher:
         server_pid: int,
         on_idle: Callable[[], None],
         last_gateway_call: Callable[[], float | None] = lambda: None,
+        exit_file: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = minutes * 60.0
         self.port, self.password, self.server_pid = port, password, server_pid
         self.on_idle = on_idle
         self.last_gateway_call = last_gateway_call
+        self.exit_file = exit_file
         self.clock = clock
         #: How often it looks: often enough for a fraction of a minute, at most every 10 s.
         self.interval = max(0.25, min(10.0, self.limit / 8))
@@ -249,10 +285,12 @@ class IdleWatcher:
         clients = connected_clients(
             self.server_pid, self.port, exclude_ports=(probe_port,) if probe_port else ()
         )
+        used = [self.last_gateway_call(), last_marked(self.exit_file, self.clock)]
+        known = [t for t in used if t is not None]
         return self.idle.observe(
             busy_sessions=busy,
             clients=clients,
-            last_gateway_call=self.last_gateway_call(),
+            last_gateway_call=max(known) if known else None,
             now=self.clock(),
         )
 

@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if broker is not None:
         hello["broker_port"] = broker.port
     handshake(hello)
-    slept = _watch_idle(args.idle_minutes, command, password, child, broker, out)
+    slept = _watch_idle(args.idle_minutes, command, password, child, broker, out, args.exit_file)
     del password
     assert child.stdout is not None
     _pump(child.stdout, out, redact)
@@ -364,6 +364,7 @@ def _watch_idle(
     child: subprocess.Popen[bytes],
     broker: Any,
     out: logging.Logger,
+    exit_file: Path,
 ) -> threading.Event | None:
     """Start the idle watcher (``--idle-minutes``); the event is set once the server slept."""
     from smartspec_desktop.core.process import idle
@@ -393,6 +394,7 @@ def _watch_idle(
         server_pid=child.pid,
         on_idle=sleep_now,
         last_gateway_call=last_call,
+        exit_file=exit_file,
     ).start()
     return slept
 

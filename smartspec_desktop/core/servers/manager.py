@@ -158,6 +158,7 @@ class ServerManager:
                 f"The server for {record.workspace_path} is {record.status}.",
                 "Start it first (Start Dev Server, or `smartspec-desktop start PATH`).",
             )
+        idle.mark_active(record.exit_file)
         return OpenCodeClient(record.url, self.password(record), timeout=timeout)
 
     # ------------------------------------------------------------------------------- start
@@ -177,6 +178,7 @@ class ServerManager:
             say("")
         try:
             record, reused = self._start_locked(ws, say, warnings)
+            idle.mark_active(record.exit_file)  # about to be used: not the moment to sleep
         finally:
             lock.release()
         if not reused:
@@ -470,6 +472,8 @@ class ServerManager:
             if exit_file:
                 with contextlib.suppress(OSError):
                     Path(exit_file).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    idle.activity_file(exit_file).unlink(missing_ok=True)
 
     def redactor_key(self) -> str:
         """The API key to redact from logs, or "" when none is configured."""
