@@ -46,13 +46,24 @@ def wake_vs_cold(bench: Bench, runs: int) -> tuple[list[float], list[float]]:
     ws_sleepy = servers.start(sleepy).record.workspace_path  # normalised
     for i in range(runs + 1):
         wait_sleeping(bench, [ws_sleepy])
-        t0 = time.perf_counter()
-        servers.start(sleepy)  # wakes it
-        wake = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        servers.start(cold)
-        cold_start = time.perf_counter() - t0
-        servers.stop(cold)
+
+        def timed_wake() -> float:
+            t0 = time.perf_counter()
+            servers.start(sleepy)  # wakes it
+            return time.perf_counter() - t0
+
+        def timed_cold() -> float:
+            t0 = time.perf_counter()
+            servers.start(cold)
+            took = time.perf_counter() - t0
+            servers.stop(cold)
+            return took
+
+        # Alternate which goes first, so neither always pays for the other.
+        if i % 2:
+            wake, cold_start = timed_wake(), timed_cold()
+        else:
+            cold_start, wake = timed_cold(), timed_wake()
         if i:  # the first pair is a warm-up
             wake_s.append(wake)
             cold_s.append(cold_start)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -132,3 +133,25 @@ def test_a_connected_client_keeps_it_awake(box: Sandbox) -> None:
     # Once the client is gone it falls asleep.
     wait_status(box, "sleeping")
     assert not server_processes(ws)
+
+
+def test_open_cli_wakes_a_sleeping_server(box: Sandbox, tmp_path: Path) -> None:
+    # A "terminal" that only records what it was asked to run (the TUI itself is tested in
+    # test_launchers): what matters here is that the sleeping server is woken first.
+    seen = tmp_path / "terminal-argv"
+    term = tmp_path / "term"
+    term.write_text(f'#!/bin/sh\necho "$@" >> {seen}\n')
+    term.chmod(0o755)
+    box.write_settings(terminal=f"{term} {{command}}")
+    ws = box.workspace()
+    box.cli_json("start", str(ws))
+    wait_status(box, "sleeping")
+    r = box.cli("open-cli", str(ws))
+    assert r.returncode == 0, r.stderr
+    assert "Waking the sleeping server" in r.stderr
+    (row,) = status_of(box)
+    assert row["status"] == "running" and server_processes(ws)
+    deadline = time.monotonic() + 20
+    while not seen.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f"attach {row['url']}" in seen.read_text()

@@ -1,8 +1,9 @@
 """Reconciling server records with the process table: what became of each recorded server.
 
 Pure decisions over a :class:`ProcessTable` (the real one is :class:`LiveProcesses`; tests pass
-a fake) and the supervisor's exit records: a record is kept (possibly turned ``crashed``) or
-forgotten; an interrupted start's unrecorded supervisor is reaped.
+a fake) and the supervisor's exit records: a record is kept (possibly turned ``crashed``, or
+``sleeping`` when its supervisor stopped it for being idle) or forgotten; an interrupted
+start's unrecorded supervisor is reaped.
 """
 
 from __future__ import annotations
