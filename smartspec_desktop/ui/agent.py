@@ -292,10 +292,14 @@ class AgentPanel(QWidget):
         self._wake, self._wake_workspace = wake, workspace if wake is not None else ""
         if (wake is not None) == was:
             return
-        if wake is not None and self.service.record is None:
+        if self.service.record is None:
             self.target_label.setText(
                 "This workspace's server is sleeping (it was idle, so it was stopped to free its "
                 "memory). Run a task to wake it: it starts again with its sessions."
+                if wake is not None
+                else "Waking the sleeping server; the task runs once it is up."
+                if self._pending is not None
+                else "No dev server is running for this workspace. Start it to run agent tasks."
             )
         self._update_buttons()
 

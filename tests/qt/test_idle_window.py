@@ -50,6 +50,8 @@ def test_a_sleeping_workspace_shows_sleeping_and_a_task_wakes_it(  # type: ignor
     gui.box.backend.default_step = Text("Awake again.", prompt_tokens=5, completion_tokens=3)
     agent.prompt.setPlainText("are you there?")
     agent.send()
+    assert "Waking the sleeping server" in agent.target_label.text()
+    assert not agent.send_btn.isEnabled()  # one task waits for the wake, not two
     qtbot.waitUntil(lambda: panel.status_label.text() == "Running", timeout=START_MS)
     qtbot.waitUntil(lambda: "Awake again." in agent.text_view.toPlainText(), timeout=START_MS)
     assert len(server_processes(ws)) == 1
