@@ -183,9 +183,14 @@ def test_usage_of_a_real_tree_and_of_a_gone_one() -> None:
         sampler = UsageSampler()
         first = sampler.sample([rec])["srv_1"]
         assert first.processes == 2 and first.cpu_percent is None  # one sample: no CPU yet
-        time.sleep(0.3)
-        second = sampler.sample([rec])["srv_1"]
-        assert second.rss_mb > 30 and second.cpu_percent is not None and second.cpu_percent > 0
+        # Later samples see the memory and the CPU (waited for: the child starts under load).
+        while True:
+            time.sleep(0.3)
+            second = sampler.sample([rec])["srv_1"]
+            assert second.cpu_percent is not None
+            if second.rss_mb > 30 and second.cpu_percent > 0:
+                break
+            assert time.monotonic() < deadline + 20, second
         settled = UsageSampler().sample_settled([rec], wait=0.2)["srv_1"]
         assert settled.cpu_percent is not None
         assert format_usage(second).endswith(" %") and " MB · CPU " in format_usage(second)
@@ -264,7 +269,10 @@ def test_the_watcher_probes_sessions_and_clients(fake: FakeOpenCode) -> None:
     fake.status = {"ses_1": {"type": "busy"}, "ses_2": {"type": "idle"}}
     busy, probe_port = idle.busy_sessions(fake.port, fake.password)
     assert busy == 1 and probe_port > 0
-    assert idle.connected_clients(os.getpid(), fake.port) == 0
+    deadline = time.monotonic() + 10
+    while idle.connected_clients(os.getpid(), fake.port) != 0:  # the probe's is closed
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     with socket.create_connection(("127.0.0.1", fake.port)) as s:
         deadline = time.monotonic() + 10
         while idle.connected_clients(os.getpid(), fake.port) != 1:
