@@ -7,6 +7,7 @@ output goes to stdout and never contains a secret.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import logging
@@ -48,13 +49,15 @@ from smartspec_desktop.core.servers.brokerlink import (
 )
 from smartspec_desktop.core.servers.history import last_server
 from smartspec_desktop.core.servers.preflight import normalize_workspace
-from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, ServerRecord
+from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, SLEEPING, ServerRecord
 from smartspec_desktop.core.servers.trust import (
     TAKES_EFFECT,
     UNTRUSTED_EFFECT,
     find_project_code,
     trust_key,
 )
+from smartspec_desktop.core.servers.usage import Usage as ProcessUsage
+from smartspec_desktop.core.servers.usage import UsageSampler, format_usage, total
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import API_KEY_ENV, check_api_key_format
 from smartspec_desktop.core.wiring import Core, build_core
@@ -190,10 +193,14 @@ def _print_json(data: Any, out: TextIO) -> None:
     out.write(json.dumps(data, indent=2) + "\n")
 
 
-def _server_line(r: ServerRecord) -> str:
+def _server_line(r: ServerRecord, usage: ProcessUsage | None = None) -> str:
     bits = [f"{r.status:<9}", r.workspace_path]
+    if r.status == SLEEPING:
+        return "  ".join(bits + [_sleep_note(r)])
     if r.port:
         bits.append(f"port {r.port}")
+    if usage is not None and format_usage(usage):
+        bits.append(format_usage(usage))
     if r.pid and r.status != CRASHED:
         bits.append(f"pid {r.pid}")
     if r.exit_code is not None:
@@ -202,6 +209,14 @@ def _server_line(r: ServerRecord) -> str:
     for child in live_children(r):
         bits.append(f"{child.kind} {child.url} (pid {child.pid})")
     return "  ".join(bits)
+
+
+def _sleep_note(r: ServerRecord) -> str:
+    """``asleep since 14:02 (idle); any command wakes it`` for a sleeping server."""
+    since = ""
+    with contextlib.suppress(ValueError):
+        since = " since " + datetime.fromisoformat(r.ended_at).astimezone().strftime("%H:%M")
+    return f"asleep{since} (idle; start, run, sessions or open-cli wakes it, 0 MB)"
 
 
 def _say(err: TextIO) -> Callable[[str], None]:
@@ -295,18 +310,22 @@ def cmd_start(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) ->
 def cmd_status(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     records = core.servers.list_servers()
     _warn(core.servers.registry.drain_warnings(), err)
+    usage = UsageSampler().sample_settled(records)  # psutil only, no HTTP (issue 15)
     if args.json:
-        _print_json([_with_usage(core, r) for r in records], out)
+        _print_json([_with_usage(core, r) | usage[r.server_id].public() for r in records], out)
     elif not records:
         out.write("No servers.\n")
     else:
         for r in records:
-            out.write(_server_line(r) + "\n")
+            out.write(_server_line(r, usage.get(r.server_id)) + "\n")
             if r.status == CRASHED:
                 out.write(
                     f"          {r.error} Restart with `smartspec-desktop start "
                     f"{r.workspace_path}`; log: {r.log_path}\n"
                 )
+        running = [u for u in usage.values() if u.processes]
+        if running:
+            out.write(f"Total: {format_usage(total(running))} ({len(running)} server(s))\n")
     return EXIT_OK
 
 
@@ -347,6 +366,10 @@ def _when(epoch: float) -> str:
 
 def cmd_sessions(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     rec = core.servers.get(args.workspace)
+    if rec is not None and rec.status == SLEEPING:  # wake it first (issue 15)
+        result = core.servers.start(args.workspace, progress=_say(err))
+        _warn(result.warnings, err)
+        rec = result.record
     if rec is None or not rec.active:
         raise ServerNotRunning(
             f"No OpenCode server is running for {args.workspace}.",

@@ -27,6 +27,7 @@ from smartspec_desktop.core.servers.registry import (
     ServerStatus,
     same_workspace,
 )
+from smartspec_desktop.core.servers.usage import Usage, UsageSampler
 from smartspec_desktop.services.worker import Jobs, as_error
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class ServerService(QObject):
         self._polling = False
         self._known_crashed: set[str] = set()
         self._first_poll = True
+        #: Memory and CPU of each server's tree (issue 15), sampled with every poll (psutil).
+        self.usage: dict[str, Usage] = {}
+        self._sampler = UsageSampler()
         self.timer = QTimer(self)
         self.timer.setInterval(poll_ms)
         self.timer.timeout.connect(self.poll)
@@ -107,7 +111,18 @@ class ServerService(QObject):
         if self._polling:
             return
         self._polling = True
-        self.jobs.submit(self.manager.refresh, on_done=self._polled, on_failed=self._poll_failed)
+        self.jobs.submit(self._refresh, on_done=self._polled, on_failed=self._poll_failed)
+
+    def _refresh(self) -> list[ServerRecord]:
+        """Worker thread: the records, and their usage (set before ``_polled`` runs)."""
+        records = self.manager.refresh()
+        self.usage = self._sampler.sample(records)
+        return records
+
+    def usage_of(self, workspace: str) -> Usage | None:
+        """The usage of the workspace's server tree, once sampled."""
+        rec = self.record_for(workspace)
+        return self.usage.get(rec.server_id) if rec is not None else None
 
     def _polled(self, records: list[ServerRecord]) -> None:
         self._polling = False

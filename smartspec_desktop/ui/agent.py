@@ -45,7 +45,7 @@ from smartspec_desktop.core.errors import (
 from smartspec_desktop.core.opencode.client import SessionInfo
 from smartspec_desktop.core.opencode.events import TaskState
 from smartspec_desktop.core.servers.brokerlink import Usage
-from smartspec_desktop.core.servers.registry import ServerRecord
+from smartspec_desktop.core.servers.registry import ServerRecord, same_workspace
 from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.tasks import PasswordProvider, TaskService
 from smartspec_desktop.ui.changes import ChangesView
@@ -118,6 +118,12 @@ class AgentPanel(QWidget):
     task_finished = Signal(bool, str)
 
     COLUMNS = ("Title", "Created", "Last activity", "Tokens", "Calls")
+
+    #: Wakes the selected workspace's sleeping server (issue 15); None when it is not asleep.
+    _wake: Callable[[], None] | None = None
+    _wake_workspace = ""
+    #: (workspace, prompt) sent while its server slept: run once the woken server is the target.
+    _pending: tuple[str, str] | None = None
 
     def __init__(self, service: TaskService, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -335,6 +341,52 @@ class AgentPanel(QWidget):
         self._update_buttons()
         if self.changes_view is not None:
             self._retarget_review(record, password_provider)
+        self._run_pending(record)
+
+    # ----------------------------------------------------------------- sleeping (issue 15)
+
+    def set_wake(self, wake: Callable[[], None] | None, workspace: str = "") -> None:
+        """While the selected workspace's server sleeps, ``wake`` starts it: a task sent then
+        wakes it first and runs once it is up. ``None``: the server is not asleep."""
+        was = self._wake is not None
+        self._wake, self._wake_workspace = wake, workspace if wake is not None else ""
+        if (wake is not None) == was:
+            return
+        if self.service.record is None:
+            self.target_label.setText(
+                "This workspace's server is sleeping (it was idle, so it was stopped to free its "
+                "memory). Run a task to wake it: it starts again with its sessions."
+                if wake is not None
+                else "Waking the sleeping server; the task runs once it is up."
+                if self._pending is not None
+                else "No dev server is running for this workspace. Start it to run agent tasks."
+            )
+        self._update_buttons()
+
+    def drop_pending(self, workspace: str) -> None:
+        """The wake of ``workspace`` failed: forget the task that was waiting for it."""
+        if self._pending is not None and same_workspace(self._pending[0], workspace):
+            self._pending = None
+            self.status_label.setText("Idle")
+            self._update_buttons()
+
+    def _wake_and_send(self, text: str) -> None:
+        assert self._wake is not None
+        self._pending = (self._wake_workspace, text)
+        self._reset_activity()
+        self.prompt.clear()
+        self.status_label.setText("Waking the sleeping server…")
+        self._wake()
+        self._update_buttons()
+
+    def _run_pending(self, record: ServerRecord | None) -> None:
+        if record is None or self._pending is None:
+            return
+        workspace, text = self._pending
+        self._pending = None
+        if same_workspace(record.workspace_path, workspace):
+            self._reset_activity()
+            self.service.run_prompt(text, None)
 
     # ---------------------------------------------------------------------------- sessions
 
@@ -435,6 +487,9 @@ class AgentPanel(QWidget):
         self.send_btn.setEnabled(has_target and not running)
         self.stop_btn.setEnabled(running)
         self.prompt.setEnabled(has_target)
+        if self._wake is not None and not has_target:  # a task wakes the sleeping server
+            self.prompt.setEnabled(self._pending is None)
+            self.send_btn.setEnabled(self._pending is None)
         sid = self.selected_session()
         if sid:
             title = next((i.title for i in self._sessions if i.id == sid), sid)
@@ -446,6 +501,10 @@ class AgentPanel(QWidget):
 
     def send(self) -> None:
         text = self.prompt.toPlainText().strip()
+        if text and self.service.record is None and self._wake is not None:
+            if self._pending is None:
+                self._wake_and_send(text)
+            return
         if self.service.running or self.service.record is None:
             return
         if not text:

@@ -13,7 +13,9 @@ from pathlib import Path
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QGridLayout,
@@ -36,12 +38,14 @@ from smartspec_desktop.core.servers.registry import (
     ACTIVE,
     CRASHED,
     RUNNING,
+    SLEEPING,
     STARTING,
     STOPPED,
     STOPPING,
     ServerRecord,
 )
 from smartspec_desktop.core.servers.trust import ProjectCode
+from smartspec_desktop.core.servers.usage import format_usage, total
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.servers import ServerService
@@ -166,6 +170,9 @@ class DevModePanel(QWidget):
         title.setStyleSheet("font-weight:600;")
         ll.addWidget(title)
         ll.addWidget(self.list, 1)
+        self.total_label = QLabel("")  # memory and CPU of every running server (issue 15)
+        self.total_label.setStyleSheet("color:#6b7280; font-size:11px;")
+        ll.addWidget(self.total_label)
         lb = QHBoxLayout()
         lb.addWidget(self.add_button)
         lb.addWidget(self.remove_button)
@@ -191,6 +198,8 @@ class DevModePanel(QWidget):
         self.copy_button.clicked.connect(self._copy_url)
         self.uptime_label = QLabel("")
         self.uptime_label.setMinimumWidth(110)
+        self.usage_label = QLabel("")
+        self.usage_label.setToolTip("Memory and CPU of the server's processes")
         self.spinner = QProgressBar()
         self.spinner.setRange(0, 0)
         self.spinner.setMaximumWidth(90)
@@ -211,6 +220,7 @@ class DevModePanel(QWidget):
         status_row.addWidget(self.copy_button)
         status_row.addSpacing(12)
         status_row.addWidget(self.uptime_label)
+        status_row.addWidget(self.usage_label)
         status_row.addStretch(1)
 
         self.start_button = QPushButton("Start Dev Server")
@@ -244,6 +254,8 @@ class DevModePanel(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(QLabel("Model:"))
         model_row.addWidget(self.model_combo)
+        model_row.addSpacing(16)
+        self._build_idle_override(model_row)
         model_row.addStretch(1)
 
         self.log_view = LogView()
@@ -286,6 +298,49 @@ class DevModePanel(QWidget):
         lay.addWidget(splitter)
         self._render_detail()
 
+    def _build_idle_override(self, row: QHBoxLayout) -> None:
+        """This workspace's own idle timeout (issue 15), else Settings' one."""
+        self.idle_own = QCheckBox("Own idle timeout:")
+        self.idle_own.setToolTip(
+            "Stop this workspace's server after this many idle minutes instead of the Settings "
+            "value (0 = never). Applies to its next start or wake."
+        )
+        self.idle_spin = QDoubleSpinBox()
+        self.idle_spin.setRange(0, 24 * 60)
+        self.idle_spin.setDecimals(1)
+        self.idle_spin.setSuffix(" min")
+        self.idle_spin.setSpecialValueText("never")
+        self.idle_own.toggled.connect(self._on_idle_override)
+        self.idle_spin.editingFinished.connect(self._on_idle_override)
+        row.addWidget(self.idle_own)
+        row.addWidget(self.idle_spin)
+
+    def _render_idle_override(self) -> None:
+        ws = self.current
+        own = self.settings.idle_minutes_by_workspace.get(ws) if ws else None
+        for w in (self.idle_own, self.idle_spin):
+            w.blockSignals(True)
+        self.idle_own.setEnabled(bool(ws))
+        self.idle_own.setChecked(own is not None)
+        self.idle_spin.setEnabled(own is not None)
+        self.idle_spin.setValue(own if own is not None else self.settings.idle_minutes)
+        for w in (self.idle_own, self.idle_spin):
+            w.blockSignals(False)
+
+    def _on_idle_override(self, *_args: object) -> None:
+        ws = self.current
+        if not ws:
+            return
+        overrides = self.settings.idle_minutes_by_workspace
+        before = overrides.get(ws)
+        if self.idle_own.isChecked():
+            overrides[ws] = float(self.idle_spin.value())
+        else:
+            overrides.pop(ws, None)
+        self.idle_spin.setEnabled(self.idle_own.isChecked())
+        if overrides.get(ws) != before:
+            self.workspaces_changed.emit()  # persists the settings
+
     # ------------------------------------------------------------------------ workspaces
 
     def workspaces(self) -> list[str]:
@@ -321,9 +376,15 @@ class DevModePanel(QWidget):
             label = Path(path).name or path
             if state.record is not None and state.status in ACTIVE:
                 label += f"  ·  :{state.record.port}" if state.record.port else ""
+                usage = self.servers.usage.get(state.record.server_id)
+                if usage is not None and usage.processes:
+                    label += f"  ·  {usage.rss_mb:.0f} MB"
+            elif state.status == SLEEPING:
+                label += "  ·  sleeping"
             item.setText(label)
             item.setIcon(status_icon(state.status))
             item.setData(Qt.ItemDataRole.AccessibleTextRole, f"{label} {state.status}")
+        self._render_total()
 
     def add_workspace(self, path: str) -> bool:
         """Add a folder (used by the dialog and by tests); returns False with a banner if bad."""
@@ -452,6 +513,7 @@ class DevModePanel(QWidget):
         else:
             self.name_label.setText(Path(ws).name or ws)
             self.path_label.setText(ws)
+        self._render_idle_override()
         saved = self._banners.get(ws)
         if saved:
             kind, text, action, details = saved
@@ -473,12 +535,22 @@ class DevModePanel(QWidget):
         self.url_label.setText(rec.url if running and rec else "")
         self.copy_button.setVisible(running)
         self.uptime_label.setText(f"Up {_uptime(rec.created_at)}" if running and rec else "")
+        usage = self.servers.usage_of(ws) if ws and rec is not None and rec.active else None
+        self.usage_label.setText(format_usage(usage) if usage is not None else "")
         launching = bool(ws) and self.launch is not None and bool(self.launch.busy.get(ws))
         busy = status in (STARTING, STOPPING) or launching
         self.spinner.setVisible(busy or bool(self.servers.busy.get("*install")))
-        self.start_button.setEnabled(bool(ws) and status in (STOPPED, CRASHED))
-        self.start_button.setText("Restart Dev Server" if status == CRASHED else "Start Dev Server")
-        self.stop_button.setEnabled(bool(ws) and status in (RUNNING, STARTING) and not busy)
+        self.start_button.setEnabled(bool(ws) and status in (STOPPED, CRASHED, SLEEPING))
+        self.start_button.setText(
+            "Restart Dev Server"
+            if status == CRASHED
+            else "Wake Dev Server"
+            if status == SLEEPING
+            else "Start Dev Server"
+        )
+        self.stop_button.setEnabled(
+            bool(ws) and status in (RUNNING, STARTING, SLEEPING) and not busy
+        )
         launch_ok = bool(ws) and self.launch is not None and not busy
         self.cancel_launch_button.setVisible(
             launching and self.launch is not None and self.launch.busy.get(ws) == "openwork"
@@ -500,13 +572,24 @@ class DevModePanel(QWidget):
         line = self._messages.get(ws, "")
         if busy and not line:
             line = {STARTING: "Starting …", STOPPING: "Stopping …"}.get(status, "Opening …")
+        if status == SLEEPING and rec is not None and not busy:  # an older line is stale
+            line = sleeping_note(rec)
         installing = self._messages.get("") if self.servers.busy.get("*install") else ""
         self.progress_label.setText(installing or line)
         self._retarget_agent(rec if running else None)
+        if self.agent_panel is not None:  # a task wakes a sleeping server first (issue 15)
+            self.agent_panel.set_wake(self._start if status == SLEEPING else None, ws)
         if rec is not None and rec.log_path:
             self.log_view.follow(rec.log_path)
         elif ws and rec is None:
             self.log_view.follow("")
+
+    def _render_total(self) -> None:
+        running = [u for u in self.servers.usage.values() if u.processes]
+        if not running:
+            self.total_label.setText("")
+            return
+        self.total_label.setText(f"All servers: {format_usage(total(running))}")
 
     # ------------------------------------------------------------------------- signals
 
@@ -557,6 +640,8 @@ class DevModePanel(QWidget):
         self._render_status()
 
     def _on_failed(self, ws: str, error: SmartSpecError) -> None:
+        if self.agent_panel is not None:
+            self.agent_panel.drop_pending(ws)  # a task that waited for a wake
         self._messages.pop(ws, None)
         self.spinner.hide()
         self._show_error(ws, error)
@@ -692,6 +777,20 @@ class DevModePanel(QWidget):
     def _on_worktree_discarded(self, _repo: str, _name: str) -> None:
         self.workspaces_changed.emit()
         self._reload_list()
+
+
+def sleeping_note(rec: ServerRecord) -> str:
+    """The progress line of a sleeping server: since when, and that any action wakes it."""
+    since = ""
+    try:
+        ended = datetime.fromisoformat(rec.ended_at).astimezone()
+        since = f" since {ended:%H:%M}"
+    except ValueError:
+        pass
+    return (
+        f"Sleeping{since}: it was idle, so it was stopped to free its memory. Start, Open CLI, "
+        "Open OpenWork UI or a task wakes it, with its sessions."
+    )
 
 
 def _esc(text: str) -> str:

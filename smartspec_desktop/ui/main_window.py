@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from smartspec_desktop import __version__
 from smartspec_desktop.core import readiness
-from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, STOPPED
+from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, SLEEPING, STOPPED
 from smartspec_desktop.core.storage.atomic import atomic_write_json
 from smartspec_desktop.core.wiring import Core
 from smartspec_desktop.services.account import AccountService
@@ -294,9 +294,10 @@ class MainWindow(QMainWindow):
                 running += 1
                 action.triggered.connect(lambda _c=False, w=ws: self.servers.stop(w))
                 action.setText(label + " (click to stop)")
-            elif state.status in (STOPPED, CRASHED):
+            elif state.status in (STOPPED, CRASHED, SLEEPING):
                 action.triggered.connect(lambda _c=False, w=ws: self.servers.start(w))
-                action.setText(label + " (click to start)")
+                verb = "wake" if state.status == SLEEPING else "start"
+                action.setText(label + f" (click to {verb})")
             else:
                 action.setEnabled(False)
             menu.addAction(action)

@@ -92,6 +92,16 @@ class SettingsPage(QWidget):
         self.start_timeout = QDoubleSpinBox()
         self.start_timeout.setRange(5, 600)
         self.start_timeout.setSuffix(" s")
+        self.idle_minutes = QDoubleSpinBox()  # idle servers sleep (issue 15)
+        self.idle_minutes.setRange(0, 24 * 60)
+        self.idle_minutes.setDecimals(1)
+        self.idle_minutes.setSuffix(" min")
+        self.idle_minutes.setSpecialValueText("never")
+        self.idle_minutes.setToolTip(
+            "A server with no busy session, no client connected and no gateway call for this "
+            "long is stopped to free its memory; its workspace shows Sleeping and any action "
+            "wakes it. 0 = never. Servers started from now on."
+        )
         save = QPushButton("Save")
         save.setObjectName("primary")
         save.clicked.connect(self.apply)
@@ -110,6 +120,7 @@ class SettingsPage(QWidget):
         ports.addStretch(1)
         form.addRow("Preferred ports", ports)
         form.addRow("Start timeout", self.start_timeout)
+        form.addRow("Stop idle servers after", self.idle_minutes)
         form.addRow("Terminal", self.terminal)
         form.addRow("OpenWork mode", self.openwork_mode)
         form.addRow("openwork-server path", self.openwork_path)
@@ -145,6 +156,7 @@ class SettingsPage(QWidget):
         self.port_start.setValue(s.port_range_start)
         self.port_end.setValue(s.port_range_end)
         self.start_timeout.setValue(s.start_timeout)
+        self.idle_minutes.setValue(s.idle_minutes)
         self.terminal.setCurrentText(s.terminal)
         self.openwork_mode.setCurrentText(s.openwork_mode)
         self.openwork_path.setText(s.openwork_server_path)
@@ -169,6 +181,7 @@ class SettingsPage(QWidget):
             port_range_start=self.port_start.value(),
             port_range_end=self.port_end.value(),
             start_timeout=float(self.start_timeout.value()),
+            idle_minutes=float(self.idle_minutes.value()),
             terminal=self.terminal.currentText().strip() or "auto",
             # validate() below refuses anything else.
             openwork_mode=cast(OpenWorkMode, self.openwork_mode.currentText()),

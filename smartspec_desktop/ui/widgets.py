@@ -28,6 +28,7 @@ STATUS_COLORS: dict[ServerStatus, str] = {
     ServerStatus.RUNNING: "#10b981",
     ServerStatus.STOPPING: "#f59e0b",
     ServerStatus.CRASHED: "#ef4444",
+    ServerStatus.SLEEPING: "#6366f1",
 }
 STATUS_LABELS: dict[ServerStatus, str] = {
     ServerStatus.STOPPED: "Stopped",
@@ -35,6 +36,7 @@ STATUS_LABELS: dict[ServerStatus, str] = {
     ServerStatus.RUNNING: "Running",
     ServerStatus.STOPPING: "Stopping…",
     ServerStatus.CRASHED: "Crashed",
+    ServerStatus.SLEEPING: "Sleeping",
 }
 
 

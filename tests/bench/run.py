@@ -19,6 +19,9 @@ tests.bench.run``).
 6. the gateway broker: time to first byte and total time of a streamed answer (small, ~10 MB)
    through the broker vs straight to the stand-in (:mod:`tests.bench.broker`, which also runs
    alone: ``python -m tests.bench.broker``).
+7. idle servers sleep: wake of a sleeping server vs a cold start, and RSS of ``--scale`` idle
+   workspaces before and after their sleep timeout (:mod:`tests.bench.idle`, which also runs
+   alone: ``python -m tests.bench.idle``).
 """
 
 from __future__ import annotations
@@ -446,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for measure, via, direct, note in broker_bench.rows():
         rows.append(Row("6", measure, via, direct, note))
+    print("(7) idle servers sleep …", flush=True)
+    from tests.bench import idle as idle_bench
+
+    for measure, mine, other, note in idle_bench.rows(args.runs, args.scale):
+        rows.append(Row("7", measure, mine, other, note))
     print()
     print("| # | measure | SmartSpec Desktop | bare `opencode serve` | note |")
     print("|---|---|---|---|---|")

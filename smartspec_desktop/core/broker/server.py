@@ -141,6 +141,9 @@ class Broker:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._ssl_context: Any = None
+        #: When the last gateway call began or ended (``time.monotonic()``; None: none yet),
+        #: for the supervisor's idle watcher (issue 15).
+        self.last_call: float | None = None
         config.key = ""  # the broker keeps the only copy
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -380,7 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _forward(self, path: str, query: str) -> None:
         session = (self.headers.get("x-session-id") or "")[:200] or None
         rec = CallRecord(path=path, session=session)
-        self._t0 = time.monotonic()
+        self._t0 = self.broker.last_call = time.monotonic()
         self._done = False
         try:
             self._forward_call(path, query, rec)
@@ -400,7 +403,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._done = True
         b = self.broker
-        rec.duration = time.monotonic() - self._t0
+        b.last_call = time.monotonic()
+        rec.duration = b.last_call - self._t0
         if rec.refused != "auth":
             b.meter.record(rec)
             b.budgets.charge(rec.session, rec.total_tokens)

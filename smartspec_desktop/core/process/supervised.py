@@ -66,6 +66,8 @@ class ExitRecord:
     ended_at: float | None = None
     #: Set when the program could not be started at all.
     error: str = ""
+    #: The supervisor stopped an idle server (``--idle-minutes``, issue 15).
+    slept: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ExitRecord:
@@ -75,6 +77,7 @@ class ExitRecord:
             stop_requested=data.get("stop_requested") is True,
             ended_at=float(ended) if isinstance(ended, int | float) else None,
             error=error if isinstance(error, str) else "",
+            slept=data.get("slept") is True,
         )
 
     @classmethod

@@ -21,6 +21,10 @@ the server exits.
 Output is pumped in chunks with a bound on each line (``MAX_LINE`` bytes, then
 ``[… N bytes cut]``), so one huge line can neither take the memory nor grow a log file past the
 rotation bound (``LOG_MAX_BYTES`` × ``LOG_BACKUPS``) (F12).
+
+With ``--idle-minutes N`` (issue 15) a watcher (:mod:`.idle`) stops the server once it has been
+idle for N minutes (no busy session, no client on its port, no gateway call) and the exit
+record says ``"slept": true``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -230,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="read the broker payload (one JSON line) from stdin and run the gateway broker",
     )
+    parser.add_argument(
+        "--idle-minutes",
+        type=float,
+        default=0.0,
+        help="stop the server after this many idle minutes (0: never); the record says slept",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -263,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     env = external_env()
+    password = env.get("OPENCODE_SERVER_PASSWORD", "")
     broker: Any = None
     if args.broker:
         if payload is None:
@@ -320,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     if broker is not None:
         hello["broker_port"] = broker.port
     handshake(hello)
+    slept = _watch_idle(args.idle_minutes, command, password, child, broker, out, args.exit_file)
+    del password
     assert child.stdout is not None
     _pump(child.stdout, out, redact)
     code = child.wait()
@@ -332,11 +346,57 @@ def main(argv: list[str] | None = None) -> int:
         code,
         " (stop requested)" if stop_requested else "",
     )
-    _write_exit(
-        args.exit_file,
-        {"exit_code": code, "stop_requested": stop_requested, "ended_at": time.time()},
-    )
+    record: dict[str, object] = {
+        "exit_code": code,
+        "stop_requested": stop_requested,
+        "ended_at": time.time(),
+    }
+    if slept is not None and slept.is_set():
+        record["slept"] = True
+    _write_exit(args.exit_file, record)
     return 0
+
+
+def _watch_idle(
+    minutes: float,
+    command: list[str],
+    password: str,
+    child: subprocess.Popen[bytes],
+    broker: Any,
+    out: logging.Logger,
+    exit_file: Path,
+) -> threading.Event | None:
+    """Start the idle watcher (``--idle-minutes``); the event is set once the server slept."""
+    from smartspec_desktop.core.process import idle
+
+    port = idle.port_of(command)
+    if minutes <= 0 or not port or not password:
+        return None
+    slept = threading.Event()
+
+    def last_call() -> float | None:
+        return getattr(broker, "last_call", None) if broker is not None else None
+
+    def sleep_now() -> None:
+        slept.set()
+        out.info(
+            "[smartspec %s] idle for %g min (no busy session, no client, no gateway call): "
+            "stopping the server; it sleeps, and any action wakes it",
+            time.strftime("%Y-%m-%d %H:%M:%S"),
+            minutes,
+        )
+        idle.stop_tree(child)
+
+    idle.IdleWatcher(
+        minutes=minutes,
+        port=port,
+        password=password,
+        server_pid=child.pid,
+        on_idle=sleep_now,
+        last_gateway_call=last_call,
+        exit_file=exit_file,
+    ).start()
+    return slept
 
 
 if __name__ == "__main__":

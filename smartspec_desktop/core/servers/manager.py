@@ -45,6 +45,7 @@ from smartspec_desktop.core.errors import (
 )
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary, VersionCache, find_opencode
 from smartspec_desktop.core.opencode.client import OpenCodeClient
+from smartspec_desktop.core.process import idle
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
 from smartspec_desktop.core.redact import Redactor
@@ -163,6 +164,7 @@ class ServerManager:
                 f"The server for {record.workspace_path} is {record.status}.",
                 "Start it first (Start Dev Server, or `smartspec-desktop start PATH`).",
             )
+        idle.mark_active(record.exit_file)
         return OpenCodeClient(record.url, self.password(record), timeout=timeout)
 
     # ------------------------------------------------------------------------------- start
@@ -182,6 +184,7 @@ class ServerManager:
             say("")
         try:
             record, reused = self._start_locked(ws, say, warnings)
+            idle.mark_active(record.exit_file)  # about to be used: not the moment to sleep
         finally:
             lock.release()
         if not reused:
@@ -253,7 +256,9 @@ class ServerManager:
                             records[rec.server_id].status = ServerStatus.RUNNING
                             rec = records[rec.server_id]
                 return rec
-            if rec.active:
+            if rec.status == ServerStatus.SLEEPING:
+                say("Waking the sleeping server …")
+            elif rec.active:
                 say("Clearing a server that does not answer …")
             self.terminate(rec)
             with self.registry.transaction() as records:
@@ -325,6 +330,7 @@ class ServerManager:
         )
         with self.registry.transaction() as records:
             records[server_id] = record
+        idle_args = idle.supervisor_args(self.idle_minutes(ws))  # idle servers sleep (issue 15)
         try:
             with Supervised.spawn(
                 serve_argv(pre.binary.path, port),
@@ -333,7 +339,7 @@ class ServerManager:
                 exit_file=exit_file,
                 cwd=ws,
                 env=env,
-                supervisor_args=["--broker"],
+                supervisor_args=["--broker", *idle_args],
                 stdin_payload=payload,
                 on_spawn=lambda popen: self.track(server_id, popen),
             ) as proc:
@@ -439,7 +445,7 @@ class ServerManager:
         for rec in self.refresh():
             if owned_only and not self.owns(rec.server_id):
                 continue
-            if rec.active:
+            if rec.active or rec.status == ServerStatus.SLEEPING:
                 stopped.append(self.stop(rec.server_id, grace=grace))
         return stopped
 
@@ -480,6 +486,15 @@ class ServerManager:
         with self._children_lock:
             return server_id in self._children
 
+    def idle_minutes(self, workspace: str) -> float:
+        """The idle timeout of ``workspace``'s server in minutes (0 = never; issue 15)."""
+        return idle.effective_minutes(
+            self.settings.idle_minutes,
+            self.settings.idle_minutes_by_workspace,
+            workspace,
+            self.environ,
+        )
+
     # ---------------------------------------------------------------------------- upkeep
 
     def _forget(self, records: dict[str, ServerRecord], sid: str, *, reason: str) -> None:
@@ -498,6 +513,8 @@ class ServerManager:
             if exit_file:
                 with contextlib.suppress(OSError):
                     Path(exit_file).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    idle.activity_file(exit_file).unlink(missing_ok=True)
 
     def redactor_key(self) -> str:
         """The API key to redact from logs, or "" when none is configured."""

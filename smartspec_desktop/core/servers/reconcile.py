@@ -1,8 +1,9 @@
 """Reconciling server records with the process table: what became of each recorded server.
 
 Pure decisions over a :class:`ProcessTable` (the real one is :class:`LiveProcesses`; tests pass
-a fake) and the supervisor's exit records: a record is kept (possibly turned ``crashed``) or
-forgotten; an interrupted start's unrecorded supervisor is reaped.
+a fake) and the supervisor's exit records: a record is kept (possibly turned ``crashed``, or
+``sleeping`` when its supervisor stopped it for being idle) or forgotten; an interrupted
+start's unrecorded supervisor is reaped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from smartspec_desktop.core.process.supervised import ExitRecord
 from smartspec_desktop.core.servers.registry import (
     ACTIVE,
     CRASHED,
+    SLEEPING,
     STARTING,
     STOPPING,
     ServerRecord,
@@ -86,6 +88,15 @@ def reconcile(rec: ServerRecord, table: ProcessTable) -> bool:
         return False
     if rec.status == STOPPING or outcome.stop_requested:
         return False
+    if outcome.slept:
+        # Idle servers sleep (issue 15): keep the record (and its password), not a crash.
+        rec.status = SLEEPING
+        rec.exit_code = None
+        rec.error = ""
+        if outcome.ended_at is not None:
+            ended = datetime.fromtimestamp(outcome.ended_at, timezone.utc)
+            rec.ended_at = ended.isoformat(timespec="seconds")
+        return True
     rec.status = CRASHED
     rec.exit_code = outcome.exit_code
     if outcome.ended_at is not None:

@@ -38,6 +38,8 @@ class ServerStatus(str, enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     CRASHED = "crashed"
+    #: Stopped by its supervisor after N idle minutes (issue 15); any action wakes it.
+    SLEEPING = "sleeping"
 
     def __str__(self) -> str:
         return self.value
@@ -56,6 +58,7 @@ STARTING, RUNNING, STOPPING, STOPPED, CRASHED = (
     ServerStatus.STOPPED,
     ServerStatus.CRASHED,
 )
+SLEEPING = ServerStatus.SLEEPING
 ACTIVE = (STARTING, RUNNING, STOPPING)
 #: 1: sessions.json, {"sessions": {id: {"session_id": …}}}; 2: servers.json, "servers"/"server_id".
 STATE_VERSION = 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -49,6 +50,11 @@ class Settings:
     recent_workspaces: list[str] = field(default_factory=list)
     #: Tokens a workspace may spend per day through its gateway broker (issue 9); absent: no cap.
     workspace_day_caps: dict[str, int] = field(default_factory=dict)
+    #: "Stop idle servers after N minutes" (issue 15): 0 = never; fractions allowed.
+    #: ``SMARTSPEC_IDLE_MINUTES`` overrides it (see core/process/idle.py).
+    idle_minutes: float = 30.0
+    #: Per-workspace overrides of ``idle_minutes`` (workspace path → minutes).
+    idle_minutes_by_workspace: dict[str, float] = field(default_factory=dict)
 
     def port_range(self) -> tuple[int, int]:
         return self.port_range_start, self.port_range_end
@@ -77,6 +83,13 @@ class Settings:
                 f"The agent permission mode {self.agent_permissions!r} is not known.",
                 'Set agent_permissions to "default" or "ask" in the settings file.',
             )
+        for where, minutes in [("", self.idle_minutes), *self.idle_minutes_by_workspace.items()]:
+            if not _minutes_ok(minutes):
+                raise ConfigError(
+                    f"“Stop idle servers after”{' for ' + where if where else ''} is "
+                    f"{minutes!r} minutes.",
+                    "Use a number of minutes of 0 or more (0 = never).",
+                )
         a, b = self.port_range()
         if not (1024 <= a <= b <= 65535):
             raise ConfigError(
@@ -86,6 +99,15 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _minutes_ok(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 def load_settings(path: Path) -> tuple[Settings, list[str]]:
@@ -103,11 +125,19 @@ def load_settings(path: Path) -> tuple[Settings, list[str]]:
             value, ok = float(value), True
         if expected is list:
             ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        if expected is dict:
+        if key == "workspace_day_caps":
             ok = isinstance(value, dict) and all(
                 isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
                 for k, v in value.items()
             )
+        elif expected is dict:  # idle_minutes_by_workspace
+            ok = isinstance(value, dict) and all(
+                isinstance(k, str) and _minutes_ok(v) for k, v in value.items()
+            )
+            if ok:
+                value = {k: float(v) for k, v in value.items()}
+        if key == "idle_minutes" and ok and not _minutes_ok(value):
+            ok = False
         if ok:
             values[key] = value
         else:
