@@ -189,12 +189,14 @@ def cmd_stop(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     if args.all:
         stopped = core.servers.stop_all()
         out.write(f"Stopped {len(stopped)} server(s).\n")
+        _warn(core.servers.registry.drain_warnings(), err)  # e.g. a stop that was not recorded
         return EXIT_OK
     if not args.workspace:
         err.write("error: name a workspace to stop, or use --all.\n")
         return EXIT_USAGE
     rec = core.servers.stop(args.workspace)
     out.write(f"Stopped the server for {rec.workspace_path}.\n")
+    _warn(core.servers.registry.drain_warnings(), err)  # e.g. a stop that was not recorded
     return EXIT_OK
 
 
