@@ -317,14 +317,14 @@ def test_a_servers_temp_files_are_private_and_go_with_it(sandbox: Sandbox) -> No
         timeout=30,
     )
     assert r.status_code == 200, r.text
-    private = sandbox.data_dir / "state" / "tmp" / info["server_id"]
-    assert stat.S_IMODE(private.stat().st_mode) == 0o700
     maps = Path(f"/proc/{info['pid']}/maps").read_text()
     extracted = {ln.split()[-1] for ln in maps.splitlines() if ln.rstrip().endswith(".so")}
     extracted = {p for p in extracted if not p.startswith(("/usr/", "/lib"))}
     assert extracted, "the native library was not loaded: the test no longer covers F15"
+    assert list(system_tmp.iterdir()) == [], "the server wrote into the system's temp folder"
+    private = sandbox.data_dir / "state" / "tmp" / info["server_id"]
     assert all(Path(p).parent == private for p in extracted), extracted
-    assert list(system_tmp.iterdir()) == [], "something wrote into the system's temp folder"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
 
     assert sandbox.cli("stop", str(ws)).returncode == 0
     assert_all_gone(sandbox, ws, procs)
@@ -390,10 +390,10 @@ def test_opencode_data_is_private_even_with_an_open_home(
                 xdg["XDG_STATE_HOME"] / "opencode",
                 xdg["XDG_CACHE_HOME"] / "opencode",
             ]
-            for folder in (data, targets[2], targets[3]):
-                assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
             seen = json.loads(attacker.run(READ_OPENCODE_DATA, *map(str, targets)).stdout)
             assert {how for how, _ in seen.values()} == {"refused"}, seen
+            for folder in (data, targets[2], targets[3]):
+                assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
             # The server itself runs with the user's umask (its workspace files are as usual).
             umask = os.umask(0)
             os.umask(umask)

@@ -78,6 +78,9 @@ PORT_CONFLICT_MARKERS = ("ServeError", "EADDRINUSE", "address already in use", "
 #: starting at once on a fresh install both migrate it, and one exits. Worth another try.
 TRANSIENT_MARKERS = ("database is locked",)
 MAX_PORT_ATTEMPTS = 4
+#: How often (s) the process table is scanned for servers missing from the registry (F7) while
+#: the state file does not change.
+RESCAN_INTERVAL = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,8 @@ class ServerManager:
         self._children_lock = threading.Lock()
         #: Finds our live server supervisors from their argv (F7: a damaged registry).
         self.find_servers: Callable[[Path], list[FoundServer]] = find_our_servers
+        #: The last scan: (state file signature, monotonic time, what it found).
+        self._last_scan: tuple[object, float, list[FoundServer]] | None = None
 
     # ------------------------------------------------------------------------------ queries
 
@@ -176,8 +181,21 @@ class ServerManager:
         return self.paths.state_dir / "exits"
 
     def _recover(self, records: dict[str, ServerRecord]) -> list[FoundServer]:
-        """Record again every live server of ours the registry lost (F7); the live ones."""
+        """Record again every live server of ours the registry lost (F7); the live ones.
+
+        The process table is scanned when the state file changed (or vanished) since the last
+        scan, and at most every ``RESCAN_INTERVAL`` s otherwise (the window polls often)."""
+        try:
+            st = self.registry.file.stat()
+            signature: object = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            signature = None
+        now = time.monotonic()
+        last = self._last_scan
+        if last is not None and last[0] == signature and now - last[1] < RESCAN_INTERVAL:
+            return last[2]
         found = self.find_servers(self.exits_dir)
+        self._last_scan = (signature, now, found)
         added = recover_lost(records, found)
         if added:
             self.registry.warnings.append(
