@@ -209,6 +209,8 @@ def plant_registry(data_dir: Path, victim: psutil.Process, ws: Path) -> None:
         ),
     }
     state = data_dir / "state"
+    # An old install's only state file (a servers.json, once written, wins over it).
+    (state / "servers.json").unlink(missing_ok=True)
     (state / "sessions.json").write_text(json.dumps({"version": 1, "sessions": sessions}))
 
 
