@@ -340,12 +340,14 @@ def cmd_stop(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 
             mode.stop_gateway(core.paths.state_dir)
             out.write("Stopped the demo backend.\n")
+        _warn(core.servers.registry.drain_warnings(), err)  # e.g. a stop that was not recorded
         return EXIT_OK
     if not args.workspace:
         err.write("error: name a workspace to stop, or use --all.\n")
         return EXIT_USAGE
     rec = core.servers.stop(args.workspace)
     out.write(f"Stopped the server for {rec.workspace_path}.\n")
+    _warn(core.servers.registry.drain_warnings(), err)  # e.g. a stop that was not recorded
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,14 +92,16 @@ class VersionCache:
 
 def read_version(binary: str, *, timeout: float = 15.0) -> str:
     try:
-        p = subprocess.run(
-            [binary, "--version"],
-            env=external_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        # Its temp files (OpenCode makes $TMPDIR/opencode) go with the probe (F15).
+        with tempfile.TemporaryDirectory(prefix="smartspec-probe-") as tmp:
+            p = subprocess.run(
+                [binary, "--version"],
+                env={**external_env(), "TMPDIR": tmp, "TMP": tmp, "TEMP": tmp},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
     except PermissionError:
         raise OpenCodeNotFound(
             f"{binary} is not executable.", f"Make it executable (chmod +x) or {INSTALL_HINT}"

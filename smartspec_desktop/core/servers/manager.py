@@ -42,6 +42,7 @@ from smartspec_desktop.core.errors import (
     ServerStartError,
     SmartSpecError,
     StartBusy,
+    StateError,
 )
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary, VersionCache, find_opencode
 from smartspec_desktop.core.opencode.client import OpenCodeClient
@@ -53,7 +54,20 @@ from smartspec_desktop.core.servers import history, preflight
 from smartspec_desktop.core.servers.brokerlink import BrokerControl, broker_files
 from smartspec_desktop.core.servers.launch_config import opencode_config, serve_argv, server_env
 from smartspec_desktop.core.servers.preflight import Preflight, Progress
+from smartspec_desktop.core.servers.privacy import (
+    make_opencode_dirs_private,
+    make_server_tmp_dir,
+    remove_server_tmp_dir,
+    server_tmp_root,
+    temp_env,
+)
 from smartspec_desktop.core.servers.reconcile import LiveProcesses, ProcessTable, reconcile
+from smartspec_desktop.core.servers.recovery import (
+    FoundServer,
+    find_our_servers,
+    recover_lost,
+    tidy_leftovers,
+)
 from smartspec_desktop.core.servers.registry import (
     Registry,
     ServerRecord,
@@ -70,12 +84,41 @@ PORT_CONFLICT_MARKERS = ("ServeError", "EADDRINUSE", "address already in use", "
 #: starting at once on a fresh install both migrate it, and one exits. Worth another try.
 TRANSIENT_MARKERS = ("database is locked",)
 MAX_PORT_ATTEMPTS = 4
+#: How often (s) the process table is scanned for servers missing from the registry (F7) while
+#: the state file does not change.
+RESCAN_INTERVAL = 10.0
 
 log = logging.getLogger(__name__)
 
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _pick(records: list[ServerRecord], workspace_or_id: str) -> ServerRecord | None:
+    """The record with that server id, else the (active, latest) one of that workspace."""
+    for r in records:
+        if r.server_id == workspace_or_id:
+            return r
+    try:
+        ws = str(Path(workspace_or_id).expanduser().resolve())
+    except OSError:
+        return None
+    matches = [r for r in records if same_workspace(r.workspace_path, ws)]
+    active = [r for r in matches if r.active]
+    best = active or matches
+    return best[-1] if best else None
+
+
+def _age(rec: ServerRecord) -> float:
+    """Seconds since the record was created (infinite when its time cannot be read)."""
+    try:
+        created = datetime.fromisoformat(rec.created_at)
+    except ValueError:
+        return float("inf")
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - created).total_seconds()
 
 
 @dataclass
@@ -109,6 +152,10 @@ class ServerManager:
         #: Supervisors this process spawned, so they are reaped (no zombies) while we live.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._children_lock = threading.Lock()
+        #: Finds our live server supervisors from their argv (F7: a damaged registry).
+        self.find_servers: Callable[[Path], list[FoundServer]] = find_our_servers
+        #: The last scan: (state file signature, monotonic time, what it found).
+        self._last_scan: tuple[object, float, list[FoundServer]] | None = None
 
     # ------------------------------------------------------------------------------ queries
 
@@ -121,6 +168,7 @@ class ServerManager:
         """Bring every record up to date with the processes (no HTTP); return them all."""
         self._reap_children()
         with self.registry.transaction() as records:
+            found = self._recover(records)
             for sid in list(records):
                 rec = records[sid]
                 keep = reconcile(rec, self.processes)
@@ -129,24 +177,104 @@ class ServerManager:
                     self._kill_children(rec)
                 if not keep:
                     self._forget(records, sid, reason="its processes are gone")
-            return sorted(records.values(), key=lambda r: r.created_at)
+            self._tidy(records, found)
+            current = sorted(records.values(), key=lambda r: r.created_at)
+        return self._settle_orphaned_starts(current)
+
+    # ------------------------------------------------ lost servers, orphaned starts (F7, F14)
+
+    @property
+    def exits_dir(self) -> Path:
+        return self.paths.state_dir / "exits"
+
+    def _recover(self, records: dict[str, ServerRecord]) -> list[FoundServer]:
+        """Record again every live server of ours the registry lost (F7); the live ones.
+
+        The process table is scanned when the state file changed (or vanished) since the last
+        scan, and at most every ``RESCAN_INTERVAL`` s otherwise (the window polls often)."""
+        try:
+            st = self.registry.file.stat()
+            signature: object = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            signature = None
+        now = time.monotonic()
+        last = self._last_scan
+        if last is not None and last[0] == signature and now - last[1] < RESCAN_INTERVAL:
+            return last[2]
+        found = self.find_servers(self.exits_dir)
+        self._last_scan = (signature, now, found)
+        added = recover_lost(records, found)
+        if added:
+            self.registry.warnings.append(
+                f"Found {len(added)} running server(s) missing from the state file "
+                f"{self.registry.file} (damaged or deleted?): "
+                + ", ".join(r.workspace_path for r in added)
+                + ". They are listed again and can be stopped as usual."
+            )
+        return found
+
+    def _tidy(self, records: dict[str, ServerRecord], found: list[FoundServer]) -> None:
+        """Remove password files, exit records and temp folders no server owns (F7, F15)."""
+        live = {f.server_id for f in found}
+        tidy_leftovers(
+            secrets_dir=self.paths.state_dir / "secrets",
+            exits_dir=self.exits_dir,
+            tmp_root=server_tmp_root(self.paths.state_dir),
+            keep=live | set(records),
+            keep_tmp=live | {sid for sid, r in records.items() if r.active},
+        )
+
+    def _settle_orphaned_starts(self, current: list[ServerRecord]) -> list[ServerRecord]:
+        """A ``starting`` server whose starter is gone (a CLI killed mid-start, or one found
+        again by :meth:`_recover`) is adopted as ``running`` once healthy, or cleared when it
+        never becomes healthy: never "starting" forever (F14)."""
+        out = []
+        for rec in current:
+            orphan = (
+                rec.status == ServerStatus.STARTING
+                and rec.pid
+                and not self.processes.alive(rec.owner_pid, rec.owner_create_time)
+            )
+            if not orphan:
+                out.append(rec)
+            elif not self.credentials.server_password(rec.server_id):
+                # Nobody can use it, but it runs (and may hold work): say so, do not kill it.
+                out.append(
+                    self._adopt(
+                        rec,
+                        "Its password was lost with the state file: stop it and start it again "
+                        "to use it.",
+                    )
+                )
+            elif self._healthy(rec, tries=1):
+                log.info("adopting the server of %s: its start was interrupted", rec.workspace_path)
+                out.append(self._adopt(rec))
+            elif _age(rec) > self.settings.start_timeout + 30:
+                log.warning(
+                    "clearing the server of %s: its start was interrupted and it never "
+                    "became ready",
+                    rec.workspace_path,
+                )
+                self.terminate(rec, grace=3.0)
+                with self.registry.transaction() as records:
+                    self._forget(records, rec.server_id, reason="its start never finished")
+            else:
+                out.append(rec)  # still starting up: truthfully "starting", for now
+        return out
+
+    def _adopt(self, rec: ServerRecord, error: str = "") -> ServerRecord:
+        with self.registry.transaction() as records:
+            if rec.server_id in records:
+                rec = records[rec.server_id]
+                rec.status, rec.error = ServerStatus.RUNNING, error
+                rec.owner_pid, rec.owner_create_time = 0, 0.0
+        return rec
 
     def list_servers(self) -> list[ServerRecord]:
         return self.refresh()
 
     def get(self, workspace_or_id: str) -> ServerRecord | None:
-        records = self.refresh()
-        for r in records:
-            if r.server_id == workspace_or_id:
-                return r
-        try:
-            ws = str(Path(workspace_or_id).expanduser().resolve())
-        except OSError:
-            return None
-        matches = [r for r in records if same_workspace(r.workspace_path, ws)]
-        active = [r for r in matches if r.active]
-        best = active or matches
-        return best[-1] if best else None
+        return _pick(self.refresh(), workspace_or_id)
 
     def password(self, record: ServerRecord) -> str:
         pw = self.credentials.server_password(record.server_id)
@@ -283,6 +411,7 @@ class ServerManager:
         self.paths.ensure()
         log_path = self.paths.server_log_dir / f"{server_id}.log"
         exit_file = self.paths.state_dir / "exits" / f"{server_id}.json"
+        tmp_dir = make_server_tmp_dir(self.paths.state_dir, server_id)  # F15
         store = self.credentials.save_server_password(server_id, password)
         # The key goes to the server's gateway broker over a pipe; the server gets a token of
         # its own for the broker (issue 9).
@@ -308,6 +437,8 @@ class ServerManager:
         )
         trusted = self.trust.is_trusted(ws)
         apply_trust(env, trusted)
+        env.update(temp_env(tmp_dir))  # its temp files go, and are removed, with it (F15)
+        make_opencode_dirs_private(env)  # its conversations are no one else's (F11)
         url = f"http://{ports.HOST}:{port}"
         record = ServerRecord(
             server_id=server_id,
@@ -419,18 +550,31 @@ class ServerManager:
     # -------------------------------------------------------------------------------- stop
 
     def stop(self, workspace_or_id: str, *, grace: float = 5.0) -> ServerRecord:
-        rec = self.get(workspace_or_id)
+        """Stop a server: kill first, record after (F6), so a full disk, a read-only or a
+        vanished state folder never keeps a server running. When the stop cannot be recorded,
+        the server is still stopped and a warning (the real problem and its fix) is queued
+        in ``registry.warnings``."""
+        rec, problem = self._find_to_stop(workspace_or_id)
         if rec is None:
+            if problem is not None:
+                raise problem
             raise ServerNotRunning(
                 f"No server is known for {workspace_or_id}.",
                 "See `smartspec-desktop status` for the running ones.",
             )
-        with self.registry.transaction() as records:
-            if rec.server_id in records and records[rec.server_id].active:
-                records[rec.server_id].status = ServerStatus.STOPPING
+        if problem is None:
+            # "stopping" first (when it can be recorded), so no other run calls it crashed.
+            problem = self._try_record(rec.server_id, self._mark_stopping)
         leftovers = self.terminate(rec, grace=grace)
-        with self.registry.transaction() as records:
-            self._forget(records, rec.server_id, reason="stopped")
+        if problem is None:
+            problem = self._try_record(rec.server_id, self._forget_stopped)
+        if problem is not None:
+            # Its secret, exit record and temp folder go anyway (each best effort).
+            self._forget({rec.server_id: rec}, rec.server_id, reason="stopped (not recorded)")
+            self.registry.warnings.append(
+                f"The server for {rec.workspace_path} was stopped, but the stop could not be "
+                f"recorded: {problem}"
+            )
         if leftovers:
             raise ServerStartError(
                 f"{len(leftovers)} process(es) of the server for {rec.workspace_path} "
@@ -440,9 +584,50 @@ class ServerManager:
         rec.status = ServerStatus.STOPPED
         return rec
 
+    def _find_to_stop(self, workspace_or_id: str) -> tuple[ServerRecord | None, StateError | None]:
+        """The server to stop, and the state problem met while looking (then read-only: the
+        registry as it is on disk, plus the servers found from their argv)."""
+        try:
+            return self.get(workspace_or_id), None
+        except StateError as e:
+            return _pick(self._read_only_view(), workspace_or_id), e
+
+    def _read_only_view(self) -> list[ServerRecord]:
+        """The records on disk plus the servers found from their argv, changing nothing."""
+        try:
+            records = self.registry.snapshot()
+        except OSError:
+            records = {}
+        recover_lost(records, self.find_servers(self.exits_dir))
+        return sorted(records.values(), key=lambda r: r.created_at)
+
+    def _try_record(
+        self, server_id: str, change: Callable[[dict[str, ServerRecord], str], None]
+    ) -> StateError | None:
+        try:
+            with self.registry.transaction() as records:
+                change(records, server_id)
+        except StateError as e:
+            log.info("could not record a stop: %s", e)
+            return e
+        return None
+
+    @staticmethod
+    def _mark_stopping(records: dict[str, ServerRecord], server_id: str) -> None:
+        if server_id in records and records[server_id].active:
+            records[server_id].status = ServerStatus.STOPPING
+
+    def _forget_stopped(self, records: dict[str, ServerRecord], server_id: str) -> None:
+        self._forget(records, server_id, reason="stopped")
+
     def stop_all(self, *, owned_only: bool = False, grace: float = 5.0) -> list[ServerRecord]:
         stopped = []
-        for rec in self.refresh():
+        try:
+            current = self.refresh()
+        except StateError:
+            # Stop them anyway (F6); each stop queues the warning that names the problem.
+            current = self._read_only_view()
+        for rec in current:
             if owned_only and not self.owns(rec.server_id):
                 continue
             if rec.active or rec.status == ServerStatus.SLEEPING:
@@ -509,6 +694,7 @@ class ServerManager:
             self.credentials.delete_broker_control(sid)
         with contextlib.suppress(OSError):
             broker_files(self.paths, rec.workspace_path, sid).models_file.unlink(missing_ok=True)
+        remove_server_tmp_dir(self.paths.state_dir, sid)
         for exit_file in [rec.exit_file] + [c.exit_file for c in rec.children]:
             if exit_file:
                 with contextlib.suppress(OSError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import hashlib
 import logging
 import os
@@ -222,10 +223,7 @@ class Registry:
         try:
             atomic_write_json(self.file, payload)
         except OSError as e:
-            raise StateError(
-                f"Cannot write the server state file {self.file} ({e.strerror or e}).",
-                "Make that folder writable, or run with --data-dir pointing to a writable folder.",
-            ) from None
+            raise state_error("write the server state file", self.file, e) from None
         if self.legacy_file is not None:
             with contextlib.suppress(OSError):
                 self.legacy_file.unlink(missing_ok=True)
@@ -251,18 +249,35 @@ class Registry:
                 "Another SmartSpec Desktop process may be stuck; close it and try again.",
             ) from None
         except OSError as e:
-            # PermissionError, a read-only file system, a file where a folder should be, a
-            # folder where the state file should be: all the same to the user.
-            raise StateError(
-                f"Cannot use the state file {self.file} ({e.strerror or e}).",
-                "Make that folder writable, or run with --data-dir pointing to a writable folder.",
-            ) from None
+            # PermissionError, a file where a folder should be, a folder where the state file
+            # should be: the same fix; a full disk and a read-only file system have their own.
+            raise state_error("use the state file", self.file, e) from None
 
     def workspace_lock(self, workspace: str, timeout: float) -> FileLock:
         """Held for a whole start: two concurrent starts of one workspace yield one server."""
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         digest = hashlib.sha256(workspace.encode("utf-8", "surrogateescape")).hexdigest()[:24]
         return FileLock(str(self.lock_dir / f"{digest}.lock"), timeout=timeout)
+
+
+def state_error(action: str, file: Path, e: OSError) -> StateError:
+    """The user-facing error for an OSError on the state file: the real problem, its fix."""
+    reason = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StateError(
+            f"Cannot {action} {file}: the disk is full ({reason}).",
+            f"Free some space on the disk that holds {file.parent} (see `df -h '{file.parent}'`), "
+            "or run with --data-dir pointing to a folder on another disk.",
+        )
+    if e.errno == errno.EROFS:
+        return StateError(
+            f"Cannot {action} {file}: its file system is read-only ({reason}).",
+            "Remount it read-write, or run with --data-dir pointing to a writable folder.",
+        )
+    return StateError(
+        f"Cannot {action} {file} ({reason}).",
+        "Make that folder writable, or run with --data-dir pointing to a writable folder.",
+    )
 
 
 def _to_json(record: ServerRecord) -> dict[str, Any]:
