@@ -7,7 +7,10 @@ disabled with "Initialize git" in a plain folder."""
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PySide6.QtWidgets import QMessageBox
@@ -23,6 +26,24 @@ from tests.qt.conftest import Gui
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
 WAIT = 90_000  # ms: generous bound for a real opencode start + turn on a busy 2-core machine
+
+
+def _click_until(qtbot: QtBot, view: Any, button: Any, done: Callable[[], bool]) -> None:
+    """Click ``button`` and wait for ``done``. A refusal the view shows while OpenCode still
+    finishes the turn (busy, or its diff not recorded yet) is answered by clicking again once
+    the button is enabled, as a user would; any other outcome fails with what the view said."""
+    deadline = time.monotonic() + WAIT / 1000
+    button.click()
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done; the view says: {view.result_label.text()!r}")
+        said = view.result_label.text().lower()
+        if button.isEnabled() and ("busy" in said or "working" in said or "not recorded" in said):
+            view.result_label.setText("")
+            button.click()
+        qtbot.wait(200)
+
+
 IDENT = ["-c", "user.name=T", "-c", "user.email=t@example.com"]
 
 
@@ -83,11 +104,9 @@ def test_changes_view_undo_redo_and_a_worktree_task(gui: Gui, qtbot: QtBot) -> N
     assert agent.activity_tabs.tabText(1) == "Changes (1)"
     gui.screenshot("review-agent-tab")
 
-    view.undo_btn.click()
-    qtbot.waitUntil(lambda: not (repo / "out.txt").exists(), timeout=WAIT)
+    _click_until(qtbot, view, view.undo_btn, lambda: not (repo / "out.txt").exists())
     qtbot.waitUntil(lambda: view.changes == [] and view.redo_btn.isEnabled(), timeout=WAIT)
-    view.redo_btn.click()
-    qtbot.waitUntil(lambda: (repo / "out.txt").exists(), timeout=WAIT)
+    _click_until(qtbot, view, view.redo_btn, lambda: (repo / "out.txt").exists())
     qtbot.waitUntil(lambda: len(view.changes) == 1, timeout=WAIT)
 
     # A task in a new worktree: its own server, committed on its branch, main tree untouched.
