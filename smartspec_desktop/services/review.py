@@ -28,6 +28,7 @@ from smartspec_desktop.core import worktrees as core_worktrees
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.opencode.client import OpenCodeClient
 from smartspec_desktop.core.opencode.tasks import run_task, title_for
+from smartspec_desktop.core.remote.naming import not_for_remote
 from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.worker import Jobs, as_error
@@ -179,7 +180,17 @@ class WorktreeService(QObject):
 
         return failed
 
+    def _refused_remote(self, workspace: str) -> bool:
+        """Worktrees use git on this machine: on a remote workspace (issue 15) say so."""
+        err = not_for_remote(workspace, "Worktrees")
+        if err is not None:
+            self.error.emit(workspace, err)
+        return err is not None
+
     def refresh(self, repo: str) -> None:
+        if self._refused_remote(repo):
+            return
+
         def work() -> list[core_worktrees.Worktree]:
             return core_worktrees.list_worktrees(Path(repo), self.base_dir)
 
@@ -188,6 +199,8 @@ class WorktreeService(QObject):
         )
 
     def git_init(self, workspace: str) -> None:
+        if self._refused_remote(workspace):
+            return
         self.jobs.submit(
             lambda: core_worktrees.git_init(Path(workspace)),
             on_done=lambda _root: self.initialized.emit(workspace),
@@ -195,6 +208,9 @@ class WorktreeService(QObject):
         )
 
     def merge(self, repo: str, name: str) -> None:
+        if self._refused_remote(repo):
+            return
+
         def failed(e: BaseException) -> None:
             err = as_error(e)
             if isinstance(err, core_worktrees.MergeConflict):
@@ -216,6 +232,9 @@ class WorktreeService(QObject):
         self.jobs.submit(work, on_done=done, on_failed=failed)
 
     def discard(self, repo: str, name: str) -> None:
+        if self._refused_remote(repo):
+            return
+
         def work() -> str:
             path = core_worktrees.path_for(Path(repo), self.base_dir, name)
             rec = self.manager.get(str(path))
@@ -235,6 +254,8 @@ class WorktreeService(QObject):
     def run(self, repo: str, prompt: str, name: str | None = None) -> None:
         """A new worktree (or the existing ``name``, to continue there), its own server, the
         task, then a commit of the agent's work on its branch."""
+        if self._refused_remote(repo):
+            return
 
         def start(wt: core_worktrees.Worktree) -> None:
             self.running.setdefault(repo, set()).add(wt.name)

@@ -33,6 +33,8 @@ from PySide6.QtWidgets import (
 )
 
 from smartspec_desktop.core.errors import SmartSpecError
+from smartspec_desktop.core.remote.address import is_remote, parse_remote
+from smartspec_desktop.core.remote.naming import workspace_label, workspace_name
 from smartspec_desktop.core.servers.manager import StartResult
 from smartspec_desktop.core.servers.registry import (
     ACTIVE,
@@ -51,6 +53,12 @@ from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.trust import TrustService
 from smartspec_desktop.ui.agent import AgentPanel
+from smartspec_desktop.ui.remote import (
+    HostCache,
+    RemoteFolderDialog,
+    remote_detail,
+    workspace_tooltip,
+)
 from smartspec_desktop.ui.trust import TrustBanner
 from smartspec_desktop.ui.widgets import STATUS_LABELS, Banner, LogView, status_icon
 
@@ -160,6 +168,15 @@ class DevModePanel(QWidget):
         self.list.currentItemChanged.connect(self._on_select)
         self.add_button = QPushButton("Add folder…")
         self.add_button.clicked.connect(self._add_dialog)
+        # A folder on another machine over SSH (issue 15): see ui/remote.py.
+        self.add_remote_button = QPushButton("Add remote folder…")
+        self.add_remote_button.setObjectName("add-remote")
+        self.add_remote_button.setToolTip(
+            "A folder on another machine, reached with your OpenSSH client (~/.ssh/config)"
+        )
+        self.add_remote_button.clicked.connect(self._add_remote_dialog)
+        self.remote_dialog: RemoteFolderDialog | None = None
+        self._ssh_hosts = HostCache()
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Remove from the list (stops nothing, deletes nothing)")
         self.remove_button.clicked.connect(self._remove_current)
@@ -177,6 +194,7 @@ class DevModePanel(QWidget):
         lb.addWidget(self.add_button)
         lb.addWidget(self.remove_button)
         ll.addLayout(lb)
+        ll.addWidget(self.add_remote_button)
 
         # Right: the selected workspace
         self.name_label = QLabel("No workspace selected")
@@ -360,7 +378,7 @@ class DevModePanel(QWidget):
             for path in wanted:
                 item = QListWidgetItem()
                 item.setData(ROLE_PATH, path)
-                item.setToolTip(path)
+                item.setToolTip(workspace_tooltip(path))
                 self.list.addItem(item)
             self.list.blockSignals(False)
             if self.current in wanted:
@@ -373,7 +391,7 @@ class DevModePanel(QWidget):
             item = self.list.item(i)
             path = item.data(ROLE_PATH)
             state = self.servers.state_of(path)
-            label = Path(path).name or path
+            label = workspace_label(path)
             if state.record is not None and state.status in ACTIVE:
                 label += f"  ·  :{state.record.port}" if state.record.port else ""
                 usage = self.servers.usage.get(state.record.server_id)
@@ -389,7 +407,7 @@ class DevModePanel(QWidget):
     def add_workspace(self, path: str) -> bool:
         """Add a folder (used by the dialog and by tests); returns False with a banner if bad."""
         try:
-            ws = self.servers.normalize(path)
+            ws = str(parse_remote(path)) if is_remote(path) else self.servers.normalize(path)
         except SmartSpecError as e:
             self._show_error("", e)
             return False
@@ -401,10 +419,25 @@ class DevModePanel(QWidget):
         return True
 
     def _add_dialog(self) -> None:
-        start = self.current or str(Path.home())
+        local = self.current and not is_remote(self.current)  # never a remote address
+        start = self.current if local else str(Path.home())
         path = QFileDialog.getExistingDirectory(self, "Choose a workspace folder", start)
         if path:
             self.add_workspace(path)
+
+    def _add_remote_dialog(self) -> None:
+        """Ask for a host and a folder on it; non-blocking (the dialog is window-modal)."""
+        self._ssh_hosts.forget()  # the user may have edited the config since
+        dialog = RemoteFolderDialog(self, jobs=self.servers.jobs, hosts=self._ssh_hosts)
+        self.remote_dialog = dialog
+
+        def added() -> None:
+            if dialog.address is not None:
+                self.add_workspace(str(dialog.address))
+
+        dialog.accepted.connect(added)
+        dialog.finished.connect(lambda _r: dialog.deleteLater())
+        dialog.open()
 
     def _remove_current(self) -> None:
         if not self.current:
@@ -511,8 +544,8 @@ class DevModePanel(QWidget):
             self.path_label.setText("Add a project folder on the left to start.")
             self.log_view.follow("")
         else:
-            self.name_label.setText(Path(ws).name or ws)
-            self.path_label.setText(ws)
+            self.name_label.setText(workspace_label(ws))
+            self.path_label.setText(remote_detail(ws) if is_remote(ws) else ws)
         self._render_idle_override()
         saved = self._banners.get(ws)
         if saved:
@@ -670,7 +703,7 @@ class DevModePanel(QWidget):
         except OSError:
             pass
         text = (
-            f"<b>The server for {_esc(Path(rec.workspace_path).name)} crashed "
+            f"<b>The server for {_esc(workspace_name(rec.workspace_path))} crashed "
             f"(exit code {rec.exit_code}).</b><br>The last log lines are below; "
             "Restart starts a fresh server."
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QTimer, Signal
@@ -21,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from smartspec_desktop import __version__
 from smartspec_desktop.core import readiness
+from smartspec_desktop.core.remote.naming import workspace_label
 from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, SLEEPING, STOPPED
 from smartspec_desktop.core.storage.atomic import atomic_write_json
 from smartspec_desktop.core.wiring import Core
@@ -287,7 +287,7 @@ class MainWindow(QMainWindow):
         running = 0
         for ws in self.devmode.workspaces()[:8]:
             state = self.servers.state_of(ws)
-            name = Path(ws).name or ws
+            name = workspace_label(ws)
             label = f"{name} — {STATUS_LABELS.get(state.status, state.status)}"
             action = QAction(label, menu)
             if state.status == RUNNING:
@@ -319,7 +319,8 @@ class MainWindow(QMainWindow):
     def _notify_crash(self, rec: Any) -> None:
         self.notify(
             "OpenCode server crashed",
-            f"{Path(rec.workspace_path).name}: exit code {rec.exit_code}. Restart it in Dev Mode.",
+            f"{workspace_label(rec.workspace_path)}: exit code {rec.exit_code}. Restart it in "
+            "Dev Mode.",
         )
 
     def raise_window(self) -> None:

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from smartspec_desktop.core.remote.naming import workspace_host, workspace_name
 from smartspec_desktop.core.servers.trust import (
     TAKES_EFFECT,
     UNTRUSTED_EFFECT,
@@ -74,6 +75,9 @@ class TrustBanner(QFrame):
     def show_untrusted(self, workspace: str, code: ProjectCode) -> None:
         """The folder is untrusted and has project code: say what it would run."""
         self.workspace = workspace
+        if code.remote:
+            self._show_remote_untrusted(workspace)
+            return
         lines = code.lines()
         shown = "".join(f"<li>{_esc(line)}</li>" for line in lines[:MAX_LINES])
         if len(lines) > MAX_LINES:
@@ -83,6 +87,19 @@ class TrustBanner(QFrame):
             f"<b>This folder {what}, and you have not trusted it, so none of it was "
             f"loaded.</b><br>{_esc(UNTRUSTED_EFFECT)}. It would load:<ul style='margin:2px'>"
             f"{shown}</ul>Trust it only if you trust its code: it would run with your "
+            f"account's access. {_esc(TAKES_EFFECT)}"
+        )
+        self.trust_button.show()
+        self.restart_button.hide()
+        self.show()
+
+    def _show_remote_untrusted(self, workspace: str) -> None:
+        """A remote folder (issue 15): its files are on the host and not listed here."""
+        self.text.setText(
+            f"<b>This remote folder is not trusted, so {_esc(UNTRUSTED_EFFECT)} there.</b>"
+            "<br>Listing a remote folder's own code is not available for remote workspaces "
+            f"yet: look at {_esc(workspace_name(workspace))} on {_esc(workspace_host(workspace))}"
+            " before you trust it; trust it only if you trust its code, it would run with your "
             f"account's access. {_esc(TAKES_EFFECT)}"
         )
         self.trust_button.show()
@@ -142,7 +159,9 @@ class TrustedFolders(QGroupBox):
     def set_entries(self, entries: list[TrustEntry]) -> None:
         self.list.clear()
         for e in entries:
-            item = QListWidgetItem(e.path)
+            host = workspace_host(e.path)  # a remote folder (issue 15): say on which host
+            text = f"{workspace_name(e.path)} on {host}  ({e.path})" if host else e.path
+            item = QListWidgetItem(text)
             item.setToolTip(f"Trusted {e.trusted_at}" if e.trusted_at else e.path)
             item.setData(Qt.ItemDataRole.UserRole, e.path)
             self.list.addItem(item)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from smartspec_desktop.core.errors import SmartSpecError
+from smartspec_desktop.core.remote.naming import not_for_remote
 from smartspec_desktop.core.worktrees import MergeConflict, MergeResult, Worktree
 from smartspec_desktop.services.review import WorktreeService
 from smartspec_desktop.services.servers import ServerService
@@ -108,6 +109,11 @@ class WorktreesPanel(QWidget):
             self.repo, self.found = path, []
             self.note.clear()
             self._fill()
+        remote = not_for_remote(path, "Worktrees")
+        if remote is not None:  # git runs on this machine only (issue 15)
+            self.tree.clear()
+            self.note.setText(remote.problem)
+            return
         if path:
             self.service.refresh(path)
 

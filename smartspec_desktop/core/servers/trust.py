@@ -34,7 +34,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from smartspec_desktop.core.errors import StateError
+from smartspec_desktop.core.errors import StateError, WorkspaceError
+from smartspec_desktop.core.remote.address import is_remote, parse_remote
 from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,30 @@ UNTRUSTED_EFFECT = (
     "commands and modes, its MCP servers and its AGENTS.md/CLAUDE.md instructions"
 )
 TAKES_EFFECT = "A trust change takes effect at the next start of the folder's server."
+#: The line of a remote workspace's project code: it is not listed (issue 15).
+REMOTE_UNLISTED = (
+    "whatever the remote folder holds (listing a remote folder's files is not available for "
+    "remote workspaces yet: look on the host before you trust it)"
+)
 
 
 def trust_key(path: str | os.PathLike[str]) -> str:
     """The normalised path trust is kept under: absolute, ``~`` expanded, symlinks resolved,
-    case-folded where the file system is (Windows). Works for a folder that no longer exists."""
-    return os.path.normcase(os.path.realpath(os.path.expanduser(os.fspath(path))))
+    case-folded where the file system is (Windows). Works for a folder that no longer exists.
+    A remote workspace (``ssh://…``, issue 15) is kept under its canonical address, never
+    resolved as a local path."""
+    raw = os.fspath(path)
+    if is_remote(raw):
+        return remote_key(raw)
+    return os.path.normcase(os.path.realpath(os.path.expanduser(raw)))
+
+
+def remote_key(address: str) -> str:
+    """The canonical form of a remote workspace address (the text itself when it is invalid)."""
+    try:
+        return str(parse_remote(address))
+    except WorkspaceError:
+        return address.strip()
 
 
 # ------------------------------------------------------------------------------------ store
@@ -179,6 +198,9 @@ class ProjectCode:
     config_files: list[str] = field(default_factory=list)
     #: Files that could not be read or parsed (OpenCode may refuse them, or run them).
     problems: list[str] = field(default_factory=list)
+    #: A remote workspace (issue 15): its files are on another machine and not listed here, so
+    #: what it would load is unknown (an untrusted one still loads none of it).
+    remote: bool = False
 
     @property
     def runs_code(self) -> bool:
@@ -187,7 +209,9 @@ class ProjectCode:
 
     @property
     def any(self) -> bool:
-        return bool(self.runs_code or self.prompts or self.config_files or self.problems)
+        return bool(
+            self.runs_code or self.prompts or self.config_files or self.problems or self.remote
+        )
 
     def lines(self) -> list[str]:
         """One line per thing it would run or load, for the banner and the CLI (paths inside
@@ -202,6 +226,8 @@ class ProjectCode:
         ]
         out += [f"agent/command/instructions {rel(p)}" for p in self.prompts]
         out += [f"cannot check {rel(p)}" for p in self.problems]
+        if self.remote:
+            out.append(REMOTE_UNLISTED)
         return out
 
     def _relative(self, text: str) -> str:
@@ -241,7 +267,9 @@ def _code_globs(kind: str) -> list[str]:
 
 def find_project_code(workspace: str | os.PathLike[str]) -> ProjectCode:
     """List the project code of ``workspace`` (see the module docstring). Runs nothing; never
-    raises for the folder's content."""
+    raises for the folder's content. A remote workspace is not looked into (``remote``)."""
+    if is_remote(os.fspath(workspace)):
+        return ProjectCode(trust_key(workspace), remote=True)
     code = ProjectCode(trust_key(workspace))
     for folder in project_folders(workspace):
         dot = folder / ".opencode"

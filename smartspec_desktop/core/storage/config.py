@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from smartspec_desktop.core.errors import ConfigError
+from smartspec_desktop.core.remote.naming import canonical
 from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,12 @@ class Settings:
         return self.port_range_start, self.port_range_end
 
     def remember_workspace(self, path: str) -> None:
+        path = canonical(path)  # a remote address (issue 15) in one spelling; a path as is
         self.recent_workspaces = [path] + [p for p in self.recent_workspaces if p != path]
         del self.recent_workspaces[MAX_RECENT:]
 
     def forget_workspace(self, path: str) -> None:
+        path = canonical(path)
         self.recent_workspaces = [p for p in self.recent_workspaces if p != path]
 
     def validate(self) -> None:
