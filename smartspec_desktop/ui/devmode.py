@@ -165,6 +165,9 @@ class DevModePanel(QWidget):
         self.list.setIconSize(QSize(14, 14))
         self.list.setAlternatingRowColors(False)
         self.list.setMinimumWidth(220)
+        # Long names (a remote one's "proj — me@host") lose their middle, not their end.
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.currentItemChanged.connect(self._on_select)
         self.add_button = QPushButton("Add folder…")
         self.add_button.clicked.connect(self._add_dialog)

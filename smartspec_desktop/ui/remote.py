@@ -9,6 +9,7 @@ thread (a home folder on a network file system can be slow), and kept for the ne
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QIntValidator
@@ -27,7 +28,12 @@ from PySide6.QtWidgets import (
 from smartspec_desktop.core.errors import WorkspaceError
 from smartspec_desktop.core.remote.address import SCHEME, RemoteAddress, parse_remote
 from smartspec_desktop.core.remote.naming import remote_of, workspace_host, workspace_name
-from smartspec_desktop.core.remote.sshconfig import SshHost, config_path, offered_hosts
+from smartspec_desktop.core.remote.sshconfig import (
+    SshHost,
+    config_path,
+    offered_hosts,
+    user_ssh_dir,
+)
 from smartspec_desktop.services.worker import Jobs
 
 #: The separator between a host alias and what the config says of it, in the host list.
@@ -41,12 +47,21 @@ def remote_detail(workspace: str) -> str:
     addr = remote_of(workspace)
     if addr is None:  # e.g. a hand-edited settings file
         return workspace
-    return f"Remote folder {addr.path} on {addr.display_host} (over SSH)  ·  {addr}"
+    return f"Remote folder over SSH: {addr}"
 
 
 def workspace_tooltip(workspace: str) -> str:
     host = workspace_host(workspace)
     return f"{workspace}\n{workspace_name(workspace)} on {host} (over SSH)" if host else workspace
+
+
+def _short(path: Path) -> str:
+    """``path`` with the home folder as ``~`` (the ssh config is usually ``~/.ssh/config``)."""
+    home = user_ssh_dir().parent
+    try:
+        return "~/" + path.relative_to(home).as_posix()
+    except ValueError:
+        return str(path)
 
 
 class HostCache:
@@ -159,7 +174,7 @@ class RemoteFolderDialog(QDialog):
         lay.addWidget(self.buttons)
 
         self.host.activated.connect(self._on_host_picked)
-        self.host.editTextChanged.connect(lambda _t: self.validate())
+        self.host.editTextChanged.connect(lambda _t: self._on_host_typed())
         for edit in (self.user, self.port, self.path):
             edit.textChanged.connect(lambda _t: self.validate())
         self.validate()
@@ -183,22 +198,30 @@ class RemoteFolderDialog(QDialog):
         self.host.setCurrentIndex(-1)
         self.host.setEditText(typed)
         self.host.blockSignals(False)
-        where = str(config_path())
-        self.host_hint.setText(
-            f"{len(hosts)} host(s) from {where}; or type any host ssh can reach."
-            if hosts
-            else f"No hosts in {where}; type any host ssh can reach."
-        )
-        self.validate()
+        self._on_host_typed()
 
     def _on_host_picked(self, index: int) -> None:
         alias = self.host.itemData(index)
         if isinstance(alias, str):
             self.host.setEditText(alias)
-            known = next((h for h in self._hosts if h.alias == alias), None)
-            if known is not None and known.summary:
-                self.host_hint.setText(f"{alias}: {known.summary} (from your ssh config)")
         self.path.setFocus()
+
+    def _on_host_typed(self) -> None:
+        """The hint under the host: what the config says of it, else where hosts come from."""
+        typed = self.host_text().rpartition("@")[2].lower()
+        known = next((h for h in self._hosts if h.alias.lower() == typed), None)
+        where = _short(config_path())
+        if known is not None and known.summary:
+            self.host_hint.setText(f"{known.alias}: {known.summary} (from your ssh config)")
+        elif known is not None:
+            self.host_hint.setText(f"{known.alias} (from your ssh config)")
+        elif self._hosts:
+            self.host_hint.setText(
+                f"{len(self._hosts)} host(s) from {where}; or type any host ssh can reach."
+            )
+        else:
+            self.host_hint.setText(f"No hosts in {where}; type any host ssh can reach.")
+        self.validate()
 
     def host_text(self) -> str:
         """The host as typed, without the config's details of a picked list entry."""

@@ -96,7 +96,7 @@ class TrustBanner(QFrame):
     def _show_remote_untrusted(self, workspace: str) -> None:
         """A remote folder (issue 15): its files are on the host and not listed here."""
         self.text.setText(
-            f"<b>This remote folder is not trusted, so {_esc(UNTRUSTED_EFFECT)} there.</b>"
+            f"<b>This remote folder is not trusted, so {_esc(UNTRUSTED_EFFECT)}.</b>"
             "<br>Listing a remote folder's own code is not available for remote workspaces "
             f"yet: look at {_esc(workspace_name(workspace))} on {_esc(workspace_host(workspace))}"
             " before you trust it; trust it only if you trust its code, it would run with your "

@@ -1,0 +1,240 @@
+"""Remote workspaces in the window (issue 15): "Add remote folder…" with the hosts of an ssh
+config, live checks, the workspace listed with its host and kept across a restart; local-only
+parts say so. (Starting one is the SSH engine's, tested with a real sshd elsewhere.)"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import cast
+
+import pytest
+from PySide6.QtCore import Qt
+
+from smartspec_desktop.core.remote.sshconfig import SSH_CONFIG_ENV
+from smartspec_desktop.core.servers.manager import ServerManager
+from smartspec_desktop.core.servers.registry import RUNNING, ServerRecord
+from smartspec_desktop.core.servers.trust import find_project_code
+from smartspec_desktop.core.storage.config import load_settings
+from smartspec_desktop.core.worktrees import app_base_dir
+from smartspec_desktop.services.review import ReviewService, WorktreeService
+from smartspec_desktop.services.tasks import TaskService
+from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.ui.agent import AgentPanel
+from smartspec_desktop.ui.remote import RemoteFolderDialog
+from smartspec_desktop.ui.worktrees import WorktreesPanel
+from tests.qt.conftest import ARTIFACTS, Gui
+
+pytestmark = [pytest.mark.gui]
+
+ADDRESS = "ssh://me@devbox.example.com:2222/home/me/proj"
+
+
+def ssh_config(folder: Path) -> Path:
+    extra = folder / "ssh.d" / "work"
+    extra.parent.mkdir(parents=True, exist_ok=True)
+    extra.write_text("Host build\n  HostName 10.0.0.7\n  User builder\n", encoding="utf-8")
+    cfg = folder / "ssh_config"
+    cfg.write_text(
+        "Host devbox\n  HostName devbox.example.com\n  User me\n  Port 2222\n"
+        f"Include {extra}\nHost *\n  ServerAliveInterval 30\n",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def open_dialog(gui: Gui, qtbot) -> RemoteFolderDialog:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    qtbot.mouseClick(panel.add_remote_button, Qt.MouseButton.LeftButton)
+    dialog = panel.remote_dialog
+    assert dialog is not None and dialog.isVisible()
+    qtbot.waitUntil(lambda: dialog.host.count() == 2, timeout=5000)  # read off the GUI thread
+    return dialog
+
+
+def test_add_a_remote_folder_from_the_ssh_config(  # type: ignore[no-untyped-def]
+    gui: Gui, qtbot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(ssh_config(gui.box.root)))
+    panel = gui.window.devmode
+    dialog = open_dialog(gui, qtbot)
+    labels = [dialog.host.itemText(i) for i in range(dialog.host.count())]
+    assert labels == ["devbox — me@devbox.example.com:2222", "build — builder@10.0.0.7"]
+    assert "2 host(s) from" in dialog.host_hint.text()
+    assert not dialog.ok_button.isEnabled()
+    assert dialog.error.text() == "Enter the host (or an alias from your ssh config)."
+
+    # Pick a host as a user does: open the list, choose it with the keyboard.
+    dialog.host.setFocus()
+    qtbot.keyClick(dialog.host, Qt.Key.Key_Down, Qt.KeyboardModifier.AltModifier)
+    popup = dialog.host.view()
+    qtbot.waitUntil(popup.isVisible, timeout=3000)
+    qtbot.keyClick(popup, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: dialog.host.currentText() == "devbox", timeout=3000)
+    assert "me@devbox.example.com:2222 (from your ssh config)" in dialog.host_hint.text()
+    assert dialog.error.text() == "Enter the folder's absolute path on the host."
+    assert not dialog.ok_button.isEnabled()
+
+    qtbot.keyClicks(dialog.path, "home/me/proj")
+    assert "is not an absolute path: start it with /" in dialog.error.text()
+    assert not dialog.ok_button.isEnabled()
+    dialog.path.clear()
+    qtbot.keyClicks(dialog.path, "/home/me/proj/")
+    assert dialog.ok_button.isEnabled() and dialog.error.text() == ""
+    assert dialog.preview.text() == "Workspace: ssh://devbox/home/me/proj"
+
+    # Invalid user or port: the address's own refusal is shown, OK disabled.
+    qtbot.keyClicks(dialog.user, "-oProxyCommand=x")
+    assert "invalid user name" in dialog.error.text() and not dialog.ok_button.isEnabled()
+    dialog.user.setText("me")
+    dialog.port.setText("0")
+    assert "invalid port '0'" in dialog.error.text() and not dialog.ok_button.isEnabled()
+    dialog.host.setEditText("devbox.example.com")
+    assert "2 host(s) from" in dialog.host_hint.text()  # not an alias of the config
+    dialog.port.setText("2222")
+    assert dialog.ok_button.isEnabled()
+    assert dialog.preview.text() == f"Workspace: {ADDRESS}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    dialog.grab().save(str(ARTIFACTS / "remote-folder-dialog.png"))
+
+    qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.current == ADDRESS, timeout=3000)
+    item = panel.list.currentItem()
+    assert item is not None and item.text() == "proj — me@devbox.example.com:2222"
+    assert "over SSH" in item.toolTip()
+    assert panel.name_label.text() == "proj — me@devbox.example.com:2222"
+    assert panel.path_label.text() == f"Remote folder over SSH: {ADDRESS}"
+    assert panel.start_button.isEnabled()  # Start goes to the same ServerService call
+    assert panel.idle_own.isEnabled()
+    gui.window.grab().save(str(ARTIFACTS / "window-remote-workspace.png"))
+
+    # Remembered in its canonical form, though no local folder of that name exists.
+    settings_file = gui.core.paths.settings_file
+    qtbot.waitUntil(
+        lambda: ADDRESS in json.loads(settings_file.read_text()).get("recent_workspaces", []),
+        timeout=3000,
+    )
+    loaded, _warnings = load_settings(settings_file)
+    assert loaded.recent_workspaces[0] == ADDRESS
+    # Its own idle timeout is kept under the address too.
+    panel.idle_own.setChecked(True)
+    panel.idle_spin.setValue(4.0)
+    panel.idle_spin.editingFinished.emit()
+    assert gui.core.settings.idle_minutes_by_workspace == {ADDRESS: 4.0}
+    assert panel.workspaces()[0] == ADDRESS
+
+
+def test_the_dialog_refuses_what_is_not_an_address(  # type: ignore[no-untyped-def]
+    gui: Gui, qtbot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(ssh_config(gui.box.root)))
+    panel = gui.window.devmode
+    dialog = open_dialog(gui, qtbot)
+    dialog.path.setText("/srv/x")
+    for host, problem in [
+        ("dev/box", "has a “/” or a space in it"),
+        ("dev box", "has a “/” or a space in it"),
+        ("-oProxyCommand=evil", "invalid host"),
+        ("", "Enter the host"),
+    ]:
+        dialog.host.setEditText(host)
+        assert problem in dialog.error.text(), host
+        assert not dialog.ok_button.isEnabled()
+        dialog.accept()  # Return in the dialog: still refused
+        assert dialog.isVisible()
+    dialog.host.setEditText("::1")  # an IPv6 address gets its brackets
+    assert dialog.preview.text() == "Workspace: ssh://[::1]/srv/x"
+    qtbot.mouseClick(
+        dialog.buttons.button(dialog.buttons.StandardButton.Cancel), Qt.MouseButton.LeftButton
+    )
+    assert not dialog.isVisible()
+    assert panel.workspaces() == [] and panel.current == ""
+
+
+def test_no_ssh_config_still_lets_a_host_be_typed(  # type: ignore[no-untyped-def]
+    gui: Gui, qtbot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(gui.box.root / "no-such-config"))
+    panel = gui.window.devmode
+    qtbot.mouseClick(panel.add_remote_button, Qt.MouseButton.LeftButton)
+    dialog = panel.remote_dialog
+    assert dialog is not None
+    qtbot.waitUntil(lambda: "No hosts in" in dialog.host_hint.text(), timeout=5000)
+    qtbot.keyClicks(dialog.host.lineEdit(), "me@10.1.2.3")
+    qtbot.keyClicks(dialog.path, "/w")
+    qtbot.keyClick(dialog.path, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: panel.current == "ssh://me@10.1.2.3/w", timeout=3000)
+    assert panel.list.currentItem().text() == "w — me@10.1.2.3"
+
+
+def test_local_only_parts_say_so_for_a_remote_workspace(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    worktrees = WorktreeService(gui.core.servers, gui.jobs, app_base_dir(gui.core.paths.data_dir))
+    wt_panel = WorktreesPanel(worktrees, gui.servers)
+    panel.attach_worktrees(wt_panel)
+    wt_panel.show()  # attached after the window was shown (the app attaches it before)
+    local = gui.box.workspace("here")
+    assert panel.add_workspace(str(local))
+    assert panel.add_workspace(ADDRESS)
+    assert wt_panel.note.text() == "Worktrees is not available for remote workspaces yet."
+    assert wt_panel.tree.topLevelItemCount() == 0
+    errors: list[str] = []
+    worktrees.error.connect(lambda _ws, e: errors.append(e.problem))
+    worktrees.merge(ADDRESS, "x")
+    worktrees.run(ADDRESS, "do it")
+    assert errors == ["Worktrees is not available for remote workspaces yet."] * 2
+
+    # Trust: the banner says the remote folder's files are not listed, and offers Trust.
+    gui.window.trust.checked.emit(ADDRESS, find_project_code(ADDRESS), False)
+    banner = panel.trust_banner
+    assert banner.isVisible() and banner.trust_button.isVisible()
+    assert "This remote folder is not trusted" in banner.text.text()
+    assert "look at proj on me@devbox.example.com:2222" in banner.text.text()
+    gui.window.grab().save(str(ARTIFACTS / "window-remote-trust.png"))
+    qtbot.mouseClick(banner.trust_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: gui.core.servers.trust.is_trusted(ADDRESS), timeout=5000)
+    trusted = gui.window.settings_page.trusted_folders.list
+    qtbot.waitUntil(lambda: trusted.count() == 1, timeout=5000)
+    assert trusted.item(0).text() == f"proj on me@devbox.example.com:2222  ({ADDRESS})"
+
+    # Back on the local folder, worktrees are asked for again.
+    panel.select_workspace(str(local.resolve()))
+    qtbot.waitUntil(lambda: "not available" not in wt_panel.note.text(), timeout=3000)
+
+
+def test_the_agent_tab_offers_no_worktree_on_a_remote_workspace(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    jobs = Jobs()
+    tasks = TaskService(jobs)
+    agent = AgentPanel(tasks)
+    qtbot.addWidget(agent)
+    worktrees = WorktreeService(cast(ServerManager, None), jobs, tmp_path / "worktrees")
+    agent.attach_review(ReviewService(jobs), worktrees)
+    errors: list[object] = []
+    worktrees.error.connect(lambda _ws, e: errors.append(e))
+    worktrees.not_git.connect(lambda _ws, e: errors.append(e))
+    with socket.socket() as s:  # a port nothing listens on: the sessions list just fails
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    record = ServerRecord(
+        "srv-remote",
+        ADDRESS,
+        RUNNING,
+        "2026-12-01T00:00:00+00:00",
+        port=port,
+        url=f"http://127.0.0.1:{port}",
+    )
+    try:
+        agent.set_server_target(record, lambda _r: "pw")
+        assert agent.worktree_box is not None
+        assert not agent.worktree_box.isEnabled() and not agent.worktree_box.isChecked()
+        assert agent.worktree_reason.text() == (
+            "Run in a new worktree is not available for remote workspaces yet."
+        )
+        assert agent.target_label.text() == f"OpenCode sessions of {ADDRESS}"
+        jobs.wait(10_000)
+        qtbot.wait(50)  # deliver what the jobs finished with
+        assert errors == [], "no worktree call was made for the remote workspace"
+    finally:
+        tasks.shutdown(wait_ms=5000)
+        jobs.wait(10_000)
