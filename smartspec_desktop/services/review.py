@@ -182,7 +182,7 @@ class WorktreeService(QObject):
 
     def _refused_remote(self, workspace: str) -> bool:
         """Worktrees use git on this machine: on a remote workspace (issue 15) say so."""
-        err = not_for_remote(workspace, "Worktrees")
+        err = not_for_remote(workspace, "Git worktree support")
         if err is not None:
             self.error.emit(workspace, err)
         return err is not None

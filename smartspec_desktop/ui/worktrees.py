@@ -86,6 +86,7 @@ class WorktreesPanel(QWidget):
         self.note = QLabel("")
         self.note.setWordWrap(True)
         self.note.setStyleSheet("color:#4b5563;")
+        self.note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         lay.addWidget(self.note)
         row = QHBoxLayout()
         self.merge_btn = QPushButton("Merge")
@@ -109,8 +110,12 @@ class WorktreesPanel(QWidget):
             self.repo, self.found = path, []
             self.note.clear()
             self._fill()
-        remote = not_for_remote(path, "Worktrees")
-        if remote is not None:  # git runs on this machine only (issue 15)
+        remote = not_for_remote(path, "Git worktree support")
+        self.tree.setVisible(remote is None)  # git runs on this machine only (issue 15)
+        layout = self.layout()
+        if isinstance(layout, QVBoxLayout):  # the note takes the tree's room meanwhile
+            layout.setStretchFactor(self.note, 0 if remote is None else 1)
+        if remote is not None:
             self.tree.clear()
             self.note.setText(remote.problem)
             return

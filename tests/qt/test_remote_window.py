@@ -177,13 +177,15 @@ def test_local_only_parts_say_so_for_a_remote_workspace(gui: Gui, qtbot) -> None
     local = gui.box.workspace("here")
     assert panel.add_workspace(str(local))
     assert panel.add_workspace(ADDRESS)
-    assert wt_panel.note.text() == "Worktrees is not available for remote workspaces yet."
-    assert wt_panel.tree.topLevelItemCount() == 0
+    assert (
+        wt_panel.note.text() == "Git worktree support is not available for remote workspaces yet."
+    )
+    assert wt_panel.tree.topLevelItemCount() == 0 and not wt_panel.tree.isVisible()
     errors: list[str] = []
     worktrees.error.connect(lambda _ws, e: errors.append(e.problem))
     worktrees.merge(ADDRESS, "x")
     worktrees.run(ADDRESS, "do it")
-    assert errors == ["Worktrees is not available for remote workspaces yet."] * 2
+    assert errors == ["Git worktree support is not available for remote workspaces yet."] * 2
 
     # Trust: the banner says the remote folder's files are not listed, and offers Trust.
     gui.window.trust.checked.emit(ADDRESS, find_project_code(ADDRESS), False)
@@ -191,6 +193,8 @@ def test_local_only_parts_say_so_for_a_remote_workspace(gui: Gui, qtbot) -> None
     assert banner.isVisible() and banner.trust_button.isVisible()
     assert "This remote folder is not trusted" in banner.text.text()
     assert "look at proj on me@devbox.example.com:2222" in banner.text.text()
+    note = wt_panel.note  # the whole message shows, not one clipped line
+    qtbot.waitUntil(lambda: note.height() >= note.heightForWidth(note.width()), timeout=3000)
     gui.window.grab().save(str(ARTIFACTS / "window-remote-trust.png"))
     qtbot.mouseClick(banner.trust_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: gui.core.servers.trust.is_trusted(ADDRESS), timeout=5000)
@@ -201,6 +205,7 @@ def test_local_only_parts_say_so_for_a_remote_workspace(gui: Gui, qtbot) -> None
     # Back on the local folder, worktrees are asked for again.
     panel.select_workspace(str(local.resolve()))
     qtbot.waitUntil(lambda: "not available" not in wt_panel.note.text(), timeout=3000)
+    assert wt_panel.tree.isVisible()
 
 
 def test_the_agent_tab_offers_no_worktree_on_a_remote_workspace(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -238,3 +243,17 @@ def test_the_agent_tab_offers_no_worktree_on_a_remote_workspace(qtbot, tmp_path:
     finally:
         tasks.shutdown(wait_ms=5000)
         jobs.wait(10_000)
+
+
+def test_settings_budget_lists_a_remote_workspace_by_its_address(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = gui.window.devmode
+    assert panel.add_workspace("SSH://me@devbox.example.com:2222/home/me/proj/")
+    page = gui.window.settings_page
+    page.load()
+    combo = page.cap_workspace
+    assert [combo.itemText(i) for i in range(combo.count())] == [ADDRESS]
+    combo.setCurrentText(ADDRESS)
+    page.day_cap.setValue(100_000)
+    assert page.apply()
+    assert gui.core.settings.workspace_day_caps == {ADDRESS: 100_000}
+    assert gui.core.settings.recent_workspaces == [ADDRESS]

@@ -43,11 +43,11 @@ def test_names_of_local_and_remote_workspaces(tmp_path: Path) -> None:
 
 
 def test_local_only_features_say_so_on_a_remote_workspace(tmp_path: Path) -> None:
-    err = not_for_remote(REMOTE, "Worktrees")
+    err = not_for_remote(REMOTE, "Git worktree support")
     assert err is not None
-    assert err.problem == "Worktrees is not available for remote workspaces yet."
+    assert err.problem == "Git worktree support is not available for remote workspaces yet."
     assert err.fix
-    assert not_for_remote(str(tmp_path), "Worktrees") is None
+    assert not_for_remote(str(tmp_path), "Git worktree support") is None
 
 
 def test_settings_keep_remote_workspaces_in_canonical_form(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ is parsed as JSONC; a broken file is reported, never raised).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -49,30 +50,16 @@ UNTRUSTED_EFFECT = (
     "commands and modes, its MCP servers and its AGENTS.md/CLAUDE.md instructions"
 )
 TAKES_EFFECT = "A trust change takes effect at the next start of the folder's server."
-#: The line of a remote workspace's project code: it is not listed (issue 15).
-REMOTE_UNLISTED = (
-    "whatever the remote folder holds (listing a remote folder's files is not available for "
-    "remote workspaces yet: look on the host before you trust it)"
-)
 
 
 def trust_key(path: str | os.PathLike[str]) -> str:
     """The normalised path trust is kept under: absolute, ``~`` expanded, symlinks resolved,
-    case-folded where the file system is (Windows). Works for a folder that no longer exists.
-    A remote workspace (``ssh://…``, issue 15) is kept under its canonical address, never
-    resolved as a local path."""
+    case-folded where the file system is (Windows). Works for a folder that no longer exists."""
     raw = os.fspath(path)
     if is_remote(raw):
-        return remote_key(raw)
+        with contextlib.suppress(WorkspaceError):
+            return str(parse_remote(raw))  # a remote folder: its canonical address
     return os.path.normcase(os.path.realpath(os.path.expanduser(raw)))
-
-
-def remote_key(address: str) -> str:
-    """The canonical form of a remote workspace address (the text itself when it is invalid)."""
-    try:
-        return str(parse_remote(address))
-    except WorkspaceError:
-        return address.strip()
 
 
 # ------------------------------------------------------------------------------------ store
@@ -168,6 +155,11 @@ def apply_trust(env: MutableMapping[str, str], trusted: bool) -> None:
 
 MAX_LISTED = 50
 CONFIG_NAMES = ("opencode.jsonc", "opencode.json")
+#: The line of a remote workspace's project code: it is not listed (issue 15).
+REMOTE_UNLISTED = (
+    "whatever the remote folder holds (listing a remote folder's files is not available for "
+    "remote workspaces yet: look on the host before you trust it)"
+)
 
 
 @dataclass(frozen=True)
