@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 from PySide6.QtCore import Qt
 
+from smartspec_desktop.core import review
 from smartspec_desktop.core.remote.sshconfig import SSH_CONFIG_ENV
 from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.servers.registry import RUNNING, ServerRecord
@@ -22,9 +23,11 @@ from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
+from smartspec_desktop.ui.changes import ChangesView
 from smartspec_desktop.ui.remote import RemoteFolderDialog
 from smartspec_desktop.ui.worktrees import WorktreesPanel
 from tests.qt.conftest import ARTIFACTS, Gui
+from tests.qt.test_changes_view import FakeReview, _Service
 
 pytestmark = [pytest.mark.gui]
 
@@ -257,3 +260,41 @@ def test_settings_budget_lists_a_remote_workspace_by_its_address(gui: Gui, qtbot
     assert page.apply()
     assert gui.core.settings.workspace_day_caps == {ADDRESS: 100_000}
     assert gui.core.settings.recent_workspaces == [ADDRESS]
+
+
+class _RemotePlainFolder(FakeReview):
+    """Undo on a remote plain folder: the engine refuses it (no snapshot, files on the host)."""
+
+    def undo_last_turn(self, _c: object, sid: str, *, force: bool = False) -> review.UndoResult:
+        self.calls.append(("undo", force))
+        raise review.UndoUnavailable(
+            "Undo and redo in a plain folder are not available yet for remote workspaces.",
+            "Put the folder under git on the host.",
+            files=["keep.txt"],
+        )
+
+
+def test_changes_view_says_why_undo_is_unavailable_on_a_remote_folder(qtbot) -> None:  # type: ignore[no-untyped-def]
+    jobs = Jobs()
+    fake = _RemotePlainFolder()
+    service = _Service(jobs, api=fake)
+    rec = ServerRecord("srv", ADDRESS, RUNNING, "now", url="http://127.0.0.1:1")
+    service.set_target(rec, lambda _r: "pw")
+    view = ChangesView(service)
+    qtbot.addWidget(view)
+    asked: list[str] = []
+
+    def ask(title: str, text: str, files: list[str], yes_label: str) -> bool:
+        asked.append(title)
+        return True
+
+    view.ask = ask  # type: ignore[method-assign]
+    try:
+        view.set_session("ses_1")
+        qtbot.waitUntil(lambda: len(view.changes) == 3, timeout=5000)
+        view.undo_btn.click()
+        qtbot.waitUntil(lambda: "not available yet" in view.result_label.text(), timeout=5000)
+        assert "under git on the host" in view.result_label.text()
+        assert asked == [] and fake.calls == [("undo", False)]  # no "Undo anyway" offered
+    finally:
+        jobs.wait(5000)
