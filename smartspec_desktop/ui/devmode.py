@@ -438,8 +438,13 @@ class DevModePanel(QWidget):
             if dialog.address is not None:
                 self.add_workspace(str(dialog.address))
 
+        def closed(_result: int) -> None:
+            if self.remote_dialog is dialog:
+                self.remote_dialog = None
+            dialog.deleteLater()
+
         dialog.accepted.connect(added)
-        dialog.finished.connect(lambda _r: dialog.deleteLater())
+        dialog.finished.connect(closed)
         dialog.open()
 
     def _remove_current(self) -> None:

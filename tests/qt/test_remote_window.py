@@ -151,7 +151,7 @@ def test_the_dialog_refuses_what_is_not_an_address(  # type: ignore[no-untyped-d
     qtbot.mouseClick(
         dialog.buttons.button(dialog.buttons.StandardButton.Cancel), Qt.MouseButton.LeftButton
     )
-    assert not dialog.isVisible()
+    assert panel.remote_dialog is None  # closed: it goes away
     assert panel.workspaces() == [] and panel.current == ""
 
 
