@@ -8,6 +8,7 @@ thread (a home folder on a network file system can be slow), and kept for the ne
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from smartspec_desktop.core.remote.sshconfig import (
     user_ssh_dir,
 )
 from smartspec_desktop.services.worker import Jobs
+
+log = logging.getLogger(__name__)
 
 #: The separator between a host alias and what the config says of it, in the host list.
 _SEP = " — "
@@ -70,6 +73,8 @@ class HostCache:
     def __init__(self, read: Callable[[], list[SshHost]] = offered_hosts) -> None:
         self.read = read
         self.hosts: list[SshHost] | None = None
+        #: Where they were read from, for the hint ("~/.ssh/config"); set with ``hosts``.
+        self.where = ""
         self._waiting: list[Callable[[list[SshHost]], None]] = []
 
     def get(self, jobs: Jobs | None, deliver: Callable[[list[SshHost]], None]) -> None:
@@ -81,11 +86,20 @@ class HostCache:
         if len(self._waiting) > 1:
             return  # a read is under way
         if jobs is None:
-            self._done(self.read())
+            self._done(self._read())
         else:
-            jobs.submit(self.read, on_done=self._done, on_failed=lambda _e: self._done([]))
+            jobs.submit(self._read, on_done=self._done, on_failed=self._failed)
 
-    def _done(self, hosts: list[SshHost]) -> None:
+    def _read(self) -> tuple[list[SshHost], str]:
+        """Worker thread: the hosts, and the config's path (the password database may be slow)."""
+        return self.read(), _short(config_path())
+
+    def _failed(self, e: BaseException) -> None:
+        log.error("could not read the ssh config's hosts", exc_info=e)
+        self._done(([], ""))
+
+    def _done(self, result: tuple[list[SshHost], str]) -> None:
+        hosts, self.where = result
         self.hosts = list(hosts)
         waiting, self._waiting = self._waiting, []
         for deliver in waiting:
@@ -210,7 +224,7 @@ class RemoteFolderDialog(QDialog):
         """The hint under the host: what the config says of it, else where hosts come from."""
         typed = self.host_text().rpartition("@")[2].lower()
         known = next((h for h in self._hosts if h.alias.lower() == typed), None)
-        where = _short(config_path())
+        where = self.cache.where or "your ssh config"
         if known is not None and known.summary:
             self.host_hint.setText(f"{known.alias}: {known.summary} (from your ssh config)")
         elif known is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from pathlib import Path
 from typing import cast
 
@@ -13,7 +14,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from smartspec_desktop.core import review
-from smartspec_desktop.core.remote.sshconfig import SSH_CONFIG_ENV
+from smartspec_desktop.core.remote.sshconfig import SSH_CONFIG_ENV, SshHost
 from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.servers.registry import RUNNING, ServerRecord
 from smartspec_desktop.core.servers.trust import find_project_code
@@ -24,7 +25,7 @@ from smartspec_desktop.services.tasks import TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.changes import ChangesView
-from smartspec_desktop.ui.remote import RemoteFolderDialog
+from smartspec_desktop.ui.remote import HostCache, RemoteFolderDialog
 from smartspec_desktop.ui.worktrees import WorktreesPanel
 from tests.qt.conftest import ARTIFACTS, Gui
 from tests.qt.test_changes_view import FakeReview, _Service
@@ -298,3 +299,37 @@ def test_changes_view_says_why_undo_is_unavailable_on_a_remote_folder(qtbot) -> 
         assert asked == [] and fake.calls == [("undo", False)]  # no "Undo anyway" offered
     finally:
         jobs.wait(5000)
+
+
+def test_the_hosts_are_read_off_the_gui_thread_once_for_waiting_dialogs(qtbot) -> None:  # type: ignore[no-untyped-def]
+    """A config on a hung network home folder: the dialog is usable meanwhile."""
+    release = threading.Event()
+    reads: list[str] = []
+
+    def slow_read() -> list[SshHost]:
+        reads.append(threading.current_thread().name)
+        release.wait(30)
+        return [SshHost("devbox", "devbox.example.com", "me")]
+
+    jobs = Jobs()
+    cache = HostCache(slow_read)
+    first = RemoteFolderDialog(jobs=jobs, hosts=cache)
+    second = RemoteFolderDialog(jobs=jobs, hosts=cache)
+    for d in (first, second):
+        qtbot.addWidget(d)
+    try:
+        assert first.host_hint.text() == "Reading your ssh config …"
+        qtbot.keyClicks(first.host.lineEdit(), "other")  # typing works while it reads
+        qtbot.keyClicks(first.path, "/x")
+        assert first.ok_button.isEnabled()
+        assert first.host.count() == 0 and second.host.count() == 0
+        release.set()
+        qtbot.waitUntil(lambda: first.host.count() == second.host.count() == 1, timeout=10_000)
+        assert len(reads) == 1 and reads[0] != threading.main_thread().name
+        assert first.host.currentText() == "other", "what the user typed is kept"
+        third = RemoteFolderDialog(jobs=jobs, hosts=cache)  # cached: at once
+        qtbot.addWidget(third)
+        assert third.host.itemText(0) == "devbox — me@devbox.example.com" and len(reads) == 1
+    finally:
+        release.set()
+        jobs.wait(10_000)
