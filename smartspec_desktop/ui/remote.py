@@ -139,6 +139,8 @@ class RemoteFolderDialog(QDialog):
         self.host_hint = QLabel("Reading your ssh config …")
         self.host_hint.setStyleSheet(HINT_STYLE)
         self.host_hint.setWordWrap(True)
+        # Room for a wrapped hint: a form row does not grow with its label's text.
+        self.host_hint.setMinimumHeight(self.host_hint.fontMetrics().lineSpacing() * 2 + 4)
         self.user = QLineEdit()
         self.user.setObjectName("remote-user")
         self.user.setPlaceholderText("optional: as in your ssh config, else your login name")
