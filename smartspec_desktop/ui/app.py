@@ -37,6 +37,7 @@ from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.readiness import ReadinessService
 from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.servers import ServerService
+from smartspec_desktop.services.settings import SettingsService
 from smartspec_desktop.services.tasks import BrokerAccess, TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
@@ -109,6 +110,8 @@ class Application:
         self.qapp = qapp
         self.core = core
         self.jobs = Jobs(qapp)
+        #: The one owner of the settings: first, so the manager's workers read its snapshots.
+        self.settings = SettingsService.for_core(core, self.jobs, qapp)
         self.servers = ServerService(core.servers, self.jobs)
         self.account = AccountService(core.settings, core.credentials, self.jobs)
         self.launch = LaunchService(core.servers, self.jobs)
@@ -130,6 +133,7 @@ class Application:
             agent_panel=self.agent_panel,
             icon=icon,
             tray=tray,
+            settings=self.settings,
         )
         self.window.quit_ready.connect(self.qapp.quit)
         self.window.devmode.attach_worktrees(WorktreesPanel(self.worktrees, self.servers))
@@ -145,7 +149,7 @@ class Application:
     def _readiness_checks(self) -> dict[str, Any]:
         core = self.core
         return Readiness(
-            core.settings,
+            self.settings.snapshot(),  # the checks run on worker threads
             core.credentials,
             core.servers.find_opencode,
             backend_factory=core.servers.backend_factory,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
@@ -49,6 +50,7 @@ from smartspec_desktop.core.servers.usage import format_usage, total
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.servers import ServerService
+from smartspec_desktop.services.settings import SettingsService
 from smartspec_desktop.services.trust import TrustService
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.trust import TrustBanner
@@ -90,13 +92,13 @@ def _uptime(created_at: str) -> str:
 class DevModePanel(QWidget):
     account_requested = Signal()
     settings_requested = Signal()
-    workspaces_changed = Signal()  # the list was edited: persist settings
+    workspaces_changed = Signal()  # the list was edited (the settings service saved it)
     model_changed = Signal(str)
 
     def __init__(
         self,
         servers: ServerService,
-        settings: Settings,
+        settings: SettingsService,
         *,
         launch: LaunchService | None = None,
         agent_panel: AgentPanel | None = None,
@@ -110,7 +112,8 @@ class DevModePanel(QWidget):
         self._untrusted_code: dict[str, ProjectCode] = {}
         self._just_trusted: set[str] = set()
         self._restart_pending: set[str] = set()
-        self.settings = settings
+        #: Owns the settings: every change goes through it (it saves them).
+        self.settings_service = settings
         self.launch = launch
         self.agent_panel = agent_panel
         self._agent_target: str | None = None  # server id the agent panel follows
@@ -331,15 +334,15 @@ class DevModePanel(QWidget):
         ws = self.current
         if not ws:
             return
-        overrides = self.settings.idle_minutes_by_workspace
-        before = overrides.get(ws)
-        if self.idle_own.isChecked():
-            overrides[ws] = float(self.idle_spin.value())
-        else:
-            overrides.pop(ws, None)
+        own = float(self.idle_spin.value()) if self.idle_own.isChecked() else None
         self.idle_spin.setEnabled(self.idle_own.isChecked())
-        if overrides.get(ws) != before:
-            self.workspaces_changed.emit()  # persists the settings
+        if self.settings_service.set_idle_override(ws, own):  # saves the settings
+            self.workspaces_changed.emit()
+
+    @property
+    def settings(self) -> Settings:
+        """The live settings (read here; changed only through :attr:`settings_service`)."""
+        return self.settings_service.settings
 
     # ------------------------------------------------------------------------ workspaces
 
@@ -393,7 +396,7 @@ class DevModePanel(QWidget):
         except SmartSpecError as e:
             self._show_error("", e)
             return False
-        self.settings.remember_workspace(ws)
+        self.settings_service.remember_workspace(ws)
         self.workspaces_changed.emit()
         self.current = ws
         self._reload_list()
@@ -409,7 +412,7 @@ class DevModePanel(QWidget):
     def _remove_current(self) -> None:
         if not self.current:
             return
-        self.settings.forget_workspace(self.current)
+        self.settings_service.forget_workspace(self.current)
         self.workspaces_changed.emit()
         self._reload_list()
 
@@ -442,7 +445,7 @@ class DevModePanel(QWidget):
         """Remember a workspace the user acts on (e.g. Restart of a CLI-started one): a failed
         restart forgets its old server record, and the row (with its error banner) must stay."""
         if ws not in self.settings.recent_workspaces:
-            self.settings.remember_workspace(ws)
+            self.settings_service.remember_workspace(ws)
             self.workspaces_changed.emit()
 
     def _stop(self) -> None:
@@ -496,8 +499,7 @@ class DevModePanel(QWidget):
             self._start()
 
     def _on_model_picked(self, model: str) -> None:
-        if model and model != self.settings.model:
-            self.settings.model = model
+        if self.settings_service.set_model(model):  # saves the settings
             self.model_changed.emit(model)
 
     # ------------------------------------------------------------------------ rendering
@@ -770,7 +772,10 @@ class DevModePanel(QWidget):
             follow(self.current)
         if opener is not None:
             opener.connect(self.add_workspace)
-        discarded = getattr(getattr(panel, "service", None), "discarded", None)
+        service: Any = getattr(panel, "service", None)
+        if hasattr(service, "forget_workspace"):  # a discarded worktree leaves the list
+            service.forget_workspace = self.settings_service.forget_workspace
+        discarded = getattr(service, "discarded", None)
         if discarded is not None:  # its folder left the remembered workspaces
             discarded.connect(self._on_worktree_discarded)
 

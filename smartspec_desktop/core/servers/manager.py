@@ -156,6 +156,10 @@ class ServerManager:
         self.find_servers: Callable[[Path], list[FoundServer]] = find_our_servers
         #: The last scan: (state file signature, monotonic time, what it found).
         self._last_scan: tuple[object, float, list[FoundServer]] | None = None
+        #: Told the workspace of each server this manager started afresh (not reused), on the
+        #: starting thread: the recent-workspaces list is its owner's (the CLI's core, the
+        #: window's settings service), not the manager's.
+        self.on_fresh_start: Callable[[str], None] = lambda _ws: None
 
     # ------------------------------------------------------------------------------ queries
 
@@ -316,7 +320,7 @@ class ServerManager:
         finally:
             lock.release()
         if not reused:
-            self._remember(ws)
+            self.on_fresh_start(ws)
         elif record.trusted != self.trust.is_trusted(ws):
             warnings.append(self.trust_mismatch(record))
         warnings += self.trust.drain_warnings()
@@ -366,10 +370,6 @@ class ServerManager:
             f"plugins and MCP servers. {TAKES_EFFECT} Stop it and start it again (or Restart in "
             "the window)."
         )
-
-    def _remember(self, ws: str) -> None:
-        # The window persists settings; the core only keeps the list in memory.
-        self.settings.remember_workspace(ws)
 
     def _reuse_or_clear(self, ws: str, say: Progress) -> ServerRecord | None:
         """Return the live server of ``ws`` (adopting an orphaned start), or clear stale ones."""
