@@ -28,6 +28,7 @@ from smartspec_desktop.services.servers import ServerService
 from smartspec_desktop.services.settings import SettingsService
 from smartspec_desktop.services.trust import TrustService
 from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.ui import notices
 from smartspec_desktop.ui.account import AccountPage, format_credits
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.devmode import GATEWAY_NOTE, DevModePanel
@@ -175,12 +176,15 @@ class MainWindow(QMainWindow):
         if self.readiness_panel is not None and not readiness.all_ok(results):
             self.readiness_panel.show()
 
-    def _readiness_fix(self, action: str) -> None:
-        if action == readiness.FIX_SETTINGS:
+    def _readiness_fix(self, fix_id: str) -> None:
+        action = notices.action_for_fix(fix_id)  # the one fix → action table
+        if action is None:
+            return
+        if action.id == notices.SETTINGS:
             self.tabs.setCurrentWidget(self.settings_page)
-        elif action == readiness.FIX_ACCOUNT:
+        elif action.id == notices.ACCOUNT:
             self.tabs.setCurrentWidget(self.account_page)
-        elif action == readiness.FIX_INSTALL_OPENCODE:
+        elif action.id == notices.INSTALL:
             self.tabs.setCurrentWidget(self.devmode)
             self.servers.install_opencode()
 

@@ -294,7 +294,7 @@ class ServerManager:
         if record.status != ServerStatus.RUNNING:
             raise ServerNotRunning(
                 f"The server for {record.workspace_path} is {record.status}.",
-                "Start it first (Start Dev Server, or `smartspec-desktop start PATH`).",
+                "Start it first (`smartspec-desktop start PATH`).",
             )
         idle.mark_active(record.exit_file)
         return OpenCodeClient(record.url, self.password(record), timeout=timeout)
@@ -367,8 +367,7 @@ class ServerManager:
         was = "with" if record.trusted else "without"
         return (
             f"The running server for {record.workspace_path} was started {was} the folder's own "
-            f"plugins and MCP servers. {TAKES_EFFECT} Stop it and start it again (or Restart in "
-            "the window)."
+            f"plugins and MCP servers. {TAKES_EFFECT} Stop it and start it again."
         )
 
     def _reuse_or_clear(self, ws: str, say: Progress) -> ServerRecord | None:
