@@ -40,15 +40,12 @@ class SettingsService(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        self._settings = settings
-        self.path = path
-        self.jobs = jobs
-        self.manager = manager
+        self._settings, self._snapshot = settings, settings.snapshot()
+        self.path, self.jobs, self.manager = path, jobs, manager
         #: What the file held at the last load or save (the merge's base); None: write whole.
         self._base = base
-        self._saving = False
-        self._save_again = False
-        self._snapshot = settings.snapshot()
+        #: A save is running / another one is wanted after it (bursts coalesce, in order).
+        self._saving = self._save_again = False
         # The manager runs on worker threads: it tells us through a queued signal, and the
         # recent-workspaces list is changed here, on the GUI thread.
         self._fresh_start.connect(self.remember_workspace, Qt.ConnectionType.QueuedConnection)
