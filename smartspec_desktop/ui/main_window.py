@@ -220,8 +220,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------ settings
 
     def _save_failed(self, e: object) -> None:
-        path = self.settings.path
-        self.statusBar().showMessage(f"Could not save settings to {path}: {e}", 10_000)
+        self.statusBar().showMessage(str(e), 10_000)  # names the file, the cause and the fix
 
     def _settings_applied(self) -> None:
         self.account.load_key_status()

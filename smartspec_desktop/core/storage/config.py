@@ -195,11 +195,12 @@ def save_settings(path: Path, settings: Settings, *, base: Settings | None = Non
     (per-workspace values) and the recent workspaces the merge is per entry. Without ``base``
     every field is written (a new file, or one this writer owns alone, e.g. the demo's copy).
     Keys of a newer version of the app are kept. Raises :class:`ConfigError` when another
-    process holds the file's lock for longer than :data:`SAVE_LOCK_TIMEOUT`.
+    process holds the file's lock for longer than :data:`SAVE_LOCK_TIMEOUT`, or the file
+    cannot be written.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path) + ".lock", timeout=SAVE_LOCK_TIMEOUT)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with lock:
             data, _warning = read_json_object(path)
             merged = settings
@@ -222,6 +223,11 @@ def save_settings(path: Path, settings: Settings, *, base: Settings | None = Non
             f"{path} for over {SAVE_LOCK_TIMEOUT:.0f} s (it holds {lock.lock_file}).",
             "Try again in a moment. If it keeps failing, end the stuck smartspec-desktop process.",
         ) from None
+    except OSError as e:
+        raise ConfigError(
+            f"Could not save the settings to {path} ({e.strerror or e}).",
+            "Make that folder writable (or free some disk space); the next change saves again.",
+        ) from e
     return Settings(**{name: copy.deepcopy(getattr(merged, name)) for name in _FIELDS})
 
 
