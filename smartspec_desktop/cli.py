@@ -758,21 +758,25 @@ def _refusal(e: review.UserEditsFound | review.UndoUnavailable, err: TextIO) -> 
 
 
 def cmd_undo(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    client, sid = _review_client(core, args, err)
-    with client:
-        try:
-            result = review.undo_last_turn(client, sid, force=args.force)
-        except (review.UserEditsFound, review.UndoUnavailable) as e:
-            return _refusal(e, err)
-    _undo_report(result, out, err, args.json)
-    return EXIT_OK
+    return _review_step(core, args, out, err, review.undo_last_turn)
 
 
 def cmd_redo(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return _review_step(core, args, out, err, review.redo)
+
+
+def _review_step(
+    core: Core,
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    step: Callable[..., review.UndoResult],
+) -> int:
+    """Undo or redo (``step``) a turn of the session, with the refusals and report of both."""
     client, sid = _review_client(core, args, err)
     with client:
         try:
-            result = review.redo(client, sid, force=args.force)
+            result = step(client, sid, force=args.force)
         except (review.UserEditsFound, review.UndoUnavailable) as e:
             return _refusal(e, err)
     _undo_report(result, out, err, args.json)

@@ -307,7 +307,7 @@ class BackendClient:
                 )
             return AuthRequired(
                 f"Your SmartSpecPro sign-in is not valid any more ({detail}).",
-                "Sign in again under Account (sessions last 30 minutes).",
+                "Sign in again (sessions last 30 minutes).",
                 status=401,
             )
         if status == 402:

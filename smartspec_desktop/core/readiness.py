@@ -55,15 +55,11 @@ class State(str, enum.Enum):
     CHECKING = "checking"
 
 
-#: The fixes a row can offer; the window maps each to one of its existing actions.
+#: The fixes a row can offer; the window maps each to one of its own actions and button labels
+#: (``ui/notices.FIX_ACTIONS``).
 FIX_SETTINGS = "settings"
 FIX_ACCOUNT = "account"
 FIX_INSTALL_OPENCODE = "install_opencode"
-FIX_LABELS = {
-    FIX_SETTINGS: "Open Settings",
-    FIX_ACCOUNT: "Open Account",
-    FIX_INSTALL_OPENCODE: "Install OpenCode",
-}
 
 BACKEND, API_KEY, OPENCODE, KEYRING, TERMINAL, BROWSER = (
     "backend",
@@ -89,16 +85,12 @@ class Check:
     name: str
     state: State
     detail: str
-    #: One of the FIX_* names, or "" when there is nothing to click.
+    #: One of the FIX_* names, or "" when there is no fix to offer.
     fix_action: str = ""
 
     @property
     def title(self) -> str:
         return TITLES.get(self.name, self.name)
-
-    @property
-    def fix_label(self) -> str:
-        return FIX_LABELS.get(self.fix_action, "")
 
     @property
     def ok(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,9 +24,24 @@ class Core:
     warnings: list[str]
     #: Set in demo mode (``--demo``): the demo gateway and this run's key; None otherwise.
     demo: DemoSession | None = None
+    #: What the settings file held when this process last read or wrote it (the base of the
+    #: merge in :func:`save_settings`); None: this process's settings are written whole.
+    saved: Settings | None = None
 
     def save_settings(self) -> None:
-        save_settings(self.paths.settings_file, self.settings)
+        """Save (merged with what another process saved meanwhile) and take the merge in.
+
+        For a one-thread user of the core (the CLI); the window saves through its
+        ``SettingsService`` instead."""
+        merged = save_settings(self.paths.settings_file, self.settings, base=self.saved)
+        for name, value in dataclasses.asdict(merged).items():
+            setattr(self.settings, name, value)
+        self.saved = merged
+
+    def remember_workspace(self, workspace: str) -> None:
+        """A server was started for ``workspace``: list it first in the recent workspaces
+        (saved by the command's own :meth:`save_settings`)."""
+        self.settings.remember_workspace(workspace)
 
 
 def build_core(
@@ -33,7 +49,11 @@ def build_core(
 ) -> Core:
     paths.ensure()
     settings, warnings = load_settings(paths.settings_file)
+    saved = settings.snapshot()  # what the file holds (defaults when there is none)
     if backend_url:
         settings.backend_url = backend_url.rstrip("/")
     credentials = Credentials(store or KeyringStore(), FileStore(paths.state_dir / "secrets"))
-    return Core(paths, settings, credentials, ServerManager(paths, settings, credentials), warnings)
+    servers = ServerManager(paths, settings, credentials)
+    core = Core(paths, settings, credentials, servers, warnings, saved=saved)
+    servers.on_fresh_start = core.remember_workspace
+    return core

@@ -57,10 +57,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
+
+from smartspec_desktop.core import httpserve
 
 __all__ = [
     "API_KEY_PREFIX",
@@ -525,7 +527,7 @@ class _Server(ThreadingHTTPServer):
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(httpserve.DispatchingHandler):
     protocol_version = "HTTP/1.1"
     server_version = "uvicorn"
     sys_version = ""
@@ -550,22 +552,7 @@ class _Handler(BaseHTTPRequestHandler):
     def standin(self) -> BackendStandIn:
         return cast(_Server, self.server).standin
 
-    # -- verbs ---------------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
+    # -- verbs (GET … DELETE: httpserve.DispatchingHandler) ------------------------------------
     def do_OPTIONS(self) -> None:
         self._dispatch()
 
@@ -621,20 +608,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(b"0\r\n\r\n")
 
     def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            parts: list[bytes] = []
-            while True:
-                size_line = self.rfile.readline(65537)
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(65537)
-            return b"".join(parts)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        return httpserve.read_body(self.rfile, self.headers)
 
     # -- dispatch ------------------------------------------------------------------------------
     def _dispatch(self) -> None:

@@ -395,7 +395,9 @@ def build_demo_core(real: Paths, session: DemoSession, *, store: SecretStore | N
     )
     credentials.session_key = session.api_key
     servers = ServerManager(demo, settings, credentials)
-    return Core(demo, settings, credentials, servers, warnings, demo=session)
+    core = Core(demo, settings, credentials, servers, warnings, demo=session)
+    servers.on_fresh_start = core.remember_workspace
+    return core
 
 
 def retire_stale_servers(core: Core, say: Callable[[str], None]) -> int:

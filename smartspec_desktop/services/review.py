@@ -169,6 +169,9 @@ class WorktreeService(QObject):
         self.base_dir = base_dir
         #: worktree names with a task running, per repository
         self.running: dict[str, set[str]] = {}
+        #: Drops a discarded worktree's folder from the recent workspaces (GUI thread): the
+        #: window's settings service sets it; by default nothing is remembered here.
+        self.forget_workspace: Callable[[str], None] = lambda _path: None
 
     def _fail(self, workspace: str) -> Callable[[BaseException], None]:
         def failed(e: BaseException) -> None:
@@ -245,7 +248,7 @@ class WorktreeService(QObject):
 
         def done(path: str) -> None:
             # The folder is gone: it no longer belongs in the workspace list.
-            self.manager.settings.forget_workspace(path)
+            self.forget_workspace(path)
             self.discarded.emit(repo, name)
             self.refresh(repo)
 

@@ -49,6 +49,7 @@ from smartspec_desktop.core.servers.brokerlink import Usage
 from smartspec_desktop.core.servers.registry import ServerRecord, same_workspace
 from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.tasks import PasswordProvider, TaskService
+from smartspec_desktop.ui import notices, viewmodels
 from smartspec_desktop.ui.changes import ChangesView
 
 TOOL_STATUS = {
@@ -78,7 +79,7 @@ def plain_error(e: SmartSpecError) -> str:
         head = "Aborted."
     else:
         head = "The task failed."
-    return f"{head} {e}"
+    return f"{head} {notices.plain(e)}"  # the fix in the window's words
 
 
 def permission_text(perm: dict[str, Any]) -> str:
@@ -538,23 +539,9 @@ class AgentPanel(QWidget):
         self._update_buttons()
 
     def _on_state(self, st: TaskState) -> None:
-        # status
-        if st.error is not None or st.aborted:
-            status = "Aborted" if st.aborted else "Failed"
-        elif st.status == "retry":
-            wait = max(0.0, st.retry_at - time.time()) if st.retry_at else 0.0
-            status = f"Retrying in {wait:.0f} s: {st.retry_message}"
-        elif st.busy:
-            status = "Busy: the agent is working…"
-        elif st.done:
-            status = "Done"
-        else:
-            status = "Idle" if not self.service.running else "Starting…"
-        if not st.connected:
-            status += " (event stream lost, reconnecting…)"
-        self.status_label.setText(status)
-        # OpenCode's own count; no cost: OpenCode knows no price for this provider (issue 9).
-        self.usage_label.setText(f"{st.tokens_input:,} in / {st.tokens_output:,} out tokens")
+        view = viewmodels.task_view(st, running=self.service.running, now=time.time())
+        self.status_label.setText(view.status_text)
+        self.usage_label.setText(view.usage_text)
         # streamed text: append only what is new
         if st.text != self._shown_text:
             if st.text.startswith(self._shown_text):
@@ -588,14 +575,10 @@ class AgentPanel(QWidget):
             elif todo.get("status") == "cancelled":
                 it.setText(it.text() + " (cancelled)")
             self.todo_list.addItem(it)
-        if st.todos:
-            done_n, total = st.todo_progress
-            self.todo_label.setText(f"Todo: {done_n} of {total} done")
-        else:
-            self.todo_label.setText("Todo")
+        self.todo_label.setText(view.todo_text)
         # errors and permissions
-        if st.error is not None and not isinstance(st.error, BudgetReached):
-            self._show_error(st.error)
+        if view.error is not None:
+            self._show_error(view.error)
         self._set_permissions(st.permissions)
 
     def _show_error(self, e: SmartSpecError) -> None:

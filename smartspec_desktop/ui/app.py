@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 from filelock import FileLock, Timeout
-from PySide6.QtCore import QProcess, QTimer
+from PySide6.QtCore import QDeadlineTimer, QEventLoop, QProcess, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication
@@ -37,6 +37,7 @@ from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.readiness import ReadinessService
 from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.services.servers import ServerService
+from smartspec_desktop.services.settings import SettingsService
 from smartspec_desktop.services.tasks import BrokerAccess, TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 #: With this set to 1 the app prints ``window-shown-ms=<ms since process start>`` once the window
 #: is shown, then quits: used by the packaging smoke test and the cold-start benchmark.
 EXIT_AFTER_SHOWN_ENV = "SMARTSPEC_EXIT_AFTER_SHOWN"
+#: How often a second launch tries the first one's socket while that one starts up.
+RAISE_RETRY_MS = 100
 
 STYLE = """
 QPushButton#primary { background:#2563eb; color:white; border:none; padding:6px 14px;
@@ -68,21 +71,54 @@ def instance_name(paths: Paths) -> str:
 def ask_running_instance_to_raise(name: str, *, wait_s: float = 5.0) -> bool:
     """Ask the window that holds the instance lock to come to the front.
 
-    It may be starting up and not listening yet, so keep trying for ``wait_s``.
+    It may be starting up and not listening yet, so keep trying (every 100 ms) for ``wait_s``.
+    Runs before the app's event loop, in a local one: the socket's signals drive it and a timer
+    spaces the tries, so nothing sleeps.
     """
-    deadline = time.monotonic() + wait_s
-    while True:
-        sock = QLocalSocket()
+    loop = QEventLoop()
+    sock = QLocalSocket()
+    deadline = QDeadlineTimer(int(wait_s * 1000))
+    retry = QTimer()
+    retry.setSingleShot(True)
+    retry.setInterval(RAISE_RETRY_MS)
+    handed_over: list[bool] = []
+
+    def attempt() -> None:
         sock.connectToServer(name)
-        if sock.waitForConnected(300):
-            sock.write(b"raise\n")
-            sock.flush()
-            sock.waitForBytesWritten(500)
+
+    def connected() -> None:
+        sock.write(b"raise\n")
+        sock.flush()
+
+    def written(_n: int) -> None:
+        if not sock.bytesToWrite():
+            handed_over.append(True)
             sock.disconnectFromServer()
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)  # before the event loop runs: nothing to freeze yet
+            loop.quit()
+
+    def failed(_error: QLocalSocket.LocalSocketError) -> None:
+        if handed_over:
+            return
+        if deadline.hasExpired():
+            loop.quit()
+        elif not retry.isActive():
+            retry.start()
+
+    retry.timeout.connect(attempt)
+    sock.connected.connect(connected)
+    sock.bytesWritten.connect(written)
+    sock.errorOccurred.connect(failed)
+    give_up = QTimer()  # whatever the socket does, the wait ends
+    give_up.setSingleShot(True)
+    give_up.timeout.connect(loop.quit)
+    give_up.start(int(wait_s * 1000) + 2000)
+    QTimer.singleShot(0, attempt)
+    loop.exec()
+    give_up.stop()
+    retry.stop()
+    if not handed_over:
+        sock.abort()
+    return bool(handed_over)
 
 
 def instance_lock(paths: Paths) -> FileLock:
@@ -109,6 +145,8 @@ class Application:
         self.qapp = qapp
         self.core = core
         self.jobs = Jobs(qapp)
+        #: The one owner of the settings: first, so the manager's workers read its snapshots.
+        self.settings = SettingsService.for_core(core, self.jobs, qapp)
         self.servers = ServerService(core.servers, self.jobs)
         self.account = AccountService(core.settings, core.credentials, self.jobs)
         self.launch = LaunchService(core.servers, self.jobs)
@@ -130,6 +168,7 @@ class Application:
             agent_panel=self.agent_panel,
             icon=icon,
             tray=tray,
+            settings=self.settings,
         )
         self.window.quit_ready.connect(self.qapp.quit)
         self.window.devmode.attach_worktrees(WorktreesPanel(self.worktrees, self.servers))
@@ -145,7 +184,7 @@ class Application:
     def _readiness_checks(self) -> dict[str, Any]:
         core = self.core
         return Readiness(
-            core.settings,
+            self.settings.snapshot(),  # the checks run on worker threads
             core.credentials,
             core.servers.find_opencode,
             backend_factory=core.servers.backend_factory,
@@ -212,6 +251,7 @@ class Application:
         self.servers.timer.stop()
         self.tasks.shutdown(wait_ms=3000)
         self.jobs.wait(5000)
+        self.window.settings.flush()  # a save still wanted when the event loop stopped
         if self.server is not None:
             self.server.close()
 

@@ -6,9 +6,8 @@ worker thread inside the services.
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
@@ -38,12 +37,8 @@ from smartspec_desktop.core.remote.naming import workspace_label, workspace_name
 from smartspec_desktop.core.servers.manager import StartResult
 from smartspec_desktop.core.servers.registry import (
     ACTIVE,
-    CRASHED,
-    RUNNING,
     SLEEPING,
-    STARTING,
     STOPPED,
-    STOPPING,
     ServerRecord,
 )
 from smartspec_desktop.core.servers.trust import ProjectCode
@@ -51,7 +46,9 @@ from smartspec_desktop.core.servers.usage import format_usage, total
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.servers import ServerService
+from smartspec_desktop.services.settings import SettingsService
 from smartspec_desktop.services.trust import TrustService
+from smartspec_desktop.ui import notices, viewmodels
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.remote import (
     HostCache,
@@ -60,23 +57,9 @@ from smartspec_desktop.ui.remote import (
     workspace_tooltip,
 )
 from smartspec_desktop.ui.trust import TrustBanner
-from smartspec_desktop.ui.widgets import STATUS_LABELS, Banner, LogView, status_icon
+from smartspec_desktop.ui.widgets import Banner, LogView, status_icon
 
 ROLE_PATH = Qt.ItemDataRole.UserRole
-
-#: Error codes → the banner's action (id, label).
-ERROR_ACTIONS = {
-    "opencode_missing": ("install", "Install OpenCode"),
-    "opencode_version": ("install", "Install OpenCode 1.18.33"),
-    "api_key_missing": ("account", "Open Account"),
-    "api_key_invalid": ("account", "Open Account"),
-    "api_key_rejected": ("account", "Open Account"),
-    "insufficient_credits": ("account", "Open Account"),
-    "keyring_unavailable": ("account", "Open Account"),
-    "backend_unreachable": ("settings", "Open Settings"),
-    "config": ("settings", "Open Settings"),
-    "no_terminal": ("settings", "Open Settings"),
-}
 
 GATEWAY_NOTE = (
     "Dev Mode runs OpenCode through the SmartSpecPro gateway: every LLM call is charged to the "
@@ -84,27 +67,16 @@ GATEWAY_NOTE = (
 )
 
 
-def _uptime(created_at: str) -> str:
-    try:
-        start = datetime.fromisoformat(created_at)
-    except ValueError:
-        return ""
-    secs = max(0, int((datetime.now(timezone.utc) - start).total_seconds()))
-    h, rem = divmod(secs, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
-
-
 class DevModePanel(QWidget):
     account_requested = Signal()
     settings_requested = Signal()
-    workspaces_changed = Signal()  # the list was edited: persist settings
+    workspaces_changed = Signal()  # the list was edited (the settings service saved it)
     model_changed = Signal(str)
 
     def __init__(
         self,
         servers: ServerService,
-        settings: Settings,
+        settings: SettingsService,
         *,
         launch: LaunchService | None = None,
         agent_panel: AgentPanel | None = None,
@@ -118,7 +90,8 @@ class DevModePanel(QWidget):
         self._untrusted_code: dict[str, ProjectCode] = {}
         self._just_trusted: set[str] = set()
         self._restart_pending: set[str] = set()
-        self.settings = settings
+        #: Owns the settings: every change goes through it (it saves them).
+        self.settings_service = settings
         self.launch = launch
         self.agent_panel = agent_panel
         self._agent_target: str | None = None  # server id the agent panel follows
@@ -352,15 +325,15 @@ class DevModePanel(QWidget):
         ws = self.current
         if not ws:
             return
-        overrides = self.settings.idle_minutes_by_workspace
-        before = overrides.get(ws)
-        if self.idle_own.isChecked():
-            overrides[ws] = float(self.idle_spin.value())
-        else:
-            overrides.pop(ws, None)
+        own = float(self.idle_spin.value()) if self.idle_own.isChecked() else None
         self.idle_spin.setEnabled(self.idle_own.isChecked())
-        if overrides.get(ws) != before:
-            self.workspaces_changed.emit()  # persists the settings
+        if self.settings_service.set_idle_override(ws, own):  # saves the settings
+            self.workspaces_changed.emit()
+
+    @property
+    def settings(self) -> Settings:
+        """The live settings (read here; changed only through :attr:`settings_service`)."""
+        return self.settings_service.settings
 
     # ------------------------------------------------------------------------ workspaces
 
@@ -414,7 +387,7 @@ class DevModePanel(QWidget):
         except SmartSpecError as e:
             self._show_error("", e)
             return False
-        self.settings.remember_workspace(ws)
+        self.settings_service.remember_workspace(ws)
         self.workspaces_changed.emit()
         self.current = ws
         self._reload_list()
@@ -450,7 +423,7 @@ class DevModePanel(QWidget):
     def _remove_current(self) -> None:
         if not self.current:
             return
-        self.settings.forget_workspace(self.current)
+        self.settings_service.forget_workspace(self.current)
         self.workspaces_changed.emit()
         self._reload_list()
 
@@ -483,7 +456,7 @@ class DevModePanel(QWidget):
         """Remember a workspace the user acts on (e.g. Restart of a CLI-started one): a failed
         restart forgets its old server record, and the row (with its error banner) must stay."""
         if ws not in self.settings.recent_workspaces:
-            self.settings.remember_workspace(ws)
+            self.settings_service.remember_workspace(ws)
             self.workspaces_changed.emit()
 
     def _stop(self) -> None:
@@ -525,20 +498,19 @@ class DevModePanel(QWidget):
             self._say(self.current, f"Copied {state.record.url}")
 
     def _on_banner_action(self, action: str) -> None:
-        if action == "install":
+        if action == notices.INSTALL:
             self.servers.install_opencode()
             self._say("", "Installing OpenCode 1.18.33 with npm …")
             self.spinner.show()
-        elif action == "account":
+        elif action == notices.ACCOUNT:
             self.account_requested.emit()
-        elif action == "settings":
+        elif action == notices.SETTINGS:
             self.settings_requested.emit()
-        elif action == "restart":
+        elif action == notices.RESTART:
             self._start()
 
     def _on_model_picked(self, model: str) -> None:
-        if model and model != self.settings.model:
-            self.settings.model = model
+        if self.settings_service.set_model(model):  # saves the settings
             self.model_changed.emit(model)
 
     # ------------------------------------------------------------------------ rendering
@@ -567,59 +539,41 @@ class DevModePanel(QWidget):
     def _render_status(self) -> None:
         ws = self.current
         state = self.servers.state_of(ws) if ws else None
-        status = state.status if state else STOPPED
         rec = state.record if state else None
-        self.status_icon.setPixmap(status_icon(status).pixmap(14, 14))
-        self.status_label.setText(STATUS_LABELS.get(status, status))
-        running = status == RUNNING and rec is not None
-        self.port_label.setText(f"Port {rec.port}" if running and rec else "")
-        self.url_label.setText(rec.url if running and rec else "")
-        self.copy_button.setVisible(running)
-        self.uptime_label.setText(f"Up {_uptime(rec.created_at)}" if running and rec else "")
-        usage = self.servers.usage_of(ws) if ws and rec is not None and rec.active else None
-        self.usage_label.setText(format_usage(usage) if usage is not None else "")
-        launching = bool(ws) and self.launch is not None and bool(self.launch.busy.get(ws))
-        busy = status in (STARTING, STOPPING) or launching
-        self.spinner.setVisible(busy or bool(self.servers.busy.get("*install")))
-        self.start_button.setEnabled(bool(ws) and status in (STOPPED, CRASHED, SLEEPING))
-        self.start_button.setText(
-            "Restart Dev Server"
-            if status == CRASHED
-            else "Wake Dev Server"
-            if status == SLEEPING
-            else "Start Dev Server"
+        launch_busy = self.launch.busy.get(ws, "") if ws and self.launch is not None else ""
+        installing = bool(self.servers.busy.get("*install"))
+        view = viewmodels.server_view(
+            ws,
+            state.status if state else STOPPED,
+            rec,
+            launch_available=self.launch is not None,
+            launching=launch_busy,
+            installing=installing,
+            message=self._messages.get(ws, ""),
+            install_message=self._messages.get("", ""),
+            usage=self.servers.usage_of(ws) if ws and rec is not None and rec.active else None,
         )
-        self.stop_button.setEnabled(
-            bool(ws) and status in (RUNNING, STARTING, SLEEPING) and not busy
-        )
-        launch_ok = bool(ws) and self.launch is not None and not busy
-        self.cancel_launch_button.setVisible(
-            launching and self.launch is not None and self.launch.busy.get(ws) == "openwork"
-        )
-        for b in (self.openwork_button, self.cli_button):
-            b.setEnabled(launch_ok)
-        if self.launch is None:
-            tip = "Not available in this build."
-            self.openwork_button.setToolTip(tip)
-            self.cli_button.setToolTip(tip)
-        else:
-            self.openwork_button.setToolTip(
-                "Open OpenWork (or OpenCode's web UI) on this workspace's server; starts it "
-                "if needed."
-            )
-            self.cli_button.setToolTip(
-                "Open a terminal running the OpenCode TUI attached to this workspace's server."
-            )
-        line = self._messages.get(ws, "")
-        if busy and not line:
-            line = {STARTING: "Starting …", STOPPING: "Stopping …"}.get(status, "Opening …")
-        if status == SLEEPING and rec is not None and not busy:  # an older line is stale
-            line = sleeping_note(rec)
-        installing = self._messages.get("") if self.servers.busy.get("*install") else ""
-        self.progress_label.setText(installing or line)
-        self._retarget_agent(rec if running else None)
+        self.status_icon.setPixmap(status_icon(view.status).pixmap(14, 14))
+        self.status_label.setText(view.status_text)
+        self.port_label.setText(view.port_text)
+        self.url_label.setText(view.url_text)
+        self.copy_button.setVisible(view.copy_visible)
+        self.uptime_label.setText(view.uptime_text)
+        self.usage_label.setText(view.usage_text)
+        self.spinner.setVisible(view.spinner)
+        self.start_button.setEnabled(view.start_enabled)
+        self.start_button.setText(view.start_text)
+        self.stop_button.setEnabled(view.stop_enabled)
+        self.cancel_launch_button.setVisible(view.cancel_launch_visible)
+        for b, tip in zip(
+            (self.openwork_button, self.cli_button), view.launch_tooltips, strict=True
+        ):
+            b.setEnabled(view.launch_enabled)
+            b.setToolTip(tip)
+        self.progress_label.setText(view.progress_text)
+        self._retarget_agent(view.agent_target)
         if self.agent_panel is not None:  # a task wakes a sleeping server first (issue 15)
-            self.agent_panel.set_wake(self._start if status == SLEEPING else None, ws)
+            self.agent_panel.set_wake(self._start if view.wakes else None, ws)
         if rec is not None and rec.log_path:
             self.log_view.follow(rec.log_path)
         elif ws and rec is None:
@@ -689,12 +643,9 @@ class DevModePanel(QWidget):
         self._render_status()
 
     def _show_error(self, ws: str, error: SmartSpecError) -> None:
-        action = ERROR_ACTIONS.get(error.code)
-        if error.code == "server_start":
-            action = ("restart", "Try again")
-        text = f"<b>{_esc(error.problem)}</b><br>{_esc(error.fix)}"
+        n = notices.error_notice(error)  # the one code → words and button table
         target = ws or self.current
-        self._set_banner(target, "error", text, action, error.details)
+        self._set_banner(target, n.level, n.text, n.action.pair() if n.action else None, n.details)
 
     def _set_banner(
         self, ws: str, kind: str, text: str, action: tuple[str, str] | None, details: str
@@ -715,7 +666,7 @@ class DevModePanel(QWidget):
             f"(exit code {rec.exit_code}).</b><br>The last log lines are below; "
             "Restart starts a fresh server."
         )
-        self._set_banner(rec.workspace_path, "error", text, ("restart", "Restart"), tail)
+        self._set_banner(rec.workspace_path, "error", text, (notices.RESTART, "Restart"), tail)
         self._reload_list()
         self._render_status()
 
@@ -736,7 +687,7 @@ class DevModePanel(QWidget):
         self.spinner.hide()
         self.banner.clear()
         for ws, (_kind, _text, action, _details) in list(self._banners.items()):
-            if action is not None and action[0] == "install":
+            if action is not None and action[0] == notices.INSTALL:
                 self._banners.pop(ws)
         self._messages.pop("", None)
         self._say(self.current, f"OpenCode installed at {path}. Start the server again.")
@@ -811,7 +762,10 @@ class DevModePanel(QWidget):
             follow(self.current)
         if opener is not None:
             opener.connect(self.add_workspace)
-        discarded = getattr(getattr(panel, "service", None), "discarded", None)
+        service: Any = getattr(panel, "service", None)
+        if hasattr(service, "forget_workspace"):  # a discarded worktree leaves the list
+            service.forget_workspace = self.settings_service.forget_workspace
+        discarded = getattr(service, "discarded", None)
         if discarded is not None:  # its folder left the remembered workspaces
             discarded.connect(self._on_worktree_discarded)
 
@@ -820,24 +774,6 @@ class DevModePanel(QWidget):
         self._reload_list()
 
 
-def sleeping_note(rec: ServerRecord) -> str:
-    """The progress line of a sleeping server: since when, and that any action wakes it."""
-    since = ""
-    try:
-        ended = datetime.fromisoformat(rec.ended_at).astimezone()
-        since = f" since {ended:%H:%M}"
-    except ValueError:
-        pass
-    return (
-        f"Sleeping{since}: it was idle, so it was stopped to free its memory. Start, Open CLI, "
-        "Open OpenWork UI or a task wakes it, with its sessions."
-    )
+sleeping_note = viewmodels.sleeping_note
 
-
-def _esc(text: str) -> str:
-    return (
-        text.replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace(os.linesep, "<br>")
-    )
+_esc = notices.escape

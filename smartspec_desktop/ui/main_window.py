@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -22,13 +21,14 @@ from smartspec_desktop import __version__
 from smartspec_desktop.core import readiness
 from smartspec_desktop.core.remote.naming import workspace_label
 from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, SLEEPING, STOPPED
-from smartspec_desktop.core.storage.atomic import atomic_write_json
 from smartspec_desktop.core.wiring import Core
 from smartspec_desktop.services.account import AccountService
 from smartspec_desktop.services.readiness import ReadinessService
 from smartspec_desktop.services.servers import ServerService
+from smartspec_desktop.services.settings import SettingsService
 from smartspec_desktop.services.trust import TrustService
 from smartspec_desktop.services.worker import Jobs
+from smartspec_desktop.ui import notices
 from smartspec_desktop.ui.account import AccountPage, format_credits
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.devmode import GATEWAY_NOTE, DevModePanel
@@ -63,9 +63,12 @@ class MainWindow(QMainWindow):
         agent_panel: AgentPanel | None = None,
         icon: QIcon | None = None,
         tray: bool = True,
+        settings: SettingsService | None = None,
     ) -> None:
         super().__init__()
         self.core = core
+        #: The one owner of the settings (saves them; worker threads get frozen copies).
+        self.settings = settings or SettingsService.for_core(core, jobs, self)
         self.jobs = jobs
         self.servers = servers
         self.account = account
@@ -76,10 +79,10 @@ class MainWindow(QMainWindow):
 
         self.trust = TrustService(core.servers.trust, jobs)
         self.devmode = DevModePanel(
-            servers, core.settings, launch=launch, agent_panel=agent_panel, trust=self.trust
+            servers, self.settings, launch=launch, agent_panel=agent_panel, trust=self.trust
         )
         self.account_page = AccountPage(account)
-        self.settings_page = SettingsPage(core.settings, trust=self.trust)
+        self.settings_page = SettingsPage(self.settings, trust=self.trust)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.devmode, "Dev Mode")
         self.tabs.addTab(self.account_page, "Account")
@@ -112,15 +115,13 @@ class MainWindow(QMainWindow):
         self.devmode.settings_requested.connect(
             lambda: self.tabs.setCurrentWidget(self.settings_page)
         )
-        self.devmode.workspaces_changed.connect(self.save_settings)
-        self.devmode.model_changed.connect(lambda _m: self.save_settings())
+        self.settings.save_failed.connect(self._save_failed)
         self.settings_page.applied.connect(self._settings_applied)
         self.account_page.key_accepted.connect(servers.load_models)
         account.signed_in.connect(self._render_account)
         account.signed_out.connect(self._render_account)
         account.balance_changed.connect(self._on_balance)
         account.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
-        servers.started.connect(lambda _ws, _r: self.save_settings())
         servers.records_changed.connect(self._update_tray)
         servers.crashed.connect(self._notify_crash)
         if agent_panel is not None:
@@ -130,8 +131,6 @@ class MainWindow(QMainWindow):
             self.devmode.banner.show_message("warning", w)
             self.devmode.banner.kind = "app"
 
-        self._saving = False
-        self._save_again = False
         self._quitting = False
         self.tray: QSystemTrayIcon | None = None
         if tray and QSystemTrayIcon.isSystemTrayAvailable() and icon is not None:
@@ -177,12 +176,15 @@ class MainWindow(QMainWindow):
         if self.readiness_panel is not None and not readiness.all_ok(results):
             self.readiness_panel.show()
 
-    def _readiness_fix(self, action: str) -> None:
-        if action == readiness.FIX_SETTINGS:
+    def _readiness_fix(self, fix_id: str) -> None:
+        action = notices.action_for_fix(fix_id)  # the one fix → action table
+        if action is None:
+            return
+        if action.id == notices.SETTINGS:
             self.tabs.setCurrentWidget(self.settings_page)
-        elif action == readiness.FIX_ACCOUNT:
+        elif action.id == notices.ACCOUNT:
             self.tabs.setCurrentWidget(self.account_page)
-        elif action == readiness.FIX_INSTALL_OPENCODE:
+        elif action.id == notices.INSTALL:
             self.tabs.setCurrentWidget(self.devmode)
             self.servers.install_opencode()
 
@@ -217,31 +219,10 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------ settings
 
-    def save_settings(self) -> None:
-        """Write settings off the GUI thread; coalesces bursts, never reorders writes."""
-        if self._saving:
-            self._save_again = True
-            return
-        self._saving = True
-        snapshot = dataclasses.asdict(self.core.settings)
-        path = self.core.paths.settings_file
-
-        def finished(_r: object = None) -> None:
-            self._saving = False
-            if self._save_again:
-                self._save_again = False
-                self.save_settings()
-
-        def failed(e: BaseException) -> None:
-            self.statusBar().showMessage(f"Could not save settings to {path}: {e}", 10_000)
-            finished()
-
-        self.jobs.submit(
-            lambda: atomic_write_json(path, snapshot), on_done=finished, on_failed=failed
-        )
+    def _save_failed(self, e: object) -> None:
+        self.statusBar().showMessage(str(e), 10_000)  # names the file, the cause and the fix
 
     def _settings_applied(self) -> None:
-        self.save_settings()
         self.account.load_key_status()
         self._push_day_caps()
 
@@ -335,7 +316,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         owned = self.servers.owned_active()
-        if not (self.core.settings.stop_servers_on_quit and owned):
+        if not (self.settings.settings.stop_servers_on_quit and owned):
             self._finish_quit()
             event.accept()
             return

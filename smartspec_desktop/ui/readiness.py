@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from smartspec_desktop.core.readiness import BACKEND, TITLES, Check, State, checking
 from smartspec_desktop.services.readiness import ReadinessService
+from smartspec_desktop.ui import notices
 
 #: (badge text, colour) per state.
 BADGES: dict[State, tuple[str, str]] = {
@@ -61,7 +62,8 @@ class _Row:
         self.badge.setStyleSheet(f"color:{colour}; font-weight:600;")
         self.detail.setText(check.detail)
         self.action = check.fix_action if check.state != State.OK else ""
-        self.fix.setText(check.fix_label)
+        fix = notices.action_for_fix(check.fix_action)  # the window's words for the fix
+        self.fix.setText(fix.label if fix is not None else "")
         self.fix.setVisible(bool(self.action))
 
 

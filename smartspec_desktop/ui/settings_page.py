@@ -1,4 +1,5 @@
-"""The Settings page: edits a copy of the settings, validates, then applies and saves."""
+"""The Settings page: edits a copy of the settings, validates, then hands it to the settings
+service (which applies and saves it)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
 from smartspec_desktop.core.errors import ConfigError, SmartSpecError
 from smartspec_desktop.core.launch.terminals import supported_terminals
 from smartspec_desktop.core.storage.config import OPENWORK_MODES, OpenWorkMode, Settings
+from smartspec_desktop.services.settings import SettingsService
 from smartspec_desktop.services.trust import TrustService
 from smartspec_desktop.ui.trust import TrustedFolders
 from smartspec_desktop.ui.widgets import Banner
@@ -35,13 +37,13 @@ class SettingsPage(QWidget):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SettingsService,
         parent: QWidget | None = None,
         *,
         trust: TrustService | None = None,
     ) -> None:
         super().__init__(parent)
-        self.settings = settings
+        self.service = settings
         self.trust = trust
         self.trusted_folders = TrustedFolders()
         self.banner = Banner()
@@ -149,6 +151,11 @@ class SettingsPage(QWidget):
         lay.addStretch(1)
         self.load()
 
+    @property
+    def settings(self) -> Settings:
+        """The live settings (read here; changed only through :attr:`service`)."""
+        return self.service.settings
+
     def load(self) -> None:
         s = self.settings
         self.backend_url.setText(s.backend_url)
@@ -195,9 +202,7 @@ class SettingsPage(QWidget):
         except ConfigError as e:
             self.banner.show_message("error", f"<b>{e.problem}</b><br>{e.fix}")
             return False
-        # Apply in place: the core holds this very object.
-        for f in dataclasses.fields(Settings):
-            setattr(self.settings, f.name, getattr(candidate, f.name))
+        self.service.replace(candidate)  # applies, publishes to the workers, saves
         self.banner.show_message("info", "Settings saved. Servers started from now on use them.")
         self.applied.emit()
         return True

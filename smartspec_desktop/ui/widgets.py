@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from smartspec_desktop.core.redact import Redactor
 from smartspec_desktop.core.servers.registry import ServerStatus
+from smartspec_desktop.ui import viewmodels
 
 STATUS_COLORS: dict[ServerStatus, str] = {
     ServerStatus.STOPPED: "#9ca3af",
@@ -30,14 +31,8 @@ STATUS_COLORS: dict[ServerStatus, str] = {
     ServerStatus.CRASHED: "#ef4444",
     ServerStatus.SLEEPING: "#6366f1",
 }
-STATUS_LABELS: dict[ServerStatus, str] = {
-    ServerStatus.STOPPED: "Stopped",
-    ServerStatus.STARTING: "Starting…",
-    ServerStatus.RUNNING: "Running",
-    ServerStatus.STOPPING: "Stopping…",
-    ServerStatus.CRASHED: "Crashed",
-    ServerStatus.SLEEPING: "Sleeping",
-}
+#: Shown for each status (the view-models' table, re-exported for the widgets).
+STATUS_LABELS = viewmodels.STATUS_LABELS
 
 
 _dot_cache: dict[ServerStatus, QIcon] = {}

@@ -65,7 +65,7 @@ def test_open_openwork_waiting_for_the_browser_shows_progress_and_cancel_stops_i
         return True  # "opened", but it never fetches the page
 
     launch.opener = opener
-    gui.core.settings.openwork_mode = "web"
+    gui.window.settings.update(openwork_mode="web")  # what worker threads read: its snapshot
     ws = gui.box.workspace("slow-browser")
     panel.add_workspace(str(ws))
     assert not panel.cancel_launch_button.isVisible()
@@ -90,7 +90,7 @@ def test_open_openwork_ui_opens_the_session_selected_in_the_agent_tab(
     gui: Gui, qtbot: Any, tmp_path: Path
 ) -> None:
     binary = standin_binary(tmp_path)
-    gui.core.settings.openwork_server_path = str(binary)
+    gui.window.settings.update(openwork_server_path=str(binary))
     panel = gui.window.devmode
     ws = gui.box.workspace("deep-link")
     panel.add_workspace(str(ws))

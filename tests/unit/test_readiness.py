@@ -24,6 +24,7 @@ from smartspec_desktop.core.opencode.binary import OpenCodeBinary
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.secrets import API_KEY_ENV, Credentials, MemoryStore
 from smartspec_desktop.demo.backend import BackendStandIn
+from smartspec_desktop.ui import notices
 
 KEY = "sk-smartspec-" + "k" * 43
 
@@ -97,7 +98,9 @@ def test_backend_ok_and_failed_states_name_the_url_and_offer_settings() -> None:
     bad = r.check_backend("http://b.test", lambda u: FakeBackend(u, health=down))
     assert bad.state == r.State.FAILED
     assert "Not reachable at http://b.test: Cannot connect." in bad.detail
-    assert bad.fix_action == r.FIX_SETTINGS and bad.fix_label == "Open Settings"
+    assert bad.fix_action == r.FIX_SETTINGS
+    assert notices.action_for_fix(bad.fix_action) == notices.OPEN_SETTINGS  # the window's words
+    assert notices.OPEN_SETTINGS.label == "Open Settings"
     assert FakeBackend.calls == ["health", "health"]  # one request per check, no retry
 
 
@@ -186,7 +189,8 @@ def test_opencode_states() -> None:
 
     check = r.check_opencode(missing)
     assert check.state == r.State.MISSING and check.fix_action == r.FIX_INSTALL_OPENCODE
-    assert check.fix_label == "Install OpenCode"
+    assert notices.action_for_fix(check.fix_action) == notices.INSTALL_OPENCODE
+    assert notices.INSTALL_OPENCODE.label == "Install OpenCode"
 
     def old() -> OpenCodeBinary:
         raise OpenCodeVersionError("OpenCode 1.2.0 is not supported.", "Install 1.18.33.")

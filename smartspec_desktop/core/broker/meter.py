@@ -78,21 +78,31 @@ class CallRecord:
 
 
 @dataclass
-class Totals:
+class Counts:
+    """Calls and tokens of a set of gateway calls: the one counting rule, for the broker's
+    running :class:`Totals` and the app's summaries of the ledger (``brokerlink.Usage``)."""
+
     calls: int = 0
     errors: int = 0
     refused: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
-    def add(self, rec: CallRecord) -> None:
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def count(
+        self, *, refused: bool, failed: bool, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """One call: refused by the broker, else failed (an error or an HTTP error status)."""
         self.calls += 1
-        if rec.refused:
+        if refused:
             self.refused += 1
-        elif rec.error or rec.status >= 400:
+        elif failed:
             self.errors += 1
-        self.prompt_tokens += rec.prompt_tokens
-        self.completion_tokens += rec.completion_tokens
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
 
     def as_json(self) -> dict[str, int]:
         return {
@@ -101,8 +111,19 @@ class Totals:
             "refused": self.refused,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "total_tokens": self.total_tokens,
         }
+
+
+@dataclass
+class Totals(Counts):
+    def add(self, rec: CallRecord) -> None:
+        self.count(
+            refused=bool(rec.refused),
+            failed=bool(rec.error) or rec.status >= 400,
+            prompt_tokens=rec.prompt_tokens,
+            completion_tokens=rec.completion_tokens,
+        )
 
 
 class Meter:

@@ -43,11 +43,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from smartspec_desktop.core import httpserve
 from smartspec_desktop.core.broker import errors
 from smartspec_desktop.core.broker.budget import Budgets
 from smartspec_desktop.core.broker.meter import CallRecord, Meter
@@ -233,7 +234,7 @@ class _Server(ThreadingHTTPServer):
         log.exception("broker: unexpected error while serving a request")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(httpserve.DispatchingHandler):
     protocol_version = "HTTP/1.1"
     server_version = "smartspec-broker"
     sys_version = ""
@@ -246,21 +247,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per call is logged by _forward instead (never with a secret)
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -279,30 +265,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(status, errors.error_body(message, code))
 
     def _read_body(self) -> bytes:
-        limit = self.broker.config.max_request
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts: list[bytes] = []
-            size = 0
-            while True:
-                line = self.rfile.readline(1024)
-                n = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if n == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(parts)
-                size += n
-                if size > limit:
-                    raise _Refused(
-                        413, "The request is too large for the broker.", errors.TOO_LARGE
-                    )
-                parts.append(self.rfile.read(n))
-                self.rfile.readline(16)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0:
-            raise ValueError("negative Content-Length")
-        if length > limit:
-            raise _Refused(413, "The request is too large for the broker.", errors.TOO_LARGE)
-        return self.rfile.read(length) if length else b""
+        try:
+            return httpserve.read_body(
+                self.rfile, self.headers, limit=self.broker.config.max_request
+            )
+        except httpserve.BodyTooLarge:
+            raise _Refused(
+                413, "The request is too large for the broker.", errors.TOO_LARGE
+            ) from None
 
     def _dispatch(self) -> None:
         path, _, query = self.path.partition("?")

@@ -178,7 +178,8 @@ class OpenCodeClient:
         except httpx.HTTPError as e:
             raise ServerNotRunning(
                 f"The OpenCode server at {self.base_url} did not answer ({type(e).__name__}).",
-                "Check its status and log; restart it with Start Dev Server.",
+                "Check its status and log (`smartspec-desktop status`, `smartspec-desktop logs "
+                "PATH`), then start it again.",
             ) from None
         if r.status_code == 401:
             raise Unauthorized(
@@ -295,7 +296,7 @@ class OpenCodeClient:
             if r.status_code != 200:
                 raise ServerNotRunning(
                     f"OpenCode's event stream answered {r.status_code}.",
-                    "Restart the server with Start Dev Server.",
+                    "Stop the server and start it again.",
                 )
             if on_open is not None:
                 on_open(r)

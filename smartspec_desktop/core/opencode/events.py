@@ -134,8 +134,7 @@ def error_from_opencode(err: dict[str, Any]) -> SmartSpecError:
     if status == 401 or name == "ProviderAuthError":
         return ApiKeyRejected(
             f"The SmartSpecPro gateway rejected the API key: {message}",
-            "Paste a valid key under Account (or `smartspec-desktop key set`) and restart the "
-            "server.",
+            "Store a valid key (`smartspec-desktop key set`) and restart the server.",
         )
     if status == 402:
         return InsufficientCredits(

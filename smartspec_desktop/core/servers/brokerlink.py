@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import httpx
 
-from smartspec_desktop.core.broker.meter import read_records
+from smartspec_desktop.core.broker.meter import Counts, read_records
 from smartspec_desktop.core.errors import BrokerUnavailable
 from smartspec_desktop.core.storage.paths import Paths
 
@@ -65,29 +65,20 @@ def broker_files(paths: Paths, workspace: str, server_id: str = "") -> BrokerFil
 
 
 @dataclass
-class Usage:
-    """Calls and tokens of a set of gateway calls (as the broker metered them)."""
+class Usage(Counts):
+    """Calls and tokens of a set of gateway calls (as the broker metered them), and when."""
 
-    calls: int = 0
-    errors: int = 0
-    refused: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
     first: float = 0.0
     last: float = 0.0
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
     def add(self, rec: Mapping[str, Any]) -> None:
-        self.calls += 1
-        if rec.get("refused"):
-            self.refused += 1
-        elif rec.get("error") or _int(rec.get("status")) >= 400:
-            self.errors += 1
-        self.prompt_tokens += _int(rec.get("prompt_tokens"))
-        self.completion_tokens += _int(rec.get("completion_tokens"))
+        """One line of the broker's ledger (``CallRecord.as_json``)."""
+        self.count(
+            refused=bool(rec.get("refused")),
+            failed=bool(rec.get("error")) or _int(rec.get("status")) >= 400,
+            prompt_tokens=_int(rec.get("prompt_tokens")),
+            completion_tokens=_int(rec.get("completion_tokens")),
+        )
         t = rec.get("time")
         if isinstance(t, int | float) and not isinstance(t, bool):
             self.first = min(self.first, float(t)) if self.first else float(t)
@@ -102,16 +93,6 @@ class Usage:
         if self.refused:
             text += f" · {self.refused} refused"
         return text
-
-    def as_json(self) -> dict[str, int]:
-        return {
-            "calls": self.calls,
-            "errors": self.errors,
-            "refused": self.refused,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
 
 
 def _int(value: object) -> int:

@@ -156,6 +156,10 @@ class ServerManager:
         self.find_servers: Callable[[Path], list[FoundServer]] = find_our_servers
         #: The last scan: (state file signature, monotonic time, what it found).
         self._last_scan: tuple[object, float, list[FoundServer]] | None = None
+        #: Told the workspace of each server this manager started afresh (not reused), on the
+        #: starting thread: the recent-workspaces list is its owner's (the CLI's core, the
+        #: window's settings service), not the manager's.
+        self.on_fresh_start: Callable[[str], None] = lambda _ws: None
 
     # ------------------------------------------------------------------------------ queries
 
@@ -290,7 +294,7 @@ class ServerManager:
         if record.status != ServerStatus.RUNNING:
             raise ServerNotRunning(
                 f"The server for {record.workspace_path} is {record.status}.",
-                "Start it first (Start Dev Server, or `smartspec-desktop start PATH`).",
+                "Start it first (`smartspec-desktop start PATH`).",
             )
         idle.mark_active(record.exit_file)
         return OpenCodeClient(record.url, self.password(record), timeout=timeout)
@@ -316,7 +320,7 @@ class ServerManager:
         finally:
             lock.release()
         if not reused:
-            self._remember(ws)
+            self.on_fresh_start(ws)
         elif record.trusted != self.trust.is_trusted(ws):
             warnings.append(self.trust_mismatch(record))
         warnings += self.trust.drain_warnings()
@@ -363,13 +367,8 @@ class ServerManager:
         was = "with" if record.trusted else "without"
         return (
             f"The running server for {record.workspace_path} was started {was} the folder's own "
-            f"plugins and MCP servers. {TAKES_EFFECT} Stop it and start it again (or Restart in "
-            "the window)."
+            f"plugins and MCP servers. {TAKES_EFFECT} Stop it and start it again."
         )
-
-    def _remember(self, ws: str) -> None:
-        # The window persists settings; the core only keeps the list in memory.
-        self.settings.remember_workspace(ws)
 
     def _reuse_or_clear(self, ws: str, say: Progress) -> ServerRecord | None:
         """Return the live server of ``ws`` (adopting an orphaned start), or clear stale ones."""

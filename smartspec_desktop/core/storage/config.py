@@ -2,16 +2,24 @@
 
 Missing keys fall back to defaults; a value of the wrong type is dropped with a warning; a corrupt
 file is moved aside. Secrets never live here (they go to the keyring).
+
+Two kinds of process write the file (the window and each CLI run), so :func:`save_settings` is the
+one writer: it takes a file lock, re-reads the file and keeps what another writer changed since
+this one read it (only the fields this writer changed are its own), then writes atomically.
+Threads other than the owner's get a :meth:`Settings.snapshot`, a frozen copy.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+from filelock import FileLock, Timeout
 
 from smartspec_desktop.core.errors import ConfigError
 from smartspec_desktop.core.remote.naming import canonical
@@ -22,6 +30,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BACKEND_URL = "http://localhost:8000"
 DEFAULT_PORT_RANGE = (3795, 3800)
 MAX_RECENT = 12
+#: How long a save waits for another process's save of the same file.
+SAVE_LOCK_TIMEOUT = 10.0
 
 OpenWorkMode = Literal["auto", "openwork", "web"]
 AgentPermissions = Literal["default", "ask"]
@@ -57,17 +67,28 @@ class Settings:
     #: Per-workspace overrides of ``idle_minutes`` (workspace path → minutes).
     idle_minutes_by_workspace: dict[str, float] = field(default_factory=dict)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise dataclasses.FrozenInstanceError(
+                f"cannot set {name!r}: this is a frozen snapshot of the settings; change them "
+                "through their owner (the settings service in the window)"
+            )
+        object.__setattr__(self, name, value)
+
+    def snapshot(self) -> Settings:
+        """A deep copy for another thread to read; assigning any of its fields raises."""
+        out = Settings(**{name: copy.deepcopy(getattr(self, name)) for name in _FIELDS})
+        out.__dict__["_frozen"] = True
+        return out
+
     def port_range(self) -> tuple[int, int]:
         return self.port_range_start, self.port_range_end
 
     def remember_workspace(self, path: str) -> None:
-        path = canonical(path)  # a remote address (issue 15) in one spelling; a path as is
-        self.recent_workspaces = [path] + [p for p in self.recent_workspaces if p != path]
-        del self.recent_workspaces[MAX_RECENT:]
+        self.recent_workspaces = remembered(self.recent_workspaces, path)
 
     def forget_workspace(self, path: str) -> None:
-        path = canonical(path)
-        self.recent_workspaces = [p for p in self.recent_workspaces if p != path]
+        self.recent_workspaces = forgotten(self.recent_workspaces, path)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that cannot work."""
@@ -104,6 +125,20 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
+def remembered(recent: list[str], path: str) -> list[str]:
+    """The recent-workspaces rule: ``path`` first, no duplicates, at most :data:`MAX_RECENT`.
+
+    A remote address (issue 15) is kept in its one canonical spelling; a path as it is.
+    """
+    path = canonical(path)
+    return ([path] + [p for p in recent if p != path])[:MAX_RECENT]
+
+
+def forgotten(recent: list[str], path: str) -> list[str]:
+    path = canonical(path)
+    return [p for p in recent if p != path]
+
+
 def _minutes_ok(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -116,7 +151,15 @@ def _minutes_ok(value: object) -> bool:
 def load_settings(path: Path) -> tuple[Settings, list[str]]:
     """Load settings, returning them with any warnings for the user."""
     data, warning = read_json_object(path)
-    warnings = [warning] if warning else []
+    settings, warnings = _parse(data, path)
+    warnings = ([warning] if warning else []) + warnings
+    for w in warnings:
+        log.warning(w)
+    return settings, warnings
+
+
+def _parse(data: dict[str, Any], path: Path) -> tuple[Settings, list[str]]:
+    warnings: list[str] = []
     defaults = Settings()
     values: dict[str, Any] = {}
     for key, value in data.items():
@@ -145,11 +188,75 @@ def load_settings(path: Path) -> tuple[Settings, list[str]]:
             values[key] = value
         else:
             warnings.append(f"Setting {key!r} in {path} has a bad value {value!r}; using default.")
-    settings = Settings(**values)
-    for w in warnings:
-        log.warning(w)
-    return settings, warnings
+    return Settings(**values), warnings
 
 
-def save_settings(path: Path, settings: Settings) -> None:
-    atomic_write_json(path, dataclasses.asdict(settings))
+def save_settings(path: Path, settings: Settings, *, base: Settings | None = None) -> Settings:
+    """Write ``settings`` to ``path``: the one writer of the settings file. Returns what the file
+    holds now (the writer's next ``base``).
+
+    ``base`` is what this writer last read from (or wrote to) the file. With it, only the fields
+    that differ from ``base`` are this writer's changes; every other field keeps what the file
+    holds now, so a change another process saved meanwhile is not lost. For the dict fields
+    (per-workspace values) and the recent workspaces the merge is per entry. Without ``base``
+    every field is written (a new file, or one this writer owns alone, e.g. the demo's copy).
+    Keys of a newer version of the app are kept. Raises :class:`ConfigError` when another
+    process holds the file's lock for longer than :data:`SAVE_LOCK_TIMEOUT`, or the file
+    cannot be written.
+    """
+    lock = FileLock(str(path) + ".lock", timeout=SAVE_LOCK_TIMEOUT)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with lock:
+            data, _warning = read_json_object(path)
+            merged = settings
+            if base is not None:
+                theirs, _ = _parse(data, path)
+                merged = Settings(
+                    **{
+                        name: _merge(
+                            getattr(base, name), getattr(settings, name), getattr(theirs, name)
+                        )
+                        for name in _FIELDS
+                    }
+                )
+            out = {k: v for k, v in data.items() if k not in _FIELDS}
+            out.update(dataclasses.asdict(merged))
+            atomic_write_json(path, out)
+    except Timeout:
+        raise ConfigError(
+            f"Could not save the settings: another SmartSpec Desktop process has been writing "
+            f"{path} for over {SAVE_LOCK_TIMEOUT:.0f} s (it holds {lock.lock_file}).",
+            "Try again in a moment. If it keeps failing, end the stuck smartspec-desktop process.",
+        ) from None
+    except OSError as e:
+        raise ConfigError(
+            f"Could not save the settings to {path} ({e.strerror or e}).",
+            "Make that folder writable (or free some disk space); the next change saves again.",
+        ) from e
+    return Settings(**{name: copy.deepcopy(getattr(merged, name)) for name in _FIELDS})
+
+
+def _merge(base: Any, ours: Any, theirs: Any) -> Any:
+    """One field of a three-way merge: ours where we changed it, else theirs."""
+    if ours == base:
+        return copy.deepcopy(theirs)
+    if theirs in (base, ours) or type(ours) is not type(theirs) or type(base) is not type(ours):
+        return copy.deepcopy(ours)
+    if isinstance(ours, dict):  # per workspace: our changed entries over theirs
+        out = dict(theirs)
+        for key in base.keys() | ours.keys():
+            if key not in ours:
+                out.pop(key, None)
+            elif base.get(key, _MISSING) != ours[key]:
+                out[key] = ours[key]
+        return out
+    if isinstance(ours, list):  # recent workspaces: ours, plus what they added, minus removals
+        added = [p for p in theirs if p not in base and p not in ours]
+        removed = {p for p in base if p not in theirs}
+        kept = [p for p in ours if p not in removed or p not in base]
+        return (added + kept)[:MAX_RECENT]
+    return copy.deepcopy(ours)
+
+
+_MISSING = object()

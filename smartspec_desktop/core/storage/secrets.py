@@ -166,12 +166,12 @@ def key_fix(source: str | None) -> str:
     """How to replace a bad key, for where it came from."""
     if source == API_KEY_ENV:
         return (
-            f"Set {API_KEY_ENV} to a valid key, or unset it and paste a key under Account "
-            "(or `smartspec-desktop key set`)."
+            f"Set {API_KEY_ENV} to a valid key, or unset it and store a valid key "
+            "(`smartspec-desktop key set`)."
         )
     if source == SOURCE_THIS_RUN:
-        return "Paste a valid key under Account (this one was for this run only)."
-    return "Paste a valid key under Account (or `smartspec-desktop key set`)."
+        return "Give a valid key (this one was for this run only)."
+    return "Store a valid key (`smartspec-desktop key set`)."
 
 
 def check_api_key_format(key: str, source: str | None = None) -> str:
