@@ -9,9 +9,10 @@ token as its API key. The broker:
 * replaces the token by the real key and forwards to ``{upstream}/v1/opencode/…`` (HTTP or HTTPS,
   certificate checked), dropping hop-by-hop headers, asking for an uncompressed answer, never
   following a redirect (a 3xx becomes a 502-free 400 error naming where it pointed);
-* streams ``text/event-stream`` answers line by line as they arrive (never whole), watching them
-  (``sse.py``): usage is metered, and an error-only, malformed or cut-short stream becomes the one
-  clean error of ``errors.py`` (a 400 JSON answer if nothing was sent yet, else one error chunk);
+* streams ``text/event-stream`` answers piece by piece as they arrive (never whole), watching them
+  (``sse.py``; a bulk answer is read ahead in a thread of its own, ``relay.py``): usage is
+  metered, and an error-only, malformed or cut-short stream becomes the one clean error of
+  ``errors.py`` (a 400 JSON answer if nothing was sent yet, else one error chunk);
 * buffers other answers up to ``max_response`` bytes within ``request_timeout`` seconds; status
   codes (401/402/429/5xx included) and bodies pass through unchanged;
 * refuses a call when a budget is used up (``budget.py``), and meters every call (``meter.py``);
@@ -51,7 +52,8 @@ from urllib.parse import unquote, urlsplit
 from smartspec_desktop.core.broker import errors
 from smartspec_desktop.core.broker.budget import Budgets
 from smartspec_desktop.core.broker.meter import CallRecord, Meter
-from smartspec_desktop.core.broker.sse import StreamWatcher
+from smartspec_desktop.core.broker.relay import DETACH_AFTER, Upstream
+from smartspec_desktop.core.broker.sse import Parts, StreamWatcher
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,6 @@ _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=/-]*")
 READ_SIZE = 64 * 1024
-#: Streams: read1 returns what has arrived (up to this), so a big size adds no latency.
-STREAM_READ_SIZE = 1024 * 1024
 TOO_LARGE = errors.TOO_LARGE
 
 
@@ -238,6 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "smartspec-broker"
     sys_version = ""
     server: _Server
+    _upstream_sock: socket.socket | None = None
 
     def setup(self) -> None:
         super().setup()
@@ -467,6 +468,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 conn.connect()
                 assert conn.sock is not None
+                self._upstream_sock = conn.sock
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.request(self.command, target, body=body or None, headers=headers)
                 conn.sock.settimeout(b.config.idle_timeout)
@@ -560,13 +562,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, resp: http.client.HTTPResponse, rec: CallRecord) -> None:
         b = self.broker
         watcher = StreamWatcher()
+        upstream = Upstream(
+            resp, watcher, idle_timeout=b.config.idle_timeout, sock=self._upstream_sock
+        )
         started = False
+        forwarded = 0
         write = self.wfile.write
         sock = self.connection
 
-        def send_chunk(data: bytes) -> None:
-            # One chunk of the chunked encoding, scatter-gather: no copy of a big ``data``.
-            _send_all(sock, [b"%x\r\n" % len(data), data, b"\r\n"])
+        def send_chunk(parts: Parts, size: int) -> None:
+            # One chunk of the chunked encoding, scatter-gather: nothing big is copied.
+            _send_all(sock, [b"%x\r\n" % size, *parts, b"\r\n"])
 
         def begin() -> None:
             nonlocal started
@@ -578,29 +584,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
 
         try:
-            while True:
-                try:
-                    chunk = resp.read1(STREAM_READ_SIZE)
-                except (OSError, http.client.HTTPException) as e:
-                    watcher.error = watcher.error or (
-                        f"its stream sent nothing for {b.config.idle_timeout:.0f} s"
-                        if isinstance(e, TimeoutError)
-                        else f"its stream broke off ({e})"
-                    )
-                    break
-                if not chunk:
-                    watcher.end()
-                    break
-                out = watcher.feed(chunk)
-                if watcher.done and not self._done:
-                    rec.set_usage(watcher.usage)
+            while (batch := upstream.next()) is not None:
+                if batch.done and not self._done:
+                    rec.set_usage(batch.usage)
                     self._finish(rec)  # before [DONE] goes out (see _finish)
-                if out:
+                if batch.size:
                     if not started:
                         begin()
-                    send_chunk(out)
-                if watcher.error is not None:
-                    break
+                    send_chunk(batch.parts, batch.size)
+                    forwarded += batch.size
+                    if forwarded >= DETACH_AFTER and not upstream.detached:
+                        upstream.detach()  # a bulk answer: read ahead of OpenCode
             rec.set_usage(watcher.usage)
             if watcher.error is not None:
                 message = errors.gateway_failure(watcher.error, b.upstream)
@@ -611,7 +605,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self._finish(rec)
                     self._send_error(400, message, errors.GATEWAY_DEFECT)
                     return
-                send_chunk(errors.error_chunk(message, errors.GATEWAY_DEFECT))
+                chunk = errors.error_chunk(message, errors.GATEWAY_DEFECT)
+                send_chunk([chunk], len(chunk))
             if not started:
                 begin()
             self._finish(rec)
@@ -619,12 +614,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             rec.error = rec.error or "OpenCode closed the connection"
             self.close_connection = True
+        finally:
+            upstream.close()
 
 
-def _send_all(sock: socket.socket, parts: list[bytes]) -> None:
+#: At most this many buffers per ``sendmsg`` (the OS limit, IOV_MAX, is 1024 on Linux).
+_IOV_MAX = 512
+
+
+def _send_all(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
     views = [memoryview(p) for p in parts if p]
     while views:
-        sent = sock.sendmsg(views)
+        sent = sock.sendmsg(views[:_IOV_MAX])
         while views and sent >= len(views[0]):
             sent -= len(views[0])
             views.pop(0)
