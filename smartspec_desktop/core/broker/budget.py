@@ -2,8 +2,9 @@
 
 A *task* is what the app or CLI runs: one or more OpenCode sessions (the main one, plus any
 sub-agent sessions the caller attaches), named by a task id the caller chooses (the main session
-id is a good one). A call is charged to the task whose sessions include its ``x-session-id``, and
-to the day (local date) in any case.
+id is a good one). A call is charged to the task whose sessions include its ``x-session-id`` or,
+for a sub-agent's call (an OpenCode child session), its root session (``sessions.py``), and to the
+day (local date) in any case.
 
 A call is refused before it is forwarded once the spent tokens have *reached* a cap (the call that
 crosses it is allowed to finish: cutting an answer in half is worse than a small overrun). Raising
@@ -115,15 +116,21 @@ class Budgets:
             log.warning("could not save the budgets to %s: %s", self.path, e)
 
     # -- queries -----------------------------------------------------------------------------
-    def task_of(self, session: str | None) -> str | None:
-        with self._lock:
-            return self._session_task.get(session) if session else None
+    def _task(self, session: str | None, root: str | None) -> str | None:
+        tid = self._session_task.get(session) if session else None
+        return tid if tid is not None or not root else self._session_task.get(root)
 
-    def check(self, session: str | None) -> Refusal | None:
-        """The refusal for a call serving ``session`` now, or None if it may go."""
+    def task_of(self, session: str | None, *, root: str | None = None) -> str | None:
+        """The task of ``session`` or else of ``root`` (a sub-agent's session's root)."""
+        with self._lock:
+            return self._task(session, root)
+
+    def check(self, session: str | None, *, root: str | None = None) -> Refusal | None:
+        """The refusal for a call serving ``session`` (whose root session is ``root`` when it
+        is a sub-agent's) now, or None if it may go."""
         with self._lock:
             used_today = self.days.get(self._today(), 0)
-            tid = self._session_task.get(session) if session else None
+            tid = self._task(session, root)
             if tid is not None:
                 t = self.tasks[tid]
                 if t["cap"] is not None and t["used"] >= t["cap"]:
@@ -155,13 +162,13 @@ class Budgets:
             return {"day": day, "tasks": tasks}
 
     # -- changes -----------------------------------------------------------------------------
-    def charge(self, session: str | None, tokens: int) -> None:
+    def charge(self, session: str | None, tokens: int, *, root: str | None = None) -> None:
         if tokens <= 0:
             return
         with self._lock:
             today = self._today()
             self.days[today] = self.days.get(today, 0) + tokens
-            tid = self._session_task.get(session) if session else None
+            tid = self._task(session, root)
             if tid is not None:
                 self.tasks[tid]["used"] += tokens
             self._save()

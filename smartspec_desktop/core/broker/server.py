@@ -43,6 +43,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -141,6 +142,10 @@ class Broker:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._ssl_context: Any = None
+        #: ``session id → its root session id`` (None: a root session), for a sub-agent's calls
+        #: (OpenCode child sessions) to count toward the task of the session that started it;
+        #: the supervisor sets it (``sessions.SessionRoots``). None: every session is a root.
+        self.session_roots: Callable[[str], str | None] | None = None
         #: When the last gateway call began or ended (``time.monotonic()``; None: none yet),
         #: for the supervisor's idle watcher (issue 15).
         self.last_call: float | None = None
@@ -408,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
         rec.duration = b.last_call - self._t0
         if rec.refused != "auth":
             b.meter.record(rec)
-            b.budgets.charge(rec.session, rec.total_tokens)
+            b.budgets.charge(rec.session, rec.total_tokens, root=rec.root)
         log.info(
             "broker: %s %s → %s in %.2f s%s%s",
             self.command,
@@ -444,8 +449,10 @@ class _Handler(BaseHTTPRequestHandler):
         m = _MODEL.search(head)
         rec.model = m.group(1).decode("utf-8", "replace") if m else None
         rec.stream = bool(_STREAM.search(head))
+        if rec.session and b.session_roots is not None:
+            rec.root = b.session_roots(rec.session)
         if self.command == "POST":
-            refusal = b.budgets.check(rec.session)
+            refusal = b.budgets.check(rec.session, root=rec.root)
             if refusal is not None:
                 rec.refused = "budget"
                 raise _Refused(400, refusal.message, errors.BUDGET_REACHED)
