@@ -10,7 +10,7 @@ token as its API key. The broker:
   certificate checked), dropping hop-by-hop headers, asking for an uncompressed answer, never
   following a redirect (a 3xx becomes a 502-free 400 error naming where it pointed);
 * streams ``text/event-stream`` answers piece by piece as they arrive (never whole), watching them
-  (``sse.py``; a bulk answer is read ahead in a thread of its own, ``relay.py``): usage is
+  (``sse.py``: forwarded as slices of what was read, only small lines looked into): usage is
   metered, and an error-only, malformed or cut-short stream becomes the one clean error of
   ``errors.py`` (a 400 JSON answer if nothing was sent yet, else one error chunk);
 * buffers other answers up to ``max_response`` bytes within ``request_timeout`` seconds; status
@@ -53,7 +53,6 @@ from urllib.parse import unquote, urlsplit
 from smartspec_desktop.core.broker import errors
 from smartspec_desktop.core.broker.budget import Budgets
 from smartspec_desktop.core.broker.meter import CallRecord, Meter
-from smartspec_desktop.core.broker.relay import DETACH_AFTER, Upstream
 from smartspec_desktop.core.broker.sse import Parts, StreamWatcher
 
 log = logging.getLogger(__name__)
@@ -87,6 +86,8 @@ _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=/-]*")
 READ_SIZE = 64 * 1024
+#: Streams: read1 returns what has arrived (up to this), so a big size adds no latency.
+STREAM_READ_SIZE = 1024 * 1024
 TOO_LARGE = errors.TOO_LARGE
 
 
@@ -243,7 +244,6 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "smartspec-broker"
     sys_version = ""
     server: _Server
-    _upstream_sock: socket.socket | None = None
 
     def setup(self) -> None:
         super().setup()
@@ -475,7 +475,6 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 conn.connect()
                 assert conn.sock is not None
-                self._upstream_sock = conn.sock
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.request(self.command, target, body=body or None, headers=headers)
                 conn.sock.settimeout(b.config.idle_timeout)
@@ -569,16 +568,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, resp: http.client.HTTPResponse, rec: CallRecord) -> None:
         b = self.broker
         watcher = StreamWatcher()
-        upstream = Upstream(
-            resp, watcher, idle_timeout=b.config.idle_timeout, sock=self._upstream_sock
-        )
         started = False
-        forwarded = 0
         write = self.wfile.write
         sock = self.connection
 
-        def send_chunk(parts: Parts, size: int) -> None:
+        def send_chunk(parts: Parts) -> None:
             # One chunk of the chunked encoding, scatter-gather: nothing big is copied.
+            size = sum(len(p) for p in parts)
             _send_all(sock, [b"%x\r\n" % size, *parts, b"\r\n"])
 
         def begin() -> None:
@@ -591,17 +587,29 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
 
         try:
-            while (batch := upstream.next()) is not None:
-                if batch.done and not self._done:
-                    rec.set_usage(batch.usage)
+            while True:
+                try:
+                    chunk = resp.read1(STREAM_READ_SIZE)
+                except (OSError, http.client.HTTPException) as e:
+                    watcher.error = watcher.error or (
+                        f"its stream sent nothing for {b.config.idle_timeout:.0f} s"
+                        if isinstance(e, TimeoutError)
+                        else f"its stream broke off ({e})"
+                    )
+                    break
+                if not chunk:
+                    watcher.end()
+                    break
+                parts = watcher.feed_parts(chunk)
+                if watcher.done and not self._done:
+                    rec.set_usage(watcher.usage)
                     self._finish(rec)  # before [DONE] goes out (see _finish)
-                if batch.size:
+                if parts:
                     if not started:
                         begin()
-                    send_chunk(batch.parts, batch.size)
-                    forwarded += batch.size
-                    if forwarded >= DETACH_AFTER and not upstream.detached:
-                        upstream.detach()  # a bulk answer: read ahead of OpenCode
+                    send_chunk(parts)
+                if watcher.error is not None:
+                    break
             rec.set_usage(watcher.usage)
             if watcher.error is not None:
                 message = errors.gateway_failure(watcher.error, b.upstream)
@@ -612,8 +620,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._finish(rec)
                     self._send_error(400, message, errors.GATEWAY_DEFECT)
                     return
-                chunk = errors.error_chunk(message, errors.GATEWAY_DEFECT)
-                send_chunk([chunk], len(chunk))
+                send_chunk([errors.error_chunk(message, errors.GATEWAY_DEFECT)])
             if not started:
                 begin()
             self._finish(rec)
@@ -621,8 +628,6 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             rec.error = rec.error or "OpenCode closed the connection"
             self.close_connection = True
-        finally:
-            upstream.close()
 
 
 #: At most this many buffers per ``sendmsg`` (the OS limit, IOV_MAX, is 1024 on Linux).
