@@ -21,7 +21,11 @@ Only the last 14 days are kept. Standard library only.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +42,21 @@ MAX_TASKS = 500
 
 def _today() -> str:
     return time.strftime("%Y-%m-%d")
+
+
+def _replace_json(path: Path, data: dict[str, Any]) -> None:
+    """Like ``atomic_write_json`` without the fsync (temp file in the same folder, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)  # mkstemp made it 0600
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _count(value: object) -> int | None:
@@ -101,7 +120,10 @@ class Budgets:
     def _reindex(self) -> None:
         self._session_task = {s: tid for tid, t in self.tasks.items() for s in t["sessions"]}
 
-    def _save(self) -> None:
+    def _save(self, *, durable: bool = True) -> None:
+        """Write the state atomically. ``durable=False`` (a call's charge, on every call) skips
+        the fsync: the file is still never half-written (temp file + rename), and the call's
+        answer does not wait for the disk; a power cut may lose the last charges, not a cap."""
         if self.path is None:
             return
         keep = sorted(self.days)[-KEEP_DAYS:]
@@ -111,7 +133,10 @@ class Budgets:
             self._reindex()
         data = {"version": 1, "day_cap": self.day_cap, "days": self.days, "tasks": self.tasks}
         try:
-            atomic_write_json(self.path, data, mode=0o600)
+            if durable:
+                atomic_write_json(self.path, data, mode=0o600)
+            else:
+                _replace_json(self.path, data)
         except OSError as e:
             log.warning("could not save the budgets to %s: %s", self.path, e)
 
@@ -171,7 +196,7 @@ class Budgets:
             tid = self._task(session, root)
             if tid is not None:
                 self.tasks[tid]["used"] += tokens
-            self._save()
+            self._save(durable=False)
 
     def set_day_cap(self, cap: int | None) -> None:
         with self._lock:
