@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from smartspec_desktop import __version__
+from smartspec_desktop.cli_budget import add_budget_parser, cmd_budget
 from smartspec_desktop.core import review, worktrees
 from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.broker.meter import read_records
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_parser("delete", help="remove the key from the keyring")
 
     _add_review_parsers(sub)
+    add_budget_parser(sub)
 
     o = sub.add_parser("opencode", help="the OpenCode binary").add_subparsers(
         dest="opencode_command", metavar="ACTION", required=True
@@ -935,6 +937,7 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace, TextIO, TextIO], int]] =
     "worktrees": cmd_worktrees,
     "merge": cmd_merge,
     "discard": cmd_discard,
+    "budget": cmd_budget,
 }
 
 

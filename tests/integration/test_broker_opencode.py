@@ -27,6 +27,7 @@ import psutil
 import pytest
 
 from smartspec_desktop.core.broker import errors
+from smartspec_desktop.core.broker.meter import read_records
 from smartspec_desktop.core.broker.modelids import (
     broker_config_content,
     safe_model_ids,
@@ -34,7 +35,9 @@ from smartspec_desktop.core.broker.modelids import (
 )
 from smartspec_desktop.core.broker.payload import broker_payload, new_token
 from smartspec_desktop.core.process.supervisor import supervised_command
-from tests.backend_standin import BackendStandIn, ErrorChunk
+from smartspec_desktop.core.servers.brokerlink import summarize, usage_report
+from smartspec_desktop.demo.backend import DemoScript, _message_text
+from tests.backend_standin import BackendStandIn, ErrorChunk, Step, Text, ToolCall
 from tests.conftest import reap, sandbox_env
 
 pytestmark = pytest.mark.integration
@@ -323,3 +326,72 @@ def test_5000_models_start_and_a_file_model_id_never_leaves(
     secret_text = secret.read_text()
     for r in backend.requests:
         assert secret_text not in json.dumps(r.body) and secret_text not in json.dumps(r.headers)
+
+
+# -- sub-agents (OpenCode's task tool) count toward the task that started them -----------------
+class _SubAgentLoop(DemoScript):
+    """The main session asks for a sub-agent (the ``task`` tool); the sub-agent then calls
+    ``bash`` for ever, so only a budget that counts its calls can stop it. Title calls get a
+    title."""
+
+    def answer(self, messages: list[Any]) -> Step:
+        def text(role: str) -> list[str]:
+            return [
+                _message_text(m) for m in messages if isinstance(m, dict) and m.get("role") == role
+            ]
+
+        if "title generator" in " ".join(text("system")):
+            return Text("A title")
+        user = text("user")
+        if user and "use a sub-agent" in user[0]:
+            if isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+                return Text("The sub-agent is done.")
+            return ToolCall(
+                "task",
+                {"description": "look around", "prompt": "look around", "subagent_type": "general"},
+            )
+        return ToolCall("bash", {"command": "true", "description": "look around"})
+
+
+def test_a_sub_agents_calls_count_toward_the_task_budget(
+    serve: Serve, backend: BackendStandIn, tmp_path: Path
+) -> None:
+    backend.gateway = "demo"
+    backend.demo = _SubAgentLoop()
+    s = serve([MODEL])
+    with s.client() as c:
+        sid = c.post("/session", json={}).json()["id"]
+        s.control_api("PUT", "/budget/tasks/task-1", {"cap": 600, "sessions": [sid]})
+        c.post(
+            f"/session/{sid}/prompt_async",
+            json={"parts": [{"type": "text", "text": "use a sub-agent"}]},
+        )
+        deadline = time.monotonic() + 90
+        busy = False
+        while time.monotonic() < deadline:  # the main session's turn (it waits for the sub-agent)
+            if sid in c.get("/session/status").json():
+                busy = True
+            elif busy:
+                break
+            time.sleep(0.25)
+        assert busy and time.monotonic() < deadline, "the task was not stopped by its budget"
+        children = [x for x in c.get("/session").json() if x.get("parentID") == sid]
+        msgs = c.get(f"/session/{sid}/message").json()
+    assert len(children) == 1, "OpenCode did not start a sub-agent session"
+    child = children[0]["id"]
+    chats = backend.chat_requests()
+    by_session = [r.headers.get("x-session-id") for r in chats]
+    assert child in by_session, "the sub-agent made no gateway call"
+    assert set(by_session) <= {sid, child}
+    # The task's budget counted the sub-agent's calls and stopped the task at its cap.
+    task = s.control_api("GET", "/budget")["tasks"]["task-1"]
+    assert task["used"] == 120 * len(chats)  # the demo script's usage per call
+    assert task["used"] >= 600 and task["paused"], task
+    last = [m["info"] for m in msgs if m["info"]["role"] == "assistant"][-1]
+    assert last["error"]["data"]["message"].startswith("Paused: budget of 600 tokens reached")
+    # The meter names the root session for the sub-agent's calls: the task's usage totals
+    # (run, the Agent tab, `usage`) count them under the main session.
+    records = read_records(tmp_path / "state" / "usage.jsonl")
+    assert {r["root"] for r in records if r["session"] == child} == {sid}
+    assert summarize(records, sessions=[sid]).total_tokens == task["used"]
+    assert set(usage_report(records)["by_session"]) == {sid}

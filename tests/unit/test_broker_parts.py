@@ -176,3 +176,43 @@ def test_line_pump_bounds_every_line() -> None:
     assert pump.feed(b"tail") == []
     assert pump.flush() == [b"tail"]
     assert MAX_LINE == 64 * 1024
+
+
+def test_watcher_forwards_the_same_whatever_the_read_sizes() -> None:
+    """The hot path hands back slices of each read: split anywhere (inside the "data:" prefix, a
+    big line, a blank line), the bytes forwarded and what was noted are those of one read."""
+    import random
+
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5}}\r\n\r\n'
+    stream = (
+        b": keep-alive\n\n"
+        + _chunk("")
+        + _chunk("x" * 70_000)  # over the inspect limit: forwarded unparsed
+        + _chunk("y" * 300_000)
+        + _chunk("z", "stop")
+        + usage
+        + b"data: [DONE]\n\n"
+    )
+    whole = StreamWatcher()
+    assert whole.feed(stream) == stream
+    rng = random.Random(9)
+    for _ in range(200):
+        out: list[bytes] = []
+        w, i = StreamWatcher(), 0
+        while i < len(stream):
+            n = rng.choice([1, 3, 5, 6, 64, 4096, 65_536, 70_001, 1 << 20])
+            out.extend(bytes(p) for p in w.feed_parts(stream[i : i + n]))
+            i += n
+        w.end()
+        assert b"".join(out) == stream
+        assert (w.usage, w.done, w.finished, w.error) == (
+            {"prompt_tokens": 7, "completion_tokens": 5},
+            True,
+            True,
+            None,
+        )
+    # An error line after a big one: what came before it is forwarded, nothing after.
+    w = StreamWatcher()
+    bad = _chunk("x" * 100_000) + b'data: {"error": "boom"}\n\n' + _chunk("after")
+    out = [bytes(p) for i in range(0, len(bad), 30_000) for p in w.feed_parts(bad[i : i + 30_000])]
+    assert b"".join(out) == _chunk("x" * 100_000) and w.error == "boom"

@@ -2,8 +2,9 @@
 
 A *task* is what the app or CLI runs: one or more OpenCode sessions (the main one, plus any
 sub-agent sessions the caller attaches), named by a task id the caller chooses (the main session
-id is a good one). A call is charged to the task whose sessions include its ``x-session-id``, and
-to the day (local date) in any case.
+id is a good one). A call is charged to the task whose sessions include its ``x-session-id`` or,
+for a sub-agent's call (an OpenCode child session), its root session (``sessions.py``), and to the
+day (local date) in any case.
 
 A call is refused before it is forwarded once the spent tokens have *reached* a cap (the call that
 crosses it is allowed to finish: cutting an answer in half is worse than a small overrun). Raising
@@ -20,7 +21,11 @@ Only the last 14 days are kept. Standard library only.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +42,21 @@ MAX_TASKS = 500
 
 def _today() -> str:
     return time.strftime("%Y-%m-%d")
+
+
+def _replace_json(path: Path, data: dict[str, Any]) -> None:
+    """Like ``atomic_write_json`` without the fsync (temp file in the same folder, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)  # mkstemp made it 0600
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _count(value: object) -> int | None:
@@ -100,7 +120,10 @@ class Budgets:
     def _reindex(self) -> None:
         self._session_task = {s: tid for tid, t in self.tasks.items() for s in t["sessions"]}
 
-    def _save(self) -> None:
+    def _save(self, *, durable: bool = True) -> None:
+        """Write the state atomically. ``durable=False`` (a call's charge, on every call) skips
+        the fsync: the file is still never half-written (temp file + rename), and the call's
+        answer does not wait for the disk; a power cut may lose the last charges, not a cap."""
         if self.path is None:
             return
         keep = sorted(self.days)[-KEEP_DAYS:]
@@ -110,20 +133,29 @@ class Budgets:
             self._reindex()
         data = {"version": 1, "day_cap": self.day_cap, "days": self.days, "tasks": self.tasks}
         try:
-            atomic_write_json(self.path, data, mode=0o600)
+            if durable:
+                atomic_write_json(self.path, data, mode=0o600)
+            else:
+                _replace_json(self.path, data)
         except OSError as e:
             log.warning("could not save the budgets to %s: %s", self.path, e)
 
     # -- queries -----------------------------------------------------------------------------
-    def task_of(self, session: str | None) -> str | None:
-        with self._lock:
-            return self._session_task.get(session) if session else None
+    def _task(self, session: str | None, root: str | None) -> str | None:
+        tid = self._session_task.get(session) if session else None
+        return tid if tid is not None or not root else self._session_task.get(root)
 
-    def check(self, session: str | None) -> Refusal | None:
-        """The refusal for a call serving ``session`` now, or None if it may go."""
+    def task_of(self, session: str | None, *, root: str | None = None) -> str | None:
+        """The task of ``session`` or else of ``root`` (a sub-agent's session's root)."""
+        with self._lock:
+            return self._task(session, root)
+
+    def check(self, session: str | None, *, root: str | None = None) -> Refusal | None:
+        """The refusal for a call serving ``session`` (whose root session is ``root`` when it
+        is a sub-agent's) now, or None if it may go."""
         with self._lock:
             used_today = self.days.get(self._today(), 0)
-            tid = self._session_task.get(session) if session else None
+            tid = self._task(session, root)
             if tid is not None:
                 t = self.tasks[tid]
                 if t["cap"] is not None and t["used"] >= t["cap"]:
@@ -155,16 +187,16 @@ class Budgets:
             return {"day": day, "tasks": tasks}
 
     # -- changes -----------------------------------------------------------------------------
-    def charge(self, session: str | None, tokens: int) -> None:
+    def charge(self, session: str | None, tokens: int, *, root: str | None = None) -> None:
         if tokens <= 0:
             return
         with self._lock:
             today = self._today()
             self.days[today] = self.days.get(today, 0) + tokens
-            tid = self._session_task.get(session) if session else None
+            tid = self._task(session, root)
             if tid is not None:
                 self.tasks[tid]["used"] += tokens
-            self._save()
+            self._save(durable=False)
 
     def set_day_cap(self, cap: int | None) -> None:
         with self._lock:

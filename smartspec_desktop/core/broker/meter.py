@@ -3,12 +3,15 @@
 Line format (one object per line, UTF-8, appended; never contains a key or a token)::
 
     {"time": 1764572400.12, "status": 200, "path": "/v1/opencode/chat/completions",
-     "model": "anthropic/claude-3.5-sonnet", "session": "ses_…" | null, "stream": true,
+     "model": "anthropic/claude-3.5-sonnet", "session": "ses_…" | null,
+     "root": "ses_…" | null, "stream": true,
      "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120,
      "duration": 0.84, "error": null | "<one line>", "refused": null | "budget" | "auth"}
 
 ``session`` is the OpenCode session the call served: OpenCode 1.18.33 sends it to providers as
 the ``x-session-id`` header (also ``x-session-affinity``; verified by capturing a real request).
+``root`` is, for a sub-agent's call (an OpenCode child session), the root of that session's parent
+chain (``sessions.py``), else null: the call counts toward the root's task.
 Token counts come from the ``usage`` object of the final stream chunk (or of a non-streamed
 answer); a call without one counts 0 tokens and ``usage: false`` is recorded.
 
@@ -35,6 +38,8 @@ class CallRecord:
     status: int = 0
     model: str | None = None
     session: str | None = None
+    #: The root of ``session``'s parent chain when it is a sub-agent's (child) session.
+    root: str | None = None
     stream: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -66,6 +71,7 @@ class CallRecord:
             "path": self.path,
             "model": self.model,
             "session": self.session,
+            "root": self.root,
             "stream": self.stream,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,

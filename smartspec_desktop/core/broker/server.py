@@ -9,9 +9,10 @@ token as its API key. The broker:
 * replaces the token by the real key and forwards to ``{upstream}/v1/opencode/…`` (HTTP or HTTPS,
   certificate checked), dropping hop-by-hop headers, asking for an uncompressed answer, never
   following a redirect (a 3xx becomes a 502-free 400 error naming where it pointed);
-* streams ``text/event-stream`` answers line by line as they arrive (never whole), watching them
-  (``sse.py``): usage is metered, and an error-only, malformed or cut-short stream becomes the one
-  clean error of ``errors.py`` (a 400 JSON answer if nothing was sent yet, else one error chunk);
+* streams ``text/event-stream`` answers piece by piece as they arrive (never whole), watching them
+  (``sse.py``: forwarded as slices of what was read, only small lines looked into): usage is
+  metered, and an error-only, malformed or cut-short stream becomes the one clean error of
+  ``errors.py`` (a 400 JSON answer if nothing was sent yet, else one error chunk);
 * buffers other answers up to ``max_response`` bytes within ``request_timeout`` seconds; status
   codes (401/402/429/5xx included) and bodies pass through unchanged;
 * refuses a call when a budget is used up (``budget.py``), and meters every call (``meter.py``);
@@ -42,6 +43,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -52,7 +54,7 @@ from smartspec_desktop.core import httpserve
 from smartspec_desktop.core.broker import errors
 from smartspec_desktop.core.broker.budget import Budgets
 from smartspec_desktop.core.broker.meter import CallRecord, Meter
-from smartspec_desktop.core.broker.sse import StreamWatcher
+from smartspec_desktop.core.broker.sse import Parts, StreamWatcher
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,10 @@ class Broker:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._ssl_context: Any = None
+        #: ``session id → its root session id`` (None: a root session), for a sub-agent's calls
+        #: (OpenCode child sessions) to count toward the task of the session that started it;
+        #: the supervisor sets it (``sessions.SessionRoots``). None: every session is a root.
+        self.session_roots: Callable[[str], str | None] | None = None
         #: When the last gateway call began or ended (``time.monotonic()``; None: none yet),
         #: for the supervisor's idle watcher (issue 15).
         self.last_call: float | None = None
@@ -377,7 +383,7 @@ class _Handler(httpserve.DispatchingHandler):
         rec.duration = b.last_call - self._t0
         if rec.refused != "auth":
             b.meter.record(rec)
-            b.budgets.charge(rec.session, rec.total_tokens)
+            b.budgets.charge(rec.session, rec.total_tokens, root=rec.root)
         log.info(
             "broker: %s %s → %s in %.2f s%s%s",
             self.command,
@@ -413,8 +419,10 @@ class _Handler(httpserve.DispatchingHandler):
         m = _MODEL.search(head)
         rec.model = m.group(1).decode("utf-8", "replace") if m else None
         rec.stream = bool(_STREAM.search(head))
+        if rec.session and b.session_roots is not None:
+            rec.root = b.session_roots(rec.session)
         if self.command == "POST":
-            refusal = b.budgets.check(rec.session)
+            refusal = b.budgets.check(rec.session, root=rec.root)
             if refusal is not None:
                 rec.refused = "budget"
                 raise _Refused(400, refusal.message, errors.BUDGET_REACHED)
@@ -534,9 +542,10 @@ class _Handler(httpserve.DispatchingHandler):
         write = self.wfile.write
         sock = self.connection
 
-        def send_chunk(data: bytes) -> None:
-            # One chunk of the chunked encoding, scatter-gather: no copy of a big ``data``.
-            _send_all(sock, [b"%x\r\n" % len(data), data, b"\r\n"])
+        def send_chunk(parts: Parts) -> None:
+            # One chunk of the chunked encoding, scatter-gather: nothing big is copied.
+            size = sum(len(p) for p in parts)
+            _send_all(sock, [b"%x\r\n" % size, *parts, b"\r\n"])
 
         def begin() -> None:
             nonlocal started
@@ -561,14 +570,14 @@ class _Handler(httpserve.DispatchingHandler):
                 if not chunk:
                     watcher.end()
                     break
-                out = watcher.feed(chunk)
+                parts = watcher.feed_parts(chunk)
                 if watcher.done and not self._done:
                     rec.set_usage(watcher.usage)
                     self._finish(rec)  # before [DONE] goes out (see _finish)
-                if out:
+                if parts:
                     if not started:
                         begin()
-                    send_chunk(out)
+                    send_chunk(parts)
                 if watcher.error is not None:
                     break
             rec.set_usage(watcher.usage)
@@ -581,7 +590,7 @@ class _Handler(httpserve.DispatchingHandler):
                     self._finish(rec)
                     self._send_error(400, message, errors.GATEWAY_DEFECT)
                     return
-                send_chunk(errors.error_chunk(message, errors.GATEWAY_DEFECT))
+                send_chunk([errors.error_chunk(message, errors.GATEWAY_DEFECT)])
             if not started:
                 begin()
             self._finish(rec)
@@ -591,10 +600,14 @@ class _Handler(httpserve.DispatchingHandler):
             self.close_connection = True
 
 
-def _send_all(sock: socket.socket, parts: list[bytes]) -> None:
+#: At most this many buffers per ``sendmsg`` (the OS limit, IOV_MAX, is 1024 on Linux).
+_IOV_MAX = 512
+
+
+def _send_all(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
     views = [memoryview(p) for p in parts if p]
     while views:
-        sent = sock.sendmsg(views)
+        sent = sock.sendmsg(views[:_IOV_MAX])
         while views and sent >= len(views[0]):
             sent -= len(views[0])
             views.pop(0)

@@ -11,6 +11,12 @@ small lines only (a big content chunk is forwarded unparsed):
   defect — or an object), or a ``data:`` line that is not JSON at all. Forwarding stops at the
   error; the caller turns it into a clean error (see ``errors.py``).
 
+The hot path is cheap: :meth:`StreamWatcher.feed_parts` hands back slices (memoryviews) of the
+bytes it was fed, copying only a line that straddles two reads; lines are found with
+``bytes.find`` (``memchr``), and a line is looked into with bounded ``find``/regex calls — it is
+JSON-decoded only when it holds ``"usage"`` or ``"error"``. A line longer than
+:data:`INSPECT_LIMIT` is not looked into at all (never usage or error lines).
+
 Standard library only.
 """
 
@@ -25,6 +31,12 @@ INSPECT_LIMIT = 64 * 1024
 #: A partial line longer than this is forwarded as it is (too long to be inspected anyway).
 HOLD_LIMIT = INSPECT_LIMIT
 _FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
+#: Bytes ``bytes.strip()`` removes around a ``data:`` payload.
+_WS = frozenset(b" \t\r\n\x0b\x0c")
+_LBRACE = ord("{")
+
+#: What :meth:`StreamWatcher.feed_parts` returns: pieces to forward, in order.
+Parts = list[bytes | memoryview]
 
 
 class StreamWatcher:
@@ -39,70 +51,97 @@ class StreamWatcher:
 
     def feed(self, data: bytes) -> bytes:
         """Bytes that may be forwarded now. After an error, returns what came before it only."""
-        if self.error is not None:
-            return b""
-        buf = self._pending + data if self._pending else data
-        out: list[bytes] = []
-        start = 0
-        if self._passthrough:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                self._pending = b""
-                return buf
-            out.append(buf[: nl + 1])
-            start = nl + 1
-            self._passthrough = False
-        end = buf.rfind(b"\n")
-        if end < start:
-            rest = buf[start:]
-            if len(rest) > HOLD_LIMIT:
-                self._passthrough = True
-                self.data_lines += rest.startswith(b"data:")
-                self._pending = b""
-                out.append(rest)
-            else:
-                self._pending = rest
-            return b"".join(out)
-        complete = buf[start : end + 1]
-        self._pending = buf[end + 1 :]
-        if len(self._pending) > HOLD_LIMIT:
-            self._passthrough = True
-            self.data_lines += self._pending.startswith(b"data:")
-            tail, self._pending = self._pending, b""
-        else:
-            tail = b""
-        # Inspect line by line; only small ``data:`` lines with a telling key are parsed.
-        pos = 0
-        while pos < len(complete):
-            nl = complete.find(b"\n", pos)
-            if not self._inspect(complete[pos : nl + 1]):
-                # Keep what came before the bad line; drop it and everything after.
-                out.append(complete[:pos])
-                self._pending = b""
-                return b"".join(out)
-            pos = nl + 1
-        out.append(complete)
-        if tail:
-            out.append(tail)
-        return b"".join(out)
+        parts = self.feed_parts(data)
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
 
-    def _inspect(self, line: bytes) -> bool:
-        """False when ``line`` is an error (``self.error`` set)."""
-        if not line.startswith(b"data:"):
-            return True
+    def feed_parts(self, data: bytes) -> Parts:
+        """Like :meth:`feed`, as pieces (mostly memoryviews of ``data``, not copies)."""
+        if self.error is not None or not data:
+            return []
+        out: Parts = []
+        view = memoryview(data)
+        size = len(data)
+        pos = 0
+        if self._passthrough:  # (nothing is pending then)
+            nl = data.find(b"\n")
+            if nl < 0:
+                return [data]
+            self._passthrough = False
+            pos = nl + 1
+            out.append(view[:pos])
+        if self._pending:
+            nl = data.find(b"\n", pos)
+            held = self._pending
+            if nl < 0:
+                if len(held) + size - pos > HOLD_LIMIT:
+                    self._pending = b""
+                    self._start_passthrough(held[:5] + data[pos : pos + 5])
+                    out.append(held)
+                    out.append(view[pos:])
+                else:
+                    self._pending = held + data[pos:]
+                return out
+            self._pending = b""
+            if len(held) + nl + 1 - pos > INSPECT_LIMIT:
+                self.data_lines += (held[:5] + data[pos : pos + 5]).startswith(b"data:")
+                out.append(held)
+                out.append(view[pos : nl + 1])
+            else:
+                line = held + data[pos : nl + 1]
+                if line.startswith(b"data:") and not self._inspect(line, 0, len(line) - 1):
+                    return out
+                out.append(line)
+            pos = nl + 1
+        end = data.rfind(b"\n", pos)
+        if end >= 0:
+            # Complete lines data[pos:end + 1]: look into the small data: lines only.
+            start = line_start = pos
+            while line_start <= end:
+                nl = data.find(b"\n", line_start)
+                if data.startswith(b"data:", line_start):
+                    if nl - line_start < INSPECT_LIMIT:
+                        if not self._inspect(data, line_start, nl):
+                            if line_start > start:
+                                out.append(view[start:line_start])
+                            return out
+                    else:
+                        self.data_lines += 1
+                line_start = nl + 1
+            out.append(view[start : end + 1])
+            pos = end + 1
+        if pos < size:
+            if size - pos > HOLD_LIMIT:
+                self._start_passthrough(data, pos)
+                out.append(view[pos:])
+            else:
+                self._pending = data[pos:]
+        return out
+
+    def _start_passthrough(self, head: bytes, at: int = 0) -> None:
+        self._passthrough = True
+        self.data_lines += head.startswith(b"data:", at)
+
+    def _inspect(self, buf: bytes, start: int, nl: int) -> bool:
+        """Look into the ``data:`` line ``buf[start:nl]`` (``nl``: its newline, or its end).
+        False when it is an error (``self.error`` set)."""
         self.data_lines += 1
-        if len(line) > INSPECT_LIMIT:
+        p, q = start + 5, nl
+        while p < q and buf[p] in _WS:
+            p += 1
+        while q > p and buf[q - 1] in _WS:
+            q -= 1
+        if p == q:
             return True
-        payload = line[5:].strip()
-        if not payload:
-            return True
-        if payload == b"[DONE]":
-            self.done = True
-            return True
-        if payload[:1] != b"{":
-            self.error = "its stream sent a line that is not JSON: " + _show(payload)
+        if buf[p] != _LBRACE:
+            if q - p == 6 and buf.startswith(b"[DONE]", p):
+                self.done = True
+                return True
+            self.error = "its stream sent a line that is not JSON: " + _show(buf[p:q])
             return False
-        if b'"error"' in payload or b'"usage"' in payload:
+        if buf.find(b'"error"', p, q) >= 0 or buf.find(b'"usage"', p, q) >= 0:
+            payload = buf[p:q]
             try:
                 obj = json.loads(payload)
             except ValueError:
@@ -115,7 +154,7 @@ class StreamWatcher:
                 usage = obj.get("usage")
                 if isinstance(usage, dict):
                     self.usage = usage
-        if not self.finished and _FINISH.search(payload):
+        if not self.finished and _FINISH.search(buf, p, q):
             self.finished = True
         return True
 

@@ -297,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         env[BROKER_TOKEN_ENV] = payload.config.token
         payload.config.token = ""
         out.info("[smartspec] gateway broker on %s → %s", broker.url, broker.upstream)
+        _attribute_sub_agents(broker, command, password)
 
     child: subprocess.Popen[bytes] | None = None
     stop_requested = False
@@ -355,6 +356,17 @@ def main(argv: list[str] | None = None) -> int:
         record["slept"] = True
     _write_exit(args.exit_file, record)
     return 0
+
+
+def _attribute_sub_agents(broker: Any, command: list[str], password: str) -> None:
+    """Let the broker ask the server for a session's parent (a sub-agent's calls count toward
+    the task of the session that started it)."""
+    from smartspec_desktop.core.broker.sessions import SessionRoots
+    from smartspec_desktop.core.process.idle import port_of
+
+    port = port_of(command)
+    if port and password:
+        broker.session_roots = SessionRoots(port, password).root
 
 
 def _watch_idle(

@@ -107,11 +107,12 @@ def summarize(
     until: float | None = None,
 ) -> Usage:
     """The usage of the records that served one of ``sessions`` (all when None), in the window
-    ``[since, until]`` (seconds since the epoch; open ends when None)."""
+    ``[since, until]`` (seconds since the epoch; open ends when None). A sub-agent's call (its
+    record's ``root`` is one of ``sessions``) counts toward the session that started it."""
     wanted = set(sessions) if sessions is not None else None
     out = Usage()
     for rec in records:
-        if wanted is not None and rec.get("session") not in wanted:
+        if wanted is not None and not {rec.get("session"), rec.get("root")} & wanted:
             continue
         t = rec.get("time")
         t = float(t) if isinstance(t, int | float) and not isinstance(t, bool) else 0.0
@@ -124,12 +125,13 @@ def summarize(
 
 
 def usage_report(records: list[dict[str, Any]], *, now: float | None = None) -> dict[str, Any]:
-    """Per workspace (all records), today (local date) and per OpenCode session."""
+    """Per workspace (all records), today (local date) and per OpenCode session (a sub-agent's
+    calls under the root session that started it)."""
     lt = time.localtime(now if now is not None else time.time())
     midnight = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
     by_session: dict[str, Usage] = {}
     for rec in records:
-        sid = rec.get("session")
+        sid = rec.get("root") or rec.get("session")
         if isinstance(sid, str) and sid:
             by_session.setdefault(sid, Usage()).add(rec)
     return {
