@@ -241,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="stop the server after this many idle minutes (0: never); the record says slept",
     )
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="the program is an ssh to a remote server's wrapper (core/remote): its settings go "
+        "over its stdin, which stays open (closing it stops the remote server)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -298,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         payload.config.token = ""
         out.info("[smartspec] gateway broker on %s → %s", broker.url, broker.upstream)
 
+    remote_settings = b""
+    if args.remote:
+        command, remote_settings = _remote_handover(command, env, broker)
+
     child: subprocess.Popen[bytes] | None = None
     stop_requested = False
 
@@ -318,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             command,
             cwd=args.cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if args.remote else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -327,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
             broker.stop()
         return fail(f"could not start {command[0] if command else '?'}: {e}", 127)
     del env
+    if args.remote and child.stdin is not None:
+        # The remote wrapper's settings; the pipe then stays open for the server's whole life
+        # (held by this process): when it closes, the remote side stops the server.
+        with contextlib.suppress(OSError):
+            child.stdin.write(remote_settings)
+            child.stdin.flush()
+    del remote_settings
 
     hello: dict[str, object] = {"pid": child.pid}
     if broker is not None:
@@ -355,6 +372,44 @@ def main(argv: list[str] | None = None) -> int:
         record["slept"] = True
     _write_exit(args.exit_file, record)
     return 0
+
+
+#: What a remote server's wrapper (core/remote/scripts.py SERVE) gets over the ssh channel.
+REMOTE_ENV_PREFIXES = ("OPENCODE_DISABLE_",)
+REMOTE_ENV_NAMES = (
+    "OPENCODE_SERVER_PASSWORD",
+    "OPENCODE_CONFIG_CONTENT",
+    "OPENCODE_PERMISSION",
+    BROKER_TOKEN_ENV,
+    "SMARTSPEC_SERVER_ID",
+)
+BROKER_PORT_PLACEHOLDER = "@BROKER_PORT@"
+
+
+def _remote_handover(
+    command: list[str], env: dict[str, str], broker: Any
+) -> tuple[list[str], bytes]:
+    """For ``--remote``: the ssh command with the broker's port in its reverse forward, and the
+    settings for the remote side (``NAME=value`` lines, ``@models=<json>``, an empty line).
+
+    Every setting of ours leaves ``env`` (ssh could send variables with a ``SendEnv`` of the
+    user's config): the ssh process itself carries none; the key never was there."""
+    port = str(broker.port) if broker is not None else "0"
+    command = [arg.replace(BROKER_PORT_PLACEHOLDER, port) for arg in command]
+    lines = []
+    for name in sorted(env):
+        value = env[name]
+        wanted = name in REMOTE_ENV_NAMES or name.startswith(REMOTE_ENV_PREFIXES)
+        if wanted and "\n" not in value and "\r" not in value:
+            lines.append(f"{name}={value}")
+    models = env.get("OPENCODE_CONFIG", "")
+    if models:
+        with contextlib.suppress(OSError, ValueError):
+            doc = json.loads(Path(models).read_text(encoding="utf-8"))
+            lines.append("@models=" + json.dumps(doc, separators=(",", ":")))
+    for name in [k for k in env if k.startswith(("OPENCODE_", "SMARTSPEC_"))]:
+        del env[name]
+    return command, ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
 def _watch_idle(

@@ -120,6 +120,12 @@ class ServerRecord:
     children: list[ChildRecord] = field(default_factory=list)
     #: The port of the server's gateway broker (issue 9); 0 for a server started without one.
     broker_port: int = 0
+    #: A remote workspace's host as a person reads it (``user@host:port``); "" for a local one.
+    host: str = ""
+    #: The remote ``opencode serve``'s pid and start time (field 22 of ``/proc/PID/stat``), so
+    #: stop and the reaper kill only that process (core/remote/reap.py); 0 when local.
+    remote_pid: int = 0
+    remote_start: int = 0
 
     @property
     def active(self) -> bool:
@@ -143,6 +149,7 @@ class ServerRecord:
             "port_note": self.port_note,
             "trusted": self.trusted,
             "broker_port": self.broker_port,
+            "host": self.host or None,
             "children": [
                 {k: getattr(c, k) for k in ("kind", "pid", "port", "url", "log_path")}
                 for c in self.children

@@ -23,6 +23,7 @@ is parsed as JSONC; a broken file is reported, never raised).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +35,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from smartspec_desktop.core.errors import StateError
+from smartspec_desktop.core.errors import StateError, WorkspaceError
+from smartspec_desktop.core.remote.address import is_remote, parse_remote
 from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,11 @@ TAKES_EFFECT = "A trust change takes effect at the next start of the folder's se
 def trust_key(path: str | os.PathLike[str]) -> str:
     """The normalised path trust is kept under: absolute, ``~`` expanded, symlinks resolved,
     case-folded where the file system is (Windows). Works for a folder that no longer exists."""
-    return os.path.normcase(os.path.realpath(os.path.expanduser(os.fspath(path))))
+    raw = os.fspath(path)
+    if is_remote(raw):
+        with contextlib.suppress(WorkspaceError):
+            return str(parse_remote(raw))  # a remote folder: its canonical address
+    return os.path.normcase(os.path.realpath(os.path.expanduser(raw)))
 
 
 # ------------------------------------------------------------------------------------ store
@@ -212,7 +218,10 @@ class ProjectCode:
 def project_folders(workspace: str | os.PathLike[str]) -> list[Path]:
     """The folders OpenCode reads project config from: the workspace and each folder above it
     up to the git root (the first holding ``.git``), never the home folder or ``/``; just the
-    workspace when it is not in a git checkout."""
+    workspace when it is not in a git checkout. None for a remote folder (not looked into
+    from here: it is on another machine)."""
+    if is_remote(os.fspath(workspace)):
+        return []
     ws = Path(trust_key(workspace))
     home = Path(trust_key("~"))
     chain: list[Path] = []

@@ -1,0 +1,145 @@
+"""Remote workspaces over SSH, for real (issue 15): a real sshd, a throw-away remote account,
+the real OpenCode 1.18.33 on the "remote" side, the gateway broker on this side.
+
+The remote host is this machine through OpenSSH (tests/remote_host.py): the remote account is
+another user, so its processes, environment and files are told apart from ours and searched for
+the key. Skipped (with the reason) only when sshd cannot be run here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.backend_standin import Text, ToolCall
+from tests.conftest import Sandbox
+from tests.remote_host import RemoteHost, skip_reason, start_host
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def remote_host(opencode_bin: str) -> Iterator[RemoteHost]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        gen = start_host()
+        host = next(gen)
+    except RuntimeError as e:
+        pytest.skip(f"the test sshd could not be started: {e}")
+    host.link_opencode(opencode_bin)
+    try:
+        yield host
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(gen)
+
+
+@pytest.fixture
+def remote(remote_host: RemoteHost, sandbox: Sandbox) -> Iterator[RemoteHost]:
+    """The host, with the sandbox's CLI pointed at its ssh config; no remote server may
+    outlive the test."""
+    sandbox.env = remote_host.env(sandbox.env)
+    remote_host.link_opencode(os.environ.get("SMARTSPEC_TEST_OPENCODE") or _which_opencode())
+    yield remote_host
+    sandbox.cli("stop", "--all")
+    left = remote_host.wait_no_servers(timeout=15)
+    for p in left:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    assert not left, f"remote servers outlived the test: {[p.pid for p in left]}"
+
+
+def _which_opencode() -> str:
+    import shutil
+
+    path = shutil.which("opencode")
+    assert path
+    return path
+
+
+def _secret_scan(host: RemoteHost, secret: str) -> list[str]:
+    """Where ``secret`` appears on the remote side: its processes' environ and argv, its
+    files (the whole home)."""
+    hits = []
+    for p in host.processes():
+        with contextlib.suppress(psutil.Error, OSError):
+            for name in ("environ", "cmdline"):
+                data = Path(f"/proc/{p.pid}/{name}").read_bytes()
+                if secret.encode() in data:
+                    hits.append(f"/proc/{p.pid}/{name} ({' '.join(p.cmdline())[:80]})")
+    for root, _dirs, files in os.walk(host.home):
+        for f in files:
+            path = Path(root) / f
+            with contextlib.suppress(OSError):
+                if path.is_symlink() or path.stat().st_size > 50_000_000:
+                    continue
+                if secret.encode() in path.read_bytes():
+                    hits.append(str(path))
+    return hits
+
+
+def test_a_remote_workspace_starts_runs_through_the_broker_and_stops(
+    sandbox: Sandbox, remote: RemoteHost
+) -> None:
+    folder = remote.workspace("proj")
+    address = remote.address(folder)
+    started = sandbox.cli_json("start", address)
+    assert started["workspace_path"] == address
+    assert started["host"] == "alias"
+    assert started["url"].startswith("http://127.0.0.1:")
+    (server,) = remote.servers()
+    assert Path(f"/proc/{server.pid}/cwd").resolve() == folder  # in the remote folder
+
+    # The remote server's only provider is our broker, through the reverse forward; the
+    # stand-in gets the call with the real key, the remote side has only the token.
+    sandbox.backend.script(
+        ToolCall("write", {"filePath": "hello.txt", "content": "hi from remote"}),
+        Text("Wrote it.", prompt_tokens=120, completion_tokens=5),
+    )
+    r = sandbox.cli("run", address, "Write hello.txt please")
+    assert r.returncode == 0, r.stderr
+    assert (folder / "hello.txt").read_text() == "hi from remote"
+    assert os.stat(folder / "hello.txt").st_uid == remote.uid  # written by the remote account
+    chats = sandbox.backend.chat_requests()
+    assert chats and all(c.bearer_token == sandbox.api_key for c in chats)
+    assert _secret_scan(remote, sandbox.api_key) == []
+
+    status = sandbox.cli_json("status")
+    (entry,) = status
+    assert entry["host"] == "alias" and entry["status"] == "running"
+    plain = sandbox.cli("status")
+    assert address in plain.stdout, plain.stdout
+    usage = sandbox.cli_json("usage", address)
+    assert usage["total"]["calls"] == len(chats)
+
+    r = sandbox.cli("stop", address)
+    assert r.returncode == 0, r.stderr
+    assert remote.wait_no_servers(timeout=10) == []
+    assert sandbox.cli_json("status") == []
+
+
+def test_a_host_key_mismatch_is_a_clear_error(sandbox: Sandbox, remote: RemoteHost) -> None:
+    folder = remote.workspace("hk")
+    began = time.monotonic()
+    r = sandbox.cli("start", remote.address(folder, host="badkey"), timeout=60)
+    assert r.returncode != 0
+    assert "host key" in r.stderr and "badkey" in r.stderr, r.stderr
+    assert "ssh-keygen -R" in r.stderr, r.stderr
+    assert time.monotonic() - began < 45  # never a hidden prompt
+    assert remote.servers() == []
+
+
+def test_an_auth_failure_is_a_clear_error(sandbox: Sandbox, remote: RemoteHost) -> None:
+    folder = remote.workspace("auth")
+    r = sandbox.cli("start", remote.address(folder, host="nokey"), timeout=60)
+    assert r.returncode != 0
+    assert "could not log in to nokey" in r.stderr and "ssh-copy-id nokey" in r.stderr, r.stderr
+    assert remote.servers() == []
