@@ -119,6 +119,17 @@ class RemoteHost:
         for d in [self.home / ".local", self.home / ".local" / "share", target.parent, target]:
             os.chown(d, self.uid, self.uid)
 
+    def seed_npm_cache(self, cache: Path) -> None:
+        """A copy of the tests' npm cache as the remote user's (``~/.npmrc``), so an install
+        there needs the registry only for what the cache lacks."""
+        mine = self.home / ".npm-cache"
+        if cache.is_dir() and not mine.exists():
+            subprocess.run(["cp", "-a", str(cache), str(mine)], check=True)
+            subprocess.run(["chown", "-R", f"{self.user}:{self.user}", str(mine)], check=True)
+        rc = self.home / ".npmrc"
+        rc.write_text(f"cache={mine}\nprefer-offline=true\naudit=false\nfund=false\n")
+        os.chown(rc, self.uid, self.uid)
+
     def unlink_opencode(self) -> None:
         shutil.rmtree(self.install_dir(), ignore_errors=True)
 

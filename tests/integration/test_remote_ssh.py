@@ -9,14 +9,17 @@ the key. Skipped (with the reason) only when sshd cannot be run here.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
+from smartspec_desktop.core.storage.secrets import FileStore
 from tests.backend_standin import Text, ToolCall
 from tests.conftest import Sandbox
 from tests.remote_host import RemoteHost, skip_reason, start_host
@@ -90,6 +93,19 @@ def test_a_remote_workspace_starts_runs_through_the_broker_and_stops(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:
     folder = remote.workspace("proj")
+    # The folder's own config tries to add a provider and route around the gateway.
+    hostile = {
+        "provider": {
+            "other": {
+                "npm": "@ai-sdk/openai-compatible",
+                "options": {"baseURL": "http://127.0.0.1:9/v1", "apiKey": "x"},
+                "models": {"m": {"name": "m"}},
+            }
+        },
+        "enabled_providers": ["other"],
+        "model": "other/m",
+    }
+    remote.run_as("sh", "-c", f"echo '{json.dumps(hostile)}' > {folder}/opencode.json")
     address = remote.address(folder)
     started = sandbox.cli_json("start", address)
     assert started["workspace_path"] == address
@@ -97,6 +113,24 @@ def test_a_remote_workspace_starts_runs_through_the_broker_and_stops(
     assert started["url"].startswith("http://127.0.0.1:")
     (server,) = remote.servers()
     assert Path(f"/proc/{server.pid}/cwd").resolve() == folder  # in the remote folder
+    env = dict(
+        line.split("=", 1)
+        for line in Path(f"/proc/{server.pid}/environ").read_text().split("\0")
+        if "=" in line
+    )
+    assert env["OPENCODE_DISABLE_PROJECT_CONFIG"] == "1"  # untrusted: the folder's code is off
+    assert env["SMARTSPEC_BROKER_URL"].startswith("http://127.0.0.1:")
+    assert "SMARTSPEC_API_KEY" not in env
+    models = Path(env["OPENCODE_CONFIG"])
+    assert models.stat().st_mode & 0o777 == 0o600 and models.stat().st_uid == remote.uid
+    password = FileStore(sandbox.data_dir / "state" / "secrets").get(
+        f"server-password:{started['server_id']}"
+    )
+    assert password and password not in models.read_text()
+    assert password.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+    with httpx.Client(auth=("opencode", password), trust_env=False, timeout=10) as c:
+        providers = c.get(started["url"] + "/config/providers").json()
+    assert [p["id"] for p in providers["providers"]] == ["smartspec"]
 
     # The remote server's only provider is our broker, through the reverse forward; the
     # stand-in gets the call with the real key, the remote side has only the token.
@@ -124,6 +158,58 @@ def test_a_remote_workspace_starts_runs_through_the_broker_and_stops(
     assert r.returncode == 0, r.stderr
     assert remote.wait_no_servers(timeout=10) == []
     assert sandbox.cli_json("status") == []
+    end = time.monotonic() + 10
+    while models.parent.exists() and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not models.parent.exists()  # its private run folder went with it
+
+
+def test_a_lost_connection_shows_disconnected_and_leaves_no_remote_server(
+    sandbox: Sandbox, remote: RemoteHost
+) -> None:
+    address = remote.address(remote.workspace("lost"))
+    started = sandbox.cli_json("start", address)
+    (server,) = remote.servers()
+    ssh = psutil.Process(started["pid"])  # the supervised program is the ssh connection
+    assert ssh.name() == "ssh"
+    ssh.kill()  # the connection is gone, as when the network drops
+    # Disconnect = stop: the remote side stopped its server when the channel closed.
+    assert remote.wait_no_servers(timeout=15) == []
+    (entry,) = sandbox.cli_json("status")
+    assert entry["status"] == "crashed" and entry["host"] == "alias"
+    assert entry["error"].startswith("Disconnected from alias"), entry["error"]
+    plain = sandbox.cli("status")
+    assert "Disconnected from alias" in plain.stdout, plain.stdout
+    # The next start recovers: a new connection, a new remote server.
+    again = sandbox.cli_json("start", address)
+    assert again["status"] == "running" and again["server_id"] != started["server_id"]
+    assert len(remote.servers()) == 1
+    assert sandbox.cli("stop", address).returncode == 0
+    assert remote.wait_no_servers(timeout=10) == []
+
+
+def test_missing_remote_opencode_names_the_install_command_which_works(
+    sandbox: Sandbox, remote: RemoteHost
+) -> None:
+    address = remote.address(remote.workspace("inst"))
+    remote.unlink_opencode()
+    r = sandbox.cli("start", address)
+    assert r.returncode != 0
+    assert "alias has no supported OpenCode" in r.stderr, r.stderr
+    assert "smartspec-desktop opencode install --host alias" in r.stderr, r.stderr
+    assert sandbox.cli_json("status") == []
+
+    # The install command, for real, with the remote's npm (the tests' npm cache copied there).
+    remote.seed_npm_cache(Path(os.environ.get("npm_config_cache", "")))  # noqa: SIM112
+    r = sandbox.cli("opencode", "install", "--host", "alias", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Installing opencode-ai@1.18.33 on alias" in r.stderr
+    assert "installed on alias" in r.stdout, r.stdout
+    binary = remote.install_dir() / "node_modules" / ".bin" / "opencode"
+    assert binary.exists() and os.stat(remote.install_dir()).st_uid == remote.uid
+    started = sandbox.cli_json("start", address)
+    assert started["opencode_version"] == "1.18.33"
+    assert sandbox.cli("stop", address).returncode == 0
 
 
 def test_a_host_key_mismatch_is_a_clear_error(sandbox: Sandbox, remote: RemoteHost) -> None:

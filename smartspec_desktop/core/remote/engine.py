@@ -32,7 +32,7 @@ from smartspec_desktop.core.opencode.binary import (
     parse_version,
 )
 from smartspec_desktop.core.remote import scripts
-from smartspec_desktop.core.remote.address import RemoteAddress
+from smartspec_desktop.core.remote.address import SCHEME, RemoteAddress, is_remote, parse_remote
 from smartspec_desktop.core.remote.ssh import (
     RemoteError,
     RemoteOpenCodeMissing,
@@ -59,6 +59,14 @@ REMOTE_PORT_MARKERS = (
     "failed to start server on port",
 )
 IDENTITY = re.compile(re.escape(scripts.MARK) + r" pid=(\d+) start=(\d+)")
+
+
+def parse_host(text: str) -> RemoteAddress:
+    """A host as the user names it (``[user@]host[:port]``, or a whole ``ssh://`` address)."""
+    raw = text.strip()
+    if is_remote(raw):
+        return parse_remote(raw)
+    return parse_remote(SCHEME + raw.rstrip("/") + "/")
 
 
 def install_hint(addr: RemoteAddress) -> str:

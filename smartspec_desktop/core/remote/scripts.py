@@ -51,6 +51,8 @@ run="${{XDG_STATE_HOME:-$HOME/.local/state}}/smartspec-desktop/run/$5"
 mkdir -p "$run/tmp" || exit 90
 chmod 700 "$run"
 trap "rm -rf \\"$run\\"" EXIT
+trap "exit 143" TERM HUP INT
+trap "" PIPE
 while IFS= read -r line; do
   [ -z "$line" ] && break
   n=${{line%%=*}}
@@ -83,7 +85,7 @@ echo "{MARK} pid=$p start=$st"
 (
   cat <&3 >/dev/null 2>&1
   if [ -n "$st" ] && [ "$(cut -d " " -f 22 "/proc/$p/stat" 2>/dev/null)" = "$st" ]; then
-    echo "{MARK} the connection closed: stopping the server"
+    # (no output here: the channel is gone, a write would end this shell by SIGPIPE)
     kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
   fi
 ) 3<&3 &
