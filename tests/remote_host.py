@@ -126,8 +126,20 @@ class RemoteHost:
         if cache.is_dir() and not mine.exists():
             subprocess.run(["cp", "-a", str(cache), str(mine)], check=True)
             subprocess.run(["chown", "-R", f"{self.user}:{self.user}", str(mine)], check=True)
+        lines = [f"cache={mine}", "prefer-offline=true", "audit=false", "fund=false"]
+        # This machine may reach the registry through a proxy with its own CA (given to our
+        # processes as NODE_EXTRA_CA_CERTS); the remote account needs it too, as a host of
+        # that network would have it.
+        extra_ca = os.environ.get("NODE_EXTRA_CA_CERTS", "")
+        if extra_ca and os.path.isfile(extra_ca):
+            ca = self.home / ".npm-ca.pem"
+            system = Path("/etc/ssl/certs/ca-certificates.crt")
+            bundle = system.read_text() if system.is_file() else ""
+            ca.write_text(bundle + Path(extra_ca).read_text())
+            os.chown(ca, self.uid, self.uid)
+            lines.append(f"cafile={ca}")
         rc = self.home / ".npmrc"
-        rc.write_text(f"cache={mine}\nprefer-offline=true\naudit=false\nfund=false\n")
+        rc.write_text("\n".join(lines) + "\n")
         os.chown(rc, self.uid, self.uid)
 
     def unlink_opencode(self) -> None:

@@ -188,6 +188,7 @@ def test_a_lost_connection_shows_disconnected_and_leaves_no_remote_server(
     assert remote.wait_no_servers(timeout=10) == []
 
 
+@pytest.mark.timeout(600)  # a real npm install on the "remote" (~20-60 s)
 def test_missing_remote_opencode_names_the_install_command_which_works(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:
