@@ -330,6 +330,8 @@ def cmd_status(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -
                     f"          {r.error} Restart with `smartspec-desktop start "
                     f"{r.workspace_path}`; log: {r.log_path}\n"
                 )
+            elif r.disconnected:
+                out.write(f"          {r.error}\n")  # a remote server reconnecting (issue 15)
         running = [u for u in usage.values() if u.processes]
         if running:
             out.write(f"Total: {format_usage(total(running))} ({len(running)} server(s))\n")

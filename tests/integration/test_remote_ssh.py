@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -164,23 +164,73 @@ def test_a_remote_workspace_starts_runs_through_the_broker_and_stops(
     assert not models.parent.exists()  # its private run folder went with it
 
 
-def test_a_lost_connection_shows_disconnected_and_leaves_no_remote_server(
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, f"not within {timeout:.0f} s: {what}"
+        time.sleep(0.3)
+
+
+def test_a_lost_connection_shows_disconnected_then_reconnects(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:
     address = remote.address(remote.workspace("lost"))
     started = sandbox.cli_json("start", address)
-    (server,) = remote.servers()
+    (first,) = remote.servers()
+    password = FileStore(sandbox.data_dir / "state" / "secrets").get(
+        f"server-password:{started['server_id']}"
+    )
+    assert password
     ssh = psutil.Process(started["pid"])  # the supervised program is the ssh connection
     assert ssh.name() == "ssh"
-    ssh.kill()  # the connection is gone, as when the network drops
-    # Disconnect = stop: the remote side stopped its server when the channel closed.
-    assert remote.wait_no_servers(timeout=15) == []
+    keys = remote.folder / "authorized_keys"
+    good = keys.read_text()
+    keys.write_text("")  # the host refuses us for now: reconnecting cannot succeed yet
+    try:
+        # The connection drops: its server-side end dies (as when the network goes), so our
+        # ssh sees the connection closed (exit 255), not a kill of its own.
+        (session,) = [p for p in remote.processes() if p.name() == "sshd"]
+        session.kill()
+        # Disconnect = stop: the remote side stopped its server when the channel closed.
+        assert remote.wait_no_servers(timeout=15) == []
+
+        def disconnected() -> bool:
+            (entry,) = sandbox.cli_json("status")
+            return bool(entry["disconnected"]) and entry["status"] == "running"
+
+        _wait(disconnected, 30, "status says disconnected")
+        (entry,) = sandbox.cli_json("status")
+        assert entry["error"].startswith("Disconnected from alias: connecting again"), entry
+        plain = sandbox.cli("status")
+        assert "Disconnected from alias" in plain.stdout, plain.stdout
+    finally:
+        keys.write_text(good)
+
+    # The supervisor connects again (with backoff): a new remote server behind the same URL.
+    def reconnected() -> bool:
+        (entry,) = sandbox.cli_json("status")
+        return not entry["disconnected"] and len(remote.servers()) == 1
+
+    _wait(reconnected, 60, "reconnected")
+    (second,) = remote.servers()
+    assert second.pid != first.pid
+    with httpx.Client(auth=("opencode", password), trust_env=False, timeout=10) as c:
+        assert c.get(started["url"] + "/global/health").json()["healthy"] is True
+    assert sandbox.cli("stop", address).returncode == 0
+    assert remote.wait_no_servers(timeout=10) == []
+
+
+def test_a_killed_ssh_leaves_no_remote_server_and_the_next_start_recovers(
+    sandbox: Sandbox, remote: RemoteHost
+) -> None:
+    address = remote.address(remote.workspace("killed"))
+    started = sandbox.cli_json("start", address)
+    assert len(remote.servers()) == 1
+    psutil.Process(started["pid"]).kill()  # our ssh itself dies: no reconnect, disconnected
+    assert remote.wait_no_servers(timeout=15) == []  # disconnect = stop, nothing unowned
     (entry,) = sandbox.cli_json("status")
-    assert entry["status"] == "crashed" and entry["host"] == "alias"
+    assert entry["status"] == "crashed" and entry["disconnected"] is True
     assert entry["error"].startswith("Disconnected from alias"), entry["error"]
-    plain = sandbox.cli("status")
-    assert "Disconnected from alias" in plain.stdout, plain.stdout
-    # The next start recovers: a new connection, a new remote server.
     again = sandbox.cli_json("start", address)
     assert again["status"] == "running" and again["server_id"] != started["server_id"]
     assert len(remote.servers()) == 1

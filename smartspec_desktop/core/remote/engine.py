@@ -41,6 +41,7 @@ from smartspec_desktop.core.remote.ssh import (
     ssh_argv,
     ssh_env,
 )
+from smartspec_desktop.core.servers.registry import ServerRecord
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,36 @@ def read_identity(log_path: str | Path) -> tuple[int, int] | None:
         return None
     pid, start = found[-1]
     return int(pid), int(start)
+
+
+def link_file(exit_file: str | Path) -> Path:
+    """The supervisor's connection state of a remote server (``--reconnect``)."""
+    return Path(str(exit_file) + ".link")
+
+
+def apply_link(rec: ServerRecord) -> None:
+    """Bring a running remote server's record up to date with its connection (issue 15):
+    "Disconnected from HOST: connecting again (attempt n of N) …" while the supervisor
+    reconnects; the new remote server's identity once it is connected again."""
+    import json
+
+    try:
+        data = json.loads(link_file(rec.exit_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(data, dict):
+        return
+    if data.get("state") == "reconnecting":
+        rec.error = (
+            f"Disconnected from {rec.host}: connecting again (attempt {data.get('attempt')} of "
+            f"{data.get('of')}) …"
+        )
+    elif data.get("state") == "connected":
+        if rec.error.startswith("Disconnected"):
+            rec.error = ""
+        pid, start = data.get("pid"), data.get("start")
+        if isinstance(pid, int) and isinstance(start, int) and pid > 0:
+            rec.remote_pid, rec.remote_start = pid, start
 
 
 def kill_remote(

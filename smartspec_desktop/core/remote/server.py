@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from smartspec_desktop.core.servers.preflight import Preflight
 
 SERVER_ID_ENV = "SMARTSPEC_SERVER_ID"
+#: How often the supervisor connects again after a lost connection (pauses 1, 2, 4 … 30 s).
+RECONNECT_ATTEMPTS = 8
 
 
 def remote_finder(manager: ServerManager, ws: str) -> OpenCodeBinary:
@@ -127,7 +129,7 @@ def spawn_remote(
             exit_file=exit_file,
             cwd=str(paths.state_dir),
             env=env,
-            supervisor_args=["--broker", "--remote"],
+            supervisor_args=["--broker", "--remote", "--reconnect", str(RECONNECT_ATTEMPTS)],
             stdin_payload=payload,
             on_spawn=lambda popen: manager.track(server_id, popen),
         ) as proc:

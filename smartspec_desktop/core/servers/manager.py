@@ -190,6 +190,8 @@ class ServerManager:
                     self._forget(records, sid, reason="its processes are gone")
                 elif rec.host and rec.status == ServerStatus.CRASHED and rec.remote_pid:
                     self._queue_remote_reap(rec)  # disconnected: its remote side must go too
+                elif rec.host and rec.status == ServerStatus.RUNNING:
+                    remote_engine.apply_link(rec)  # reconnecting, or connected again
             self._tidy(records, found)
             current = sorted(records.values(), key=lambda r: r.created_at)
         self.reap_queue.run(self.environ)  # remote servers left unowned (issue 15)
@@ -733,6 +735,9 @@ class ServerManager:
         log.info("forgetting server %s of %s: %s", sid, rec.workspace_path, reason)
         if rec.host and rec.remote_pid:
             self._queue_remote_reap(rec)
+        if rec.host and rec.exit_file:
+            with contextlib.suppress(OSError):
+                remote_engine.link_file(rec.exit_file).unlink(missing_ok=True)
         history.remember(self.paths, rec)  # `logs PATH` still finds its log afterwards
         with contextlib.suppress(SmartSpecError, OSError):
             self.credentials.delete_server_password(sid)

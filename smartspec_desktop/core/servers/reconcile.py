@@ -113,10 +113,11 @@ def disconnected_error(host: str, outcome: ExitRecord) -> str:
     failure, e.g. the connection was lost), which also stopped the remote server."""
     if outcome.exit_code == 255:
         return (
-            f"Disconnected from {host}: the ssh connection was lost, and the remote server "
-            "stopped with it (its sessions are kept there). Start it again to reconnect."
+            f"Disconnected from {host}: the ssh connection was lost and could not be made "
+            "again, and the remote server stopped with it (its sessions are kept there). Start "
+            "it again to reconnect."
         )
     return (
-        f"Disconnected from {host}: OpenCode there ended ({outcome}). Start it again to "
-        "reconnect; see its log for why."
+        f"Disconnected from {host}: the connection or OpenCode there ended ({outcome}; see "
+        "the log for why), and the remote server stopped with it. Start it again to reconnect."
     )

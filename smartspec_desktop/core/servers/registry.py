@@ -131,6 +131,12 @@ class ServerRecord:
     def active(self) -> bool:
         return self.status in ACTIVE
 
+    @property
+    def disconnected(self) -> bool:
+        """A remote server whose connection is lost: reconnecting (still ``running``) or
+        ended (``crashed``); ``error`` says which (issue 15)."""
+        return bool(self.host) and self.error.startswith("Disconnected")
+
     def public(self) -> dict[str, Any]:
         """What `start --json` / `status --json` print: never a secret."""
         return {
@@ -150,6 +156,7 @@ class ServerRecord:
             "trusted": self.trusted,
             "broker_port": self.broker_port,
             "host": self.host or None,
+            "disconnected": self.disconnected,
             "children": [
                 {k: getattr(c, k) for k in ("kind", "pid", "port", "url", "log_path")}
                 for c in self.children
