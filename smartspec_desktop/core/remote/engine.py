@@ -77,14 +77,46 @@ def install_hint(addr: RemoteAddress) -> str:
 @dataclass(frozen=True)
 class Probe:
     folder: bool
-    #: (path, version output) of every OpenCode found, install folder first.
-    found: list[tuple[str, str]] = field(default_factory=list)
+    #: (path, version output or "=" for the known one, key) of every OpenCode found, install
+    #: folder first.
+    found: list[tuple[str, str, str]] = field(default_factory=list)
     npm: bool = False
 
 
-def probe(addr: RemoteAddress, environ: Mapping[str, str] | None = None) -> Probe:
+class RemoteVersions:
+    """The version of each host's OpenCode, by its key (path, inode, mtime, size): asking a
+    binary for its version takes seconds, so a start asks only when it changed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self, host: str) -> tuple[str, str]:
+        from smartspec_desktop.core.storage.atomic import read_json_object
+
+        data, _ = read_json_object(self.path)
+        entry = data.get(host)
+        if isinstance(entry, dict):
+            key, version = entry.get("key"), entry.get("version")
+            if isinstance(key, str) and isinstance(version, str):
+                return key, version
+        return "", ""
+
+    def put(self, host: str, key: str, version: str) -> None:
+        from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
+
+        try:
+            data, _ = read_json_object(self.path)
+            data[host] = {"key": key, "version": version}
+            atomic_write_json(self.path, data)
+        except OSError as e:
+            log.info("could not remember the OpenCode version of %s: %s", host, e)
+
+
+def probe(
+    addr: RemoteAddress, environ: Mapping[str, str] | None = None, known_key: str = ""
+) -> Probe:
     """What the host has: the folder, its OpenCode(s), npm. ssh failures raise."""
-    result = run_remote(addr, scripts.PROBE, addr.path, timeout=60.0, environ=environ)
+    result = run_remote(addr, scripts.PROBE, addr.path, known_key, timeout=60.0, environ=environ)
     folder, npm, found = False, False, []
     for line in result.stdout.splitlines():
         if line.startswith("dir "):
@@ -93,8 +125,8 @@ def probe(addr: RemoteAddress, environ: Mapping[str, str] | None = None) -> Prob
             npm = line == "npm yes"
         elif line.startswith("oc\t"):
             parts = line.split("\t")
-            if len(parts) >= 3:
-                found.append((parts[1], parts[2].strip()))
+            if len(parts) >= 4:
+                found.append((parts[1], parts[2].strip(), parts[3].strip()))
     if result.code != 0 and not found and not folder:
         raise RemoteError(
             f"Checking {addr.display_host} failed (exit {result.code}): "
@@ -104,10 +136,16 @@ def probe(addr: RemoteAddress, environ: Mapping[str, str] | None = None) -> Prob
     return Probe(folder, found, npm)
 
 
-def remote_binary(addr: RemoteAddress, environ: Mapping[str, str] | None = None) -> OpenCodeBinary:
+def remote_binary(
+    addr: RemoteAddress,
+    environ: Mapping[str, str] | None = None,
+    versions: RemoteVersions | None = None,
+) -> OpenCodeBinary:
     """The remote OpenCode to run for ``addr`` (its folder checked too), or a clear error."""
     env = {} if environ is None else environ
-    found = probe(addr, environ)
+    host = addr.display_host
+    known_key, known_version = versions.get(host) if versions is not None else ("", "")
+    found = probe(addr, environ, known_key)
     if not found.folder:
         raise WorkspaceError(
             f"The folder {addr.path} does not exist on {addr.display_host} (or cannot be read "
@@ -115,10 +153,15 @@ def remote_binary(addr: RemoteAddress, environ: Mapping[str, str] | None = None)
             f"Check the path, or create it: ssh {addr.display_host} mkdir -p {addr.path}",
         )
     seen = []
-    for path, text in found.found:
+    for path, text, key in found.found:
+        if text == "=" and known_version:
+            text = known_version
         version = parse_version(text)
         if version is not None and version[:2] == SUPPORTED_SERIES:
-            return OpenCodeBinary(path, ".".join(map(str, version)), "remote")
+            shown = ".".join(map(str, version))
+            if versions is not None and key != known_key:
+                versions.put(host, key, shown)
+            return OpenCodeBinary(path, shown, "remote")
         seen.append(f"{path} ({text or 'no version'})")
         if version is not None and env.get(ALLOW_UNTESTED_ENV) == "1":
             shown = ".".join(map(str, version))

@@ -30,14 +30,21 @@ MARK = "[smartspec remote]"
 
 _DATA = '"${XDG_DATA_HOME:-$HOME/.local/share}"'
 
-# $1 = folder. Prints "dir yes|no", one "oc<TAB>path<TAB>version" line per OpenCode found,
+# $1 = folder, $2 = the key (path:inode:mtime:size) of the binary whose version the app knows
+# (`opencode --version` takes seconds). Prints "dir yes|no", one "oc<TAB>path<TAB>version<TAB>
+# key" line per OpenCode found (version "=" when the key matched: then it stops there),
 # "npm yes|no".
 PROBE = f"""
 if [ -d "$1" ]; then echo "dir yes"; else echo "dir no"; fi
 for oc in {_DATA}/{REMOTE_OPENCODE} "$(command -v opencode 2>/dev/null)"; do
   if [ -n "$oc" ] && [ -x "$oc" ]; then
+    k="$oc:$(stat -L -c %i:%Y:%s "$oc" 2>/dev/null)"
+    if [ -n "$2" ] && [ "$k" = "$2" ]; then
+      printf "oc\\t%s\\t=\\t%s\\n" "$oc" "$k"
+      break
+    fi
     v=$("$oc" --version 2>/dev/null | head -n 1)
-    printf "oc\\t%s\\t%s\\n" "$oc" "$v"
+    printf "oc\\t%s\\t%s\\t%s\\n" "$oc" "$v" "$k"
   fi
 done
 if command -v npm >/dev/null 2>&1; then echo "npm yes"; else echo "npm no"; fi

@@ -47,7 +47,8 @@ RECONNECT_ATTEMPTS = 8
 
 def remote_finder(manager: ServerManager, ws: str) -> OpenCodeBinary:
     """The preflight's "find opencode" step for a remote workspace: the host's OpenCode."""
-    return engine.remote_binary(parse_remote(ws), manager.environ)
+    versions = engine.RemoteVersions(manager.paths.state_dir / "remote-opencode.json")
+    return engine.remote_binary(parse_remote(ws), manager.environ, versions)
 
 
 def spawn_remote(
