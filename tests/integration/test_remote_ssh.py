@@ -162,6 +162,11 @@ def test_a_remote_workspace_starts_runs_through_the_broker_and_stops(
     while models.parent.exists() and time.monotonic() < end:
         time.sleep(0.1)
     assert not models.parent.exists()  # its private run folder went with it
+    logs = sandbox.cli("logs", address)  # the last server's log, also after stop
+    assert logs.returncode == 0 and "server listening on" in logs.stdout, logs.stderr
+    assert password not in logs.stdout and sandbox.api_key not in logs.stdout
+    worktree = sandbox.cli("run", address, "x", "--worktree")
+    assert worktree.returncode != 0 and "not available yet for remote" in worktree.stderr
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
