@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -285,3 +286,42 @@ def test_an_auth_failure_is_a_clear_error(sandbox: Sandbox, remote: RemoteHost) 
     assert r.returncode != 0
     assert "could not log in to nokey" in r.stderr and "ssh-copy-id nokey" in r.stderr, r.stderr
     assert remote.servers() == []
+
+
+@pytest.mark.skipif(not shutil.which("xterm"), reason="Debian's xterm is needed")
+def test_open_cli_attaches_the_local_tui_through_the_forward(
+    sandbox: Sandbox, remote: RemoteHost
+) -> None:
+    assert os.environ.get("DISPLAY"), "run through tests/run-tests (it provides Xvfb)"
+    folder = remote.workspace("tui")
+    address = remote.address(folder)
+    sandbox.write_settings(terminal="xterm")
+    env = dict(sandbox.env, DISPLAY=os.environ["DISPLAY"])
+    r = sandbox.cli("open-cli", address, env=env)
+    assert r.returncode == 0, r.stderr
+    (info,) = sandbox.cli_json("status")
+    log = Path(info["log_path"])  # the remote server's output comes back over ssh
+    home = Path(sandbox.env["HOME"])
+    try:
+        _wait(
+            lambda: "global event connected" in log.read_text(),
+            60,
+            "the TUI connected to the remote server",
+        )
+        attach = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "attach" in (p.info["cmdline"] or []) and str(folder) in p.info["cmdline"]
+        ]
+        assert attach, "no local `opencode attach` for the remote folder"
+        cmd = attach[0].cmdline()
+        assert cmd[cmd.index("attach") + 1] == info["url"]  # the local forwarded port
+        assert cmd[cmd.index("--dir") + 1] == str(folder)  # the folder on the host
+        assert Path(attach[0].cwd()) == home  # not a local copy of the remote path
+    finally:
+        for p in psutil.process_iter(["name", "cwd"]):
+            with contextlib.suppress(psutil.Error):
+                if p.info["name"] == "xterm" and p.info["cwd"] == str(home):
+                    for c in p.children(recursive=True):
+                        c.kill()
+                    p.kill()
