@@ -211,3 +211,29 @@ def test_the_reap_queue_retries_an_unreachable_host_with_backoff(
         q.path.write_text(json.dumps(data))
     assert q.run() == ["srv_a: stopped"] and q.pending() == []
     assert calls[-1] == (str(ADDR), 10, 20, "srv_a")
+
+
+def test_a_reconnecting_server_says_so_and_takes_the_new_remote_identity(tmp_path: Path) -> None:
+    exit_file = tmp_path / "srv_1.json"
+    rec = ServerRecord(
+        "srv_1", str(ADDR), ServerStatus.RUNNING, "x", host="me@devbox:2222",
+        exit_file=str(exit_file), remote_pid=10, remote_start=20,
+    )  # fmt: skip
+    engine.apply_link(rec)  # no link file: nothing changes
+    assert rec.error == "" and not rec.disconnected
+    link = engine.link_file(exit_file)
+    link.write_text(json.dumps({"state": "reconnecting", "attempt": 2, "of": 8}))
+    engine.apply_link(rec)
+    assert rec.disconnected and "connecting again (attempt 2 of 8)" in rec.error
+    assert rec.public()["disconnected"] is True
+    link.write_text(json.dumps({"state": "connected", "pid": 11, "start": 21}))
+    engine.apply_link(rec)
+    assert not rec.disconnected and (rec.remote_pid, rec.remote_start) == (11, 21)
+
+
+def test_a_hosts_opencode_version_is_remembered_per_binary(tmp_path: Path) -> None:
+    versions = engine.RemoteVersions(tmp_path / "remote-opencode.json")
+    assert versions.get("devbox") == ("", "")
+    versions.put("devbox", "/oc:1:2:3", "1.18.33")
+    assert versions.get("devbox") == ("/oc:1:2:3", "1.18.33")
+    assert versions.get("other") == ("", "")
