@@ -244,6 +244,22 @@ def test_a_killed_ssh_leaves_no_remote_server_and_the_next_start_recovers(
     assert remote.wait_no_servers(timeout=10) == []
 
 
+def test_a_remote_server_is_found_again_after_the_state_file_is_lost(
+    sandbox: Sandbox, remote: RemoteHost
+) -> None:
+    address = remote.address(remote.workspace("f7"))
+    started = sandbox.cli_json("start", address)
+    (sandbox.data_dir / "state" / "servers.json").unlink()
+    r = sandbox.cli("status", "--json")
+    assert r.returncode == 0, r.stderr
+    (entry,) = json.loads(r.stdout)
+    assert entry["server_id"] == started["server_id"] and entry["host"] == "alias"
+    assert entry["workspace_path"] == address and entry["port"] == started["port"]
+    assert "missing from the state file" in r.stderr
+    assert sandbox.cli("stop", address).returncode == 0
+    assert remote.wait_no_servers(timeout=10) == []
+
+
 @pytest.mark.timeout(600)  # a real npm install on the "remote" (~20-60 s)
 def test_missing_remote_opencode_names_the_install_command_which_works(
     sandbox: Sandbox, remote: RemoteHost

@@ -262,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --remote: when the connection is lost (ssh exit 255), connect again up to N "
         "times, with a growing pause (the state is in <exit file>.link)",
     )
+    parser.add_argument(
+        "--workspace",
+        default="",
+        help="with --remote: the remote workspace's address (not used here: it lets the app "
+        "find this server again from the process table, F7)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

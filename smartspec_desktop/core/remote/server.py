@@ -130,7 +130,14 @@ def spawn_remote(
             exit_file=exit_file,
             cwd=str(paths.state_dir),
             env=env,
-            supervisor_args=["--broker", "--remote", "--reconnect", str(RECONNECT_ATTEMPTS)],
+            supervisor_args=[
+                "--broker",
+                "--remote",
+                "--reconnect",
+                str(RECONNECT_ATTEMPTS),
+                "--workspace",
+                ws,
+            ],
             stdin_payload=payload,
             on_spawn=lambda popen: manager.track(server_id, popen),
         ) as proc:
