@@ -173,7 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("opencode", help="the OpenCode binary").add_subparsers(
         dest="opencode_command", metavar="ACTION", required=True
     )
-    o.add_parser("install", help=f"install opencode-ai@{PINNED_VERSION} for this app with npm")
+    inst = o.add_parser(
+        "install", help=f"install opencode-ai@{PINNED_VERSION} for this app with npm"
+    )
+    inst.add_argument(
+        "--host",
+        help="install it on this ssh host instead ([user@]host[:port] or an ssh:// address), "
+        "with the host's npm, for its remote workspaces",
+    )
     o.add_parser("info", help="which opencode is used, and its version")
     return p
 
@@ -325,6 +332,8 @@ def cmd_status(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -
                     f"          {r.error} Restart with `smartspec-desktop start "
                     f"{r.workspace_path}`; log: {r.log_path}\n"
                 )
+            elif r.disconnected:
+                out.write(f"          {r.error}\n")  # a remote server reconnecting (issue 15)
         running = [u for u in usage.values() if u.processes]
         if running:
             out.write(f"Total: {format_usage(total(running))} ({len(running)} server(s))\n")
@@ -612,6 +621,13 @@ def _push_key(core: Core, out: TextIO, err: TextIO) -> None:
 
 
 def cmd_opencode(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.opencode_command == "install" and getattr(args, "host", None):
+        from smartspec_desktop.core.remote import engine
+
+        addr = engine.parse_host(args.host)
+        remote_path = engine.install_remote(addr, _say(err), environ=core.servers.environ)
+        out.write(f"OpenCode {PINNED_VERSION} installed on {addr.display_host} at {remote_path}.\n")
+        return EXIT_OK
     if args.opencode_command == "install":
         path = install_opencode(core.paths.managed_opencode_dir, _say(err))
         if core.settings.opencode_path:

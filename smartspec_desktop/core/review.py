@@ -60,11 +60,11 @@ import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from smartspec_desktop.core.errors import SmartSpecError
-from smartspec_desktop.core.opencode.client import OpenCodeClient
+from smartspec_desktop.core.opencode.client import OpenCodeClient, server_directory
 
 log = logging.getLogger(__name__)
 
@@ -695,6 +695,17 @@ def _plain_plan(
     """New contents for a plain folder: ({path: text or None to remove}, user-edited, unknown).
 
     ``forward=False`` undoes ``edits`` (applied in reverse order), True redoes them."""
+    remote_host = getattr(s.client, "remote_host", "")  # (a test's fake client has none)
+    if remote_host:
+        # The files are on the host; restoring them from here is not built yet (issue 15).
+        raise UndoUnavailable(
+            f"Undo and redo in a plain folder are not available yet for remote workspaces "
+            f"(the folder is on {remote_host}, and OpenCode keeps no snapshot outside "
+            "git).",
+            f"Put the folder under git on {remote_host} (`git init` and a first "
+            "commit): then OpenCode's own snapshots make every turn undoable.",
+            files=[e.path for e in edits],
+        )
     plan: dict[str, str | None] = {}
     edited: list[str] = []
     unknown: list[str] = []
@@ -878,13 +889,17 @@ def latest_session_id(client: OpenCodeClient, workspace: str | os.PathLike[str])
     """The most recently updated top-level session of ``workspace`` (OpenCode lists a
     repository's sessions for all its worktrees: only this folder's count). Raises
     :class:`ReviewError` when there is none."""
-    want = Path(workspace).resolve()
+    directory_of = server_directory(os.fspath(workspace))
+    remote = directory_of != os.fspath(workspace)
+    want = PurePosixPath(directory_of) if remote else Path(workspace).resolve()
     best: tuple[float, str] | None = None
     for s in client.list_sessions():
         if not isinstance(s, dict) or s.get("parentID"):
             continue
         directory = s.get("directory")
-        if directory and Path(str(directory)).resolve() != want:
+        if directory and remote and PurePosixPath(str(directory)) != want:
+            continue
+        if directory and not remote and Path(str(directory)).resolve() != want:
             continue
         t = s.get("time") if isinstance(s.get("time"), dict) else {}
         assert isinstance(t, dict)

@@ -217,6 +217,14 @@ def _identity(cwd: Path) -> list[str]:
 def repo_root(path: Path) -> Path:
     """The top folder of the git repository holding ``path``."""
     path = Path(path)
+    if str(path).startswith("ssh:/"):
+        # Path() made "ssh://host/dir" "ssh:/host/dir": a remote workspace (issue 15).
+        raise WorktreeError(
+            "Worktrees are not available yet for remote workspaces: git runs on this machine, "
+            "and the folder is on another one.",
+            "Run the task in the remote folder itself (without --worktree), or use a local "
+            "clone for worktrees.",
+        )
     if not path.is_dir():
         raise WorktreeError(f"{path} is not a folder.", "Pick an existing workspace folder.")
     r = _run(["rev-parse", "--show-toplevel"], path)

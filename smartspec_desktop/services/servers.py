@@ -250,3 +250,39 @@ class ServerService(QObject):
             self.failed.emit("", as_error(e))
 
         self.jobs.submit(work, on_done=done, on_failed=failed)
+
+    # ------------------------------------------------------------ remote workspaces (issue 15)
+
+    @staticmethod
+    def host_of(workspace: str) -> str:
+        """A remote workspace's host as a person reads it (``user@host:port``); "" when local
+        (cheap: parses the address, no connection)."""
+        from smartspec_desktop.core.remote.address import is_remote, parse_remote
+
+        return parse_remote(workspace).display_host if is_remote(workspace) else ""
+
+    def install_remote_opencode(self, host: str) -> None:
+        """``opencode install --host HOST`` on a worker: npm's lines on ``install_progress``,
+        the remote binary's path on ``installed``, a failure on ``failed`` (workspace "")."""
+        from smartspec_desktop.core.remote.engine import install_remote, parse_host
+
+        key = f"*install:{host}"
+        if self.busy.get(key):
+            return
+        self.busy[key] = "installing"
+        environ = self.manager.environ
+
+        def work() -> str:
+            return install_remote(
+                parse_host(host), lambda m: self.install_progress.emit(m), environ=environ
+            )
+
+        def done(path: str) -> None:
+            self.busy.pop(key, None)
+            self.installed.emit(path)
+
+        def failed(e: BaseException) -> None:
+            self.busy.pop(key, None)
+            self.failed.emit("", as_error(e))
+
+        self.jobs.submit(work, on_done=done, on_failed=failed)

@@ -22,6 +22,8 @@ tests.bench.run``).
 7. idle servers sleep: wake of a sleeping server vs a cold start, and RSS of ``--scale`` idle
    workspaces before and after their sleep timeout (:mod:`tests.bench.idle`, which also runs
    alone: ``python -m tests.bench.idle``).
+8. a remote workspace (through SSH to this machine, the tests' own sshd) start→ready vs a local
+   one (:mod:`tests.bench.remote`, which also runs alone: ``python -m tests.bench.remote``).
 """
 
 from __future__ import annotations
@@ -454,6 +456,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for measure, mine, other, note in idle_bench.rows(args.runs, args.scale):
         rows.append(Row("7", measure, mine, other, note))
+    print("(8) remote workspace over SSH vs local …", flush=True)
+    from tests.bench import remote as remote_bench
+
+    for measure, mine, other, note in remote_bench.rows(args.runs):
+        rows.append(Row("8", measure, mine, other, note))
     print()
     print("| # | measure | SmartSpec Desktop | bare `opencode serve` | note |")
     print("|---|---|---|---|---|")

@@ -91,7 +91,12 @@ import psutil
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.errors import LaunchCancelled, LaunchError, PortInUse, SmartSpecError
 from smartspec_desktop.core.launch.terminals import build_terminal_launch
-from smartspec_desktop.core.opencode.client import USERNAME, OpenCodeClient, in_workspace
+from smartspec_desktop.core.opencode.client import (
+    USERNAME,
+    OpenCodeClient,
+    in_workspace,
+    server_directory,
+)
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised, log_tail
 from smartspec_desktop.core.servers.launch_config import SCRUBBED_ENV
@@ -185,13 +190,20 @@ def open_cli(
     password = servers.password(rec)
     opencode = rec.opencode_path or servers.find_opencode().path
     ws = rec.workspace_path
+    cwd = ws
+    if rec.host:
+        # A remote workspace (issue 15): the local TUI attaches through the forwarded port; its
+        # folder is the one on the host, and this machine has no such folder to start in.
+        opencode = servers.find_opencode().path
+        ws = server_directory(ws)
+        cwd = os.path.expanduser("~")
     command = [opencode, "attach", rec.url, "--dir", ws]
     terminal_env = _loopback_env(servers.environ, TERMINAL_DROPPED_ENV)
     # The TUI loads the folder's own tui.json plugins unless told not to: only when trusted.
     apply_trust(terminal_env, rec.trusted)
     launch = build_terminal_launch(
         command,
-        cwd=ws,
+        cwd=cwd,
         title=f"OpenCode — {os.path.basename(ws) or ws}",
         secret_env={"OPENCODE_SERVER_PASSWORD": password},
         preference=servers.settings.terminal,
@@ -298,7 +310,14 @@ def open_openwork(
         )
     open_url = _display_checked(open_url, servers.environ)
     rec = _running_record(servers, workspace, say)
-    if binary is not None:
+    if binary is not None and rec.host and mode == "openwork":
+        raise LaunchError(
+            f"OpenWork's server cannot open a remote workspace ({rec.host}): it works on a "
+            "local folder.",
+            "Set Settings → OpenWork mode to auto or web: OpenCode's web UI then opens through "
+            "the forwarded port.",
+        )
+    if binary is not None and not rec.host:
         return _open_with_openwork_server(servers, rec, binary, say, open_url, session_id)
     return _open_web_ui(
         servers,
@@ -833,7 +852,7 @@ def _b64url(text: str) -> str:
 
 def web_ui_path(workspace: str, session_id: str) -> str:
     """The UI's route of a session: ``/<base64url(directory)>/session/<id>``."""
-    return f"/{_b64url(workspace)}/session/{session_id}"
+    return f"/{_b64url(server_directory(workspace))}/session/{session_id}"
 
 
 def _latest_session(client: OpenCodeClient, workspace: str) -> str:

@@ -14,6 +14,7 @@ pending ones; ``GET /session/{id}/todo`` the todo list.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,8 @@ from typing import Any
 
 import httpx
 
-from smartspec_desktop.core.errors import NotFound, ServerNotRunning, TaskError
+from smartspec_desktop.core.errors import NotFound, ServerNotRunning, SmartSpecError, TaskError
+from smartspec_desktop.core.remote.address import SCHEME, parse_remote
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +84,19 @@ class SessionInfo:
         }
 
 
+def server_directory(workspace: str) -> str:
+    """The folder the workspace's server runs in, as OpenCode names it in sessions: the path
+    itself, or a remote workspace's path on its host."""
+    if workspace.startswith(SCHEME):
+        with contextlib.suppress(SmartSpecError):
+            return parse_remote(workspace).path
+    return workspace
+
+
 def in_workspace(directory: str, workspace: str) -> bool:
-    """Whether a session's ``directory`` is ``workspace`` or a folder inside it."""
+    """Whether a session's ``directory`` is ``workspace`` or a folder inside it (for a remote
+    workspace, its folder on the host)."""
+    workspace = server_directory(workspace)
     if not directory:
         return False
     d = os.path.normcase(os.path.normpath(directory))
@@ -144,6 +157,9 @@ def _decode(payload: str) -> Iterator[Event]:
 
 class OpenCodeClient:
     def __init__(self, base_url: str, password: str, *, timeout: float = 30.0) -> None:
+        #: The host of a remote workspace's server ("" for a local one): what runs on the
+        #: server's own machine (undo in a plain folder) cannot be done from here (issue 15).
+        self.remote_host = ""
         self.base_url = base_url.rstrip("/")
         self._auth = httpx.BasicAuth(USERNAME, password)
         self._http = httpx.Client(

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -203,7 +204,12 @@ def _read_broker_payload() -> tuple[Any, str | None]:
     return payload, None
 
 
-def _pump(stream: IO[bytes], out: logging.Logger, redact: Redactor) -> None:
+def _pump(
+    stream: IO[bytes],
+    out: logging.Logger,
+    redact: Redactor,
+    on_line: Callable[[str], None] | None = None,
+) -> None:
     """Copy the server's output to the log, line by line, each line bounded (F12)."""
     pump = LinePump()
     fd = stream.fileno()
@@ -213,6 +219,8 @@ def _pump(stream: IO[bytes], out: logging.Logger, redact: Redactor) -> None:
             line = ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r")
             if line:
                 out.info("%s", redact(line))
+                if on_line is not None:
+                    on_line(line)
 
     while True:
         try:
@@ -240,6 +248,25 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="stop the server after this many idle minutes (0: never); the record says slept",
+    )
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="the program is an ssh to a remote server's wrapper (core/remote): its settings go "
+        "over its stdin, which stays open (closing it stops the remote server)",
+    )
+    parser.add_argument(
+        "--reconnect",
+        type=int,
+        default=0,
+        help="with --remote: when the connection is lost (ssh exit 255), connect again up to N "
+        "times, with a growing pause (the state is in <exit file>.link)",
+    )
+    parser.add_argument(
+        "--workspace",
+        default="",
+        help="with --remote: the remote workspace's address (not used here: it lets the app "
+        "find this server again from the process table, F7)",
     )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -299,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         out.info("[smartspec] gateway broker on %s → %s", broker.url, broker.upstream)
         _attribute_sub_agents(broker, command, password)
 
+    remote_settings = b""
+    if args.remote:
+        command, remote_settings = _remote_handover(command, env, broker)
+
     child: subprocess.Popen[bytes] | None = None
     stop_requested = False
 
@@ -319,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             command,
             cwd=args.cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if args.remote else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -327,7 +358,16 @@ def main(argv: list[str] | None = None) -> int:
         if broker is not None:
             broker.stop()
         return fail(f"could not start {command[0] if command else '?'}: {e}", 127)
+    respawn_env = dict(env) if args.remote else {}
     del env
+    if args.remote and child.stdin is not None:
+        # The remote wrapper's settings; the pipe then stays open for the server's whole life
+        # (held by this process): when it closes, the remote side stops the server.
+        with contextlib.suppress(OSError):
+            child.stdin.write(remote_settings)
+            child.stdin.flush()
+    if not args.reconnect:
+        del remote_settings
 
     hello: dict[str, object] = {"pid": child.pid}
     if broker is not None:
@@ -336,8 +376,56 @@ def main(argv: list[str] | None = None) -> int:
     slept = _watch_idle(args.idle_minutes, command, password, child, broker, out, args.exit_file)
     del password
     assert child.stdout is not None
-    _pump(child.stdout, out, redact)
+    link = Path(str(args.exit_file) + ".link")
+    on_line = _link_writer(link) if args.remote else None
+    _pump(child.stdout, out, redact, on_line)
     code = child.wait()
+    # A remote server's lost connection (issue 15): connect again, with a growing pause; the
+    # remote side stopped its server when the channel closed, the new connection starts it
+    # again on the same ports (so the app's URL stays valid) and OpenCode's sessions are kept.
+    attempt = 0
+    while args.remote and code == 255 and not stop_requested and attempt < args.reconnect:
+        attempt += 1
+        delay = min(30.0, 2.0 ** (attempt - 1))
+        _write_exit(link, {"state": "reconnecting", "attempt": attempt, "of": args.reconnect})
+        out.info(
+            "[smartspec %s] the connection was lost (ssh exit 255): connecting again in %g s "
+            "(attempt %d of %d)",
+            time.strftime("%Y-%m-%d %H:%M:%S"),
+            delay,
+            attempt,
+            args.reconnect,
+        )
+        end = time.monotonic() + delay
+        while time.monotonic() < end and not stop_requested:
+            time.sleep(0.1)
+        if stop_requested:
+            break
+        try:
+            child = subprocess.Popen(
+                command,
+                cwd=args.cwd,
+                env=respawn_env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError as e:
+            out.info("[smartspec] could not connect again: %s", e)
+            break
+        if stop_requested:
+            child.terminate()
+        assert child.stdin is not None and child.stdout is not None
+        with contextlib.suppress(OSError):
+            child.stdin.write(remote_settings)
+            child.stdin.flush()
+        connected = threading.Event()
+        _pump(child.stdout, out, redact, _link_writer(link, connected))
+        code = child.wait()
+        if connected.is_set():
+            attempt = 0  # it was connected again: a later loss starts the count anew
+    with contextlib.suppress(OSError):
+        link.unlink(missing_ok=True)
     if broker is not None:
         broker.stop()  # drops the key
     out.info(
@@ -364,9 +452,80 @@ def _attribute_sub_agents(broker: Any, command: list[str], password: str) -> Non
     from smartspec_desktop.core.broker.sessions import SessionRoots
     from smartspec_desktop.core.process.idle import port_of
 
-    port = port_of(command)
+    port = port_of(command) or _forwarded_port(command)
     if port and password:
         broker.session_roots = SessionRoots(port, password).root
+
+
+def _forwarded_port(command: list[str]) -> int:
+    """A remote server's local end: the port of ssh's ``-L 127.0.0.1:LOCAL:127.0.0.1:REMOTE``
+    (0 when there is none); the remote port itself is not reachable here."""
+    for flag, spec in zip(command, command[1:], strict=False):
+        parts = spec.split(":")
+        if flag == "-L" and len(parts) == 4 and parts[0] == "127.0.0.1" and parts[1].isdigit():
+            return int(parts[1])
+    return 0
+
+
+#: What a remote server's wrapper (core/remote/scripts.py SERVE) gets over the ssh channel.
+REMOTE_ENV_PREFIXES = ("OPENCODE_DISABLE_",)
+REMOTE_ENV_NAMES = (
+    "OPENCODE_SERVER_PASSWORD",
+    "OPENCODE_CONFIG_CONTENT",
+    "OPENCODE_PERMISSION",
+    BROKER_TOKEN_ENV,
+    "SMARTSPEC_SERVER_ID",
+)
+BROKER_PORT_PLACEHOLDER = "@BROKER_PORT@"
+
+
+def _remote_handover(
+    command: list[str], env: dict[str, str], broker: Any
+) -> tuple[list[str], bytes]:
+    """For ``--remote``: the ssh command with the broker's port in its reverse forward, and the
+    settings for the remote side (``NAME=value`` lines, ``@models=<json>``, an empty line).
+
+    Every setting of ours leaves ``env`` (ssh could send variables with a ``SendEnv`` of the
+    user's config): the ssh process itself carries none; the key never was there."""
+    port = str(broker.port) if broker is not None else "0"
+    command = [arg.replace(BROKER_PORT_PLACEHOLDER, port) for arg in command]
+    lines = []
+    for name in sorted(env):
+        value = env[name]
+        wanted = name in REMOTE_ENV_NAMES or name.startswith(REMOTE_ENV_PREFIXES)
+        if wanted and "\n" not in value and "\r" not in value:
+            lines.append(f"{name}={value}")
+    models = env.get("OPENCODE_CONFIG", "")
+    if models:
+        with contextlib.suppress(OSError, ValueError):
+            doc = json.loads(Path(models).read_text(encoding="utf-8"))
+            lines.append("@models=" + json.dumps(doc, separators=(",", ":")))
+    for name in [k for k in env if k.startswith(("OPENCODE_", "SMARTSPEC_"))]:
+        del env[name]
+    return command, ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+REMOTE_IDENTITY = re.compile(r"^\[smartspec remote\] pid=(\d+) start=(\d+)")
+
+
+def _link_writer(link: Path, connected: threading.Event | None = None) -> Callable[[str], None]:
+    """Watches a remote server's output: its wrapper's identity line (that is the remote
+    server now), then OpenCode's "listening on" line (the connection is up and the server
+    answers): ``<exit file>.link`` then says connected, with the pid and start time."""
+    ident: dict[str, int] = {}
+
+    def on_line(line: str) -> None:
+        m = REMOTE_IDENTITY.match(line)
+        if m is not None:
+            ident.update(pid=int(m[1]), start=int(m[2]))
+            return
+        if ident and "server listening on" in line:
+            with contextlib.suppress(OSError):
+                _write_exit(link, {"state": "connected", **ident})
+            if connected is not None:
+                connected.set()
+
+    return on_line
 
 
 def _watch_idle(

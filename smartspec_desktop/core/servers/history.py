@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from smartspec_desktop.core.errors import WorkspaceError
+from smartspec_desktop.core.remote.address import is_remote, parse_remote
 from smartspec_desktop.core.servers.registry import ServerRecord, ServerStatus, record_from_json
 from smartspec_desktop.core.storage.atomic import atomic_write_json, read_json_object
 from smartspec_desktop.core.storage.paths import Paths
@@ -52,8 +54,11 @@ def remember(paths: Paths, rec: ServerRecord) -> None:
 def last_server(paths: Paths, workspace: str) -> ServerRecord | None:
     """The last (forgotten) server of ``workspace``, marked stopped; None if none was kept."""
     try:
-        ws = str(Path(workspace).expanduser().resolve())
-    except OSError:
+        if is_remote(workspace):
+            ws = str(parse_remote(workspace))  # a remote workspace (issue 15)
+        else:
+            ws = str(Path(workspace).expanduser().resolve())
+    except (OSError, WorkspaceError):
         return None
     data, _warning = read_json_object(history_file(paths))
     servers = data.get("servers")

@@ -50,6 +50,10 @@ from smartspec_desktop.core.process import idle
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
 from smartspec_desktop.core.redact import Redactor
+from smartspec_desktop.core.remote import engine as remote_engine
+from smartspec_desktop.core.remote.address import is_remote, parse_remote
+from smartspec_desktop.core.remote.reap import ReapQueue
+from smartspec_desktop.core.remote.server import remote_finder, spawn_remote
 from smartspec_desktop.core.servers import history, preflight
 from smartspec_desktop.core.servers.brokerlink import BrokerControl, broker_files
 from smartspec_desktop.core.servers.launch_config import opencode_config, serve_argv, server_env
@@ -101,8 +105,11 @@ def _pick(records: list[ServerRecord], workspace_or_id: str) -> ServerRecord | N
         if r.server_id == workspace_or_id:
             return r
     try:
-        ws = str(Path(workspace_or_id).expanduser().resolve())
-    except OSError:
+        if is_remote(workspace_or_id):
+            ws = str(parse_remote(workspace_or_id))  # a remote workspace (issue 15)
+        else:
+            ws = str(Path(workspace_or_id).expanduser().resolve())
+    except (OSError, SmartSpecError):
         return None
     matches = [r for r in records if same_workspace(r.workspace_path, ws)]
     active = [r for r in matches if r.active]
@@ -160,6 +167,10 @@ class ServerManager:
         #: starting thread: the recent-workspaces list is its owner's (the CLI's core, the
         #: window's settings service), not the manager's.
         self.on_fresh_start: Callable[[str], None] = lambda _ws: None
+        #: Remote servers to kill that could not be reached yet (issue 15), and the ids of
+        #: those this process already stopped on their host.
+        self.reap_queue = ReapQueue(paths.state_dir / "remote-reap.json")
+        self._remote_done: set[str] = set()
 
     # ------------------------------------------------------------------------------ queries
 
@@ -181,8 +192,13 @@ class ServerManager:
                     self._kill_children(rec)
                 if not keep:
                     self._forget(records, sid, reason="its processes are gone")
+                elif rec.host and rec.status == ServerStatus.CRASHED and rec.remote_pid:
+                    self._queue_remote_reap(rec)  # disconnected: its remote side must go too
+                elif rec.host and rec.status == ServerStatus.RUNNING:
+                    remote_engine.apply_link(rec)  # reconnecting, or connected again
             self._tidy(records, found)
             current = sorted(records.values(), key=lambda r: r.created_at)
+        self.reap_queue.run(self.environ)  # remote servers left unowned (issue 15)
         return self._settle_orphaned_starts(current)
 
     # ------------------------------------------------ lost servers, orphaned starts (F7, F14)
@@ -297,7 +313,9 @@ class ServerManager:
                 "Start it first (`smartspec-desktop start PATH`).",
             )
         idle.mark_active(record.exit_file)
-        return OpenCodeClient(record.url, self.password(record), timeout=timeout)
+        client = OpenCodeClient(record.url, self.password(record), timeout=timeout)
+        client.remote_host = record.host
+        return client
 
     # ------------------------------------------------------------------------------- start
 
@@ -333,8 +351,11 @@ class ServerManager:
         if reused is not None:
             return reused, True
         # Everything that can be checked before spawning; each failure is its own error.
+        finder = (lambda: remote_finder(self, ws)) if is_remote(ws) else self.find_opencode
+        if is_remote(ws):
+            say(f"Connecting to {parse_remote(ws).display_host} …")
         pre = preflight.run_preflight(
-            self.settings, self.credentials, self.find_opencode, self.backend_factory, say
+            self.settings, self.credentials, finder, self.backend_factory, say
         )
         if pre.binary.warning:
             warnings.append(pre.binary.warning)
@@ -405,6 +426,8 @@ class ServerManager:
         return False
 
     def _spawn_and_wait(self, ws: str, port: int, note: str, pre: Preflight) -> ServerRecord:
+        if is_remote(ws):
+            return spawn_remote(self, ws, port, note, pre)  # over ssh (core/remote, issue 15)
         server_id = "srv_" + uuid.uuid4().hex[:16]
         password = secrets.token_urlsafe(24)
         self.paths.ensure()
@@ -642,7 +665,30 @@ class ServerManager:
             grace=grace,
         )
         self._reap_children()
+        if rec.host and rec.remote_pid:
+            self._kill_remote(rec)
         return leftovers
+
+    def _kill_remote(self, rec: ServerRecord) -> None:
+        """Make sure a remote server is gone (its wrapper stops it when the connection closes;
+        this checks, identity-checked), else queue it for the next run (issue 15)."""
+        self._remote_done.add(rec.server_id)
+        try:
+            remote_engine.kill_remote(
+                parse_remote(rec.workspace_path),
+                rec.remote_pid,
+                rec.remote_start,
+                rec.server_id,
+                environ=self.environ,
+            )
+        except SmartSpecError as e:
+            log.info("could not reach %s to stop its server: %s", rec.host, e.problem)
+            self.reap_queue.add(rec.server_id, rec.workspace_path, rec.remote_pid, rec.remote_start)
+
+    def _queue_remote_reap(self, rec: ServerRecord) -> None:
+        if rec.server_id not in self._remote_done:
+            self.reap_queue.add(rec.server_id, rec.workspace_path, rec.remote_pid, rec.remote_start)
+        rec.remote_pid, rec.remote_start = 0, 0  # queued once
 
     @staticmethod
     def _kill_children(rec: ServerRecord, grace: float = 5.0) -> list[psutil.Process]:
@@ -686,6 +732,11 @@ class ServerManager:
         if rec is None:
             return
         log.info("forgetting server %s of %s: %s", sid, rec.workspace_path, reason)
+        if rec.host and rec.remote_pid:
+            self._queue_remote_reap(rec)
+        if rec.host and rec.exit_file:
+            with contextlib.suppress(OSError):
+                remote_engine.link_file(rec.exit_file).unlink(missing_ok=True)
         history.remember(self.paths, rec)  # `logs PATH` still finds its log afterwards
         with contextlib.suppress(SmartSpecError, OSError):
             self.credentials.delete_server_password(sid)

@@ -18,6 +18,7 @@ from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.broker.modelids import safe_model_ids
 from smartspec_desktop.core.errors import ApiKeyRejected, RateLimited, WorkspaceError
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary
+from smartspec_desktop.core.remote.address import is_remote, parse_remote
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.secrets import Credentials, check_api_key_format
 
@@ -30,6 +31,10 @@ RATE_LIMIT_RETRIES = 2
 def normalize_workspace(path: str | os.PathLike[str]) -> str:
     """Absolute, symlinks resolved, no trailing slash; checked to be a readable folder."""
     raw = os.fspath(path)
+    if is_remote(raw):
+        # ssh://[user@]host[:port]/path: its canonical form is its identity (checked on the
+        # host when it starts).
+        return str(parse_remote(raw))
     if not raw.strip():
         raise WorkspaceError("No workspace folder was given.", "Pass the path of a project folder.")
     p = Path(raw).expanduser()

@@ -103,4 +103,21 @@ def reconcile(rec: ServerRecord, table: ProcessTable) -> bool:
         ended = datetime.fromtimestamp(outcome.ended_at, timezone.utc)
         rec.ended_at = ended.isoformat(timespec="seconds")
     rec.error = f"OpenCode exited unexpectedly ({outcome})."
+    if rec.host:
+        rec.error = disconnected_error(rec.host, outcome)
     return True
+
+
+def disconnected_error(host: str, outcome: ExitRecord) -> str:
+    """What a remote server's end says (issue 15): its ssh connection ended (255: ssh's own
+    failure, e.g. the connection was lost), which also stopped the remote server."""
+    if outcome.exit_code == 255:
+        return (
+            f"Disconnected from {host}: the ssh connection was lost and could not be made "
+            "again, and the remote server stopped with it (its sessions are kept there). Start "
+            "it again to reconnect."
+        )
+    return (
+        f"Disconnected from {host}: the connection or OpenCode there ended ({outcome}; see "
+        "the log for why), and the remote server stopped with it. Start it again to reconnect."
+    )

@@ -78,14 +78,19 @@ def parse_supervisor(cmd: list[str], exits_dir: Path) -> tuple[str, str, str, st
     ):
         return None
     program = cmd[cmd.index("--") + 1 :]
-    if "serve" not in program:
+    remote = _flag(cmd, "--workspace") if "--remote" in cmd[: cmd.index("--")] else ""
+    if "serve" not in program and not remote:
         return None
     port = 0
     with contextlib.suppress(ValueError, IndexError):
-        port = int(program[program.index("--port") + 1])
+        if remote:
+            # A remote workspace's ssh (issue 15): its local forward is the server's URL.
+            port = int(program[program.index("-L") + 1].split(":")[1])
+        else:
+            port = int(program[program.index("--port") + 1])
     return (
         match[1],
-        _flag(cmd, "--cwd"),
+        remote or _flag(cmd, "--cwd"),
         _flag(cmd, "--log"),
         exit_file,
         port,
@@ -126,6 +131,7 @@ def recovered_record(found: FoundServer) -> ServerRecord:
     return ServerRecord(
         server_id=found.server_id,
         workspace_path=found.workspace,
+        host=_host_of(found.workspace),
         status=ServerStatus.STARTING,
         created_at=created.isoformat(timespec="seconds"),
         port=found.port,
@@ -139,6 +145,18 @@ def recovered_record(found: FoundServer) -> ServerRecord:
         exit_file=found.exit_file,
         error="",
     )
+
+
+def _host_of(workspace: str) -> str:
+    from smartspec_desktop.core.errors import WorkspaceError
+    from smartspec_desktop.core.remote.address import is_remote, parse_remote
+
+    if not is_remote(workspace):
+        return ""
+    try:
+        return parse_remote(workspace).display_host
+    except WorkspaceError:
+        return ""
 
 
 def recover_lost(

@@ -120,10 +120,22 @@ class ServerRecord:
     children: list[ChildRecord] = field(default_factory=list)
     #: The port of the server's gateway broker (issue 9); 0 for a server started without one.
     broker_port: int = 0
+    #: A remote workspace's host as a person reads it (``user@host:port``); "" for a local one.
+    host: str = ""
+    #: The remote ``opencode serve``'s pid and start time (field 22 of ``/proc/PID/stat``), so
+    #: stop and the reaper kill only that process (core/remote/reap.py); 0 when local.
+    remote_pid: int = 0
+    remote_start: int = 0
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE
+
+    @property
+    def disconnected(self) -> bool:
+        """A remote server whose connection is lost: reconnecting (still ``running``) or
+        ended (``crashed``); ``error`` says which (issue 15)."""
+        return bool(self.host) and self.error.startswith("Disconnected")
 
     def public(self) -> dict[str, Any]:
         """What `start --json` / `status --json` print: never a secret."""
@@ -143,6 +155,8 @@ class ServerRecord:
             "port_note": self.port_note,
             "trusted": self.trusted,
             "broker_port": self.broker_port,
+            "host": self.host or None,
+            "disconnected": self.disconnected,
             "children": [
                 {k: getattr(c, k) for k in ("kind", "pid", "port", "url", "log_path")}
                 for c in self.children

@@ -230,7 +230,10 @@ class ProjectCode:
 def project_folders(workspace: str | os.PathLike[str]) -> list[Path]:
     """The folders OpenCode reads project config from: the workspace and each folder above it
     up to the git root (the first holding ``.git``), never the home folder or ``/``; just the
-    workspace when it is not in a git checkout."""
+    workspace when it is not in a git checkout. None for a remote folder (not looked into
+    from here: it is on another machine)."""
+    if is_remote(os.fspath(workspace)):
+        return []
     ws = Path(trust_key(workspace))
     home = Path(trust_key("~"))
     chain: list[Path] = []

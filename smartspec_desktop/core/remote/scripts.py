@@ -1,0 +1,132 @@
+"""The small POSIX ``sh`` scripts this app runs on a remote host (through :mod:`.ssh`).
+
+Each is passed as ``sh -c '<script>' smartspec ARGS…`` (no single quote inside, no secret in
+the script or its arguments: remote users can read argv). What each prints is parsed by
+:mod:`.engine`; every script works with dash, bash and busybox sh, and needs only coreutils.
+
+* :data:`PROBE` — does the folder exist, and which OpenCode is there (the app's remote install
+  folder first, then ``PATH``), with its version.
+* :data:`SERVE` — the wrapper of the remote server: reads the server's environment from stdin
+  (``NAME=value`` lines up to an empty line; ``@models=<json>`` is written to a 0600 file given
+  as ``OPENCODE_CONFIG``), starts ``opencode serve`` on the remote's loopback in the folder (its
+  own session, so its whole tree can be killed), prints its identity
+  (``[smartspec remote] pid=N start=T``: T is field 22 of ``/proc/N/stat``), then keeps reading
+  stdin: when the channel closes (the app's supervisor stopped, ssh was killed, the connection
+  was lost) it kills the server. **Disconnect = stop.** Its private run folder (0700: the
+  models file, the server's temp files) is removed on exit.
+* :data:`KILL` — kills a server recorded by pid and start time, and only when it is provably
+  ours: the same start time and ``SMARTSPEC_SERVER_ID=<id>`` in its environment.
+* :data:`INSTALL` — ``npm install opencode-ai@VERSION`` into the remote install folder, with
+  npm's progress lines.
+"""
+
+from __future__ import annotations
+
+#: The remote install folder (relative to the remote's XDG data dir), like the local one.
+REMOTE_INSTALL = "smartspec-desktop/opencode"
+REMOTE_OPENCODE = REMOTE_INSTALL + "/node_modules/.bin/opencode"
+#: The prefix of the wrapper's own output lines (in the server log).
+MARK = "[smartspec remote]"
+
+_DATA = '"${XDG_DATA_HOME:-$HOME/.local/share}"'
+
+# $1 = folder, $2 = the key (path:inode:mtime:size) of the binary whose version the app knows
+# (`opencode --version` takes seconds). Prints "dir yes|no", one "oc<TAB>path<TAB>version<TAB>
+# key" line per OpenCode found (version "=" when the key matched: then it stops there),
+# "npm yes|no".
+PROBE = f"""
+if [ -d "$1" ]; then echo "dir yes"; else echo "dir no"; fi
+for oc in {_DATA}/{REMOTE_OPENCODE} "$(command -v opencode 2>/dev/null)"; do
+  if [ -n "$oc" ] && [ -x "$oc" ]; then
+    k="$oc:$(stat -L -c %i:%Y:%s "$oc" 2>/dev/null)"
+    if [ -n "$2" ] && [ "$k" = "$2" ]; then
+      printf "oc\\t%s\\t=\\t%s\\n" "$oc" "$k"
+      break
+    fi
+    v=$("$oc" --version 2>/dev/null | head -n 1)
+    printf "oc\\t%s\\t%s\\t%s\\n" "$oc" "$v" "$k"
+  fi
+done
+if command -v npm >/dev/null 2>&1; then echo "npm yes"; else echo "npm no"; fi
+"""
+
+# $1 = folder, $2 = remote server port, $3 = reverse-forwarded broker port, $4 = opencode,
+# $5 = server id.
+SERVE = f"""
+umask 077
+run="${{XDG_STATE_HOME:-$HOME/.local/state}}/smartspec-desktop/run/$5"
+mkdir -p "$run/tmp" || exit 90
+chmod 700 "$run"
+trap "rm -rf \\"$run\\"" EXIT
+trap "exit 143" TERM HUP INT
+trap "" PIPE
+while IFS= read -r line; do
+  [ -z "$line" ] && break
+  n=${{line%%=*}}
+  v=${{line#*=}}
+  case "$n" in
+    @models) printf "%s\\n" "$v" > "$run/models.json"; export OPENCODE_CONFIG="$run/models.json";;
+    OPENCODE_*|SMARTSPEC_BROKER_TOKEN|SMARTSPEC_SERVER_ID) export "$n=$v";;
+  esac
+done
+if [ -z "$OPENCODE_SERVER_PASSWORD" ] || [ -z "$SMARTSPEC_BROKER_TOKEN" ]; then
+  echo "{MARK} the server settings did not arrive over the connection" >&2
+  exit 91
+fi
+export SMARTSPEC_BROKER_URL="http://127.0.0.1:$3/v1/opencode"
+export TMPDIR="$run/tmp" TMP="$run/tmp" TEMP="$run/tmp"
+for x in {_DATA}/opencode "${{XDG_STATE_HOME:-$HOME/.local/state}}/opencode" \\
+    "${{XDG_CACHE_HOME:-$HOME/.cache}}/opencode"; do
+  mkdir -p "$x" && chmod 700 "$x"
+done
+cd "$1" || {{ echo "{MARK} cannot enter the folder $1" >&2; exit 92; }}
+exec 3<&0
+if command -v setsid >/dev/null 2>&1; then
+  setsid "$4" serve --hostname 127.0.0.1 --port "$2" --print-logs --log-level INFO </dev/null 2>&1 &
+else
+  "$4" serve --hostname 127.0.0.1 --port "$2" --print-logs --log-level INFO </dev/null 2>&1 &
+fi
+p=$!
+st=$(cut -d " " -f 22 "/proc/$p/stat" 2>/dev/null)
+echo "{MARK} pid=$p start=$st"
+(
+  cat <&3 >/dev/null 2>&1
+  if [ -n "$st" ] && [ "$(cut -d " " -f 22 "/proc/$p/stat" 2>/dev/null)" = "$st" ]; then
+    # (no output here: the channel is gone, a write would end this shell by SIGPIPE)
+    kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
+  fi
+) 3<&3 &
+w=$!
+exec 3<&-
+wait "$p"
+c=$?
+kill "$w" 2>/dev/null
+exit "$c"
+"""
+
+# $1 = pid, $2 = start time, $3 = server id. Prints "gone", "not-ours", "stopped" or "killed".
+KILL = """
+same() { [ "$(cut -d " " -f 22 "/proc/$1/stat" 2>/dev/null)" = "$2" ]; }
+if ! same "$1" "$2"; then echo gone; exit 0; fi
+if ! tr "\\0" "\\n" < "/proc/$1/environ" 2>/dev/null | grep -qx "SMARTSPEC_SERVER_ID=$3"; then
+  echo not-ours; exit 0
+fi
+if [ "$(cut -d " " -f 5 "/proc/$1/stat")" = "$1" ]; then g="-$1"; else g="$1"; fi
+kill -TERM "$g" 2>/dev/null
+i=0
+while [ $i -lt 50 ] && same "$1" "$2"; do sleep 0.1; i=$((i + 1)); done
+if same "$1" "$2"; then kill -KILL "$g" 2>/dev/null; echo killed; else echo stopped; fi
+"""
+
+# $1 = version. npm's output streams; the last line is the installed version.
+INSTALL = f"""
+if ! command -v npm >/dev/null 2>&1; then echo "{MARK} no npm" >&2; exit 93; fi
+umask 077
+d={_DATA}/{REMOTE_INSTALL}
+mkdir -p "$d" && chmod 700 "$d" || exit 94
+echo "{MARK} installing opencode-ai@$1 into $d"
+npm install --prefix "$d" --no-audit --no-fund --no-save --loglevel http "opencode-ai@$1" 2>&1 \\
+  || exit 95
+printf "{MARK} installed %s %s\\n" "$d/node_modules/.bin/opencode" \\
+  "$("$d/node_modules/.bin/opencode" --version 2>/dev/null | head -n 1)"
+"""
