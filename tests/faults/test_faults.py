@@ -363,16 +363,29 @@ def test_broken_opencode_fails_clearly_and_spawns_nothing(
     assert sandbox.api_key not in r.stderr
 
 
-def test_opencode_database_locked_at_start_is_retried(sandbox: Sandbox, opencode_bin: str) -> None:
+#: How the real opencode 1.18.33 failed when another one migrated its database at the same time.
+MIGRATION_RACES = {
+    "locked": 'echo "database is locked" >&2',
+    # Seen with two `run --worktree` tasks at once on a loaded machine (parallel test workers).
+    "create-table": "printf 'Failed query: \\n        CREATE TABLE `workspace` (\\n' >&2; "
+    "echo '          `id` text PRIMARY KEY' >&2; echo 'params: ' >&2",
+}
+
+
+@pytest.mark.parametrize("race", sorted(MIGRATION_RACES))
+def test_opencode_database_locked_at_start_is_retried(
+    sandbox: Sandbox, opencode_bin: str, race: str
+) -> None:
     """Two servers starting at once on a fresh install both migrate OpenCode's SQLite database
-    and one exits with "database is locked" (seen with the real opencode 1.18.33). A wrapper
-    makes the first serve fail that way, then runs the real opencode."""
+    and one exits with "database is locked", or with the failed ``CREATE TABLE`` of a migration
+    the other one ran (both seen with the real opencode 1.18.33). A wrapper makes the first
+    serve fail that way, then runs the real opencode."""
     ws = sandbox.workspace()
     marker = sandbox.root / "failed-once"
     fake = fake_opencode(
         sandbox.root / "fakebin",
         f'if [ "$1" = serve ] && [ ! -e "{marker}" ]; then touch "{marker}"; '
-        'echo "Error: Unexpected error" >&2; echo "database is locked" >&2; exit 1; fi\n'
+        f'echo "Error: Unexpected error" >&2; {MIGRATION_RACES[race]}; exit 1; fi\n'
         f'exec "{opencode_bin}" "$@"',
     )
     env = dict(sandbox.env, PATH=f"{fake.parent}:/usr/bin:/bin")

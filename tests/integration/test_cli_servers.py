@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.backend_standin import ErrorChunk, HttpError, Text
-from tests.conftest import Sandbox, server_processes
+from tests.conftest import Sandbox, server_processes, version_cache_file
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +28,14 @@ def password_of(box: Sandbox, server_id: str) -> str:
     return path.read_text()
 
 
-def test_start_run_stop_end_to_end(sandbox: Sandbox) -> None:
+def test_start_run_stop_end_to_end(sandbox: Sandbox, opencode_version: str) -> None:
     ws = sandbox.workspace()
+    # The first start on this machine: no version of OpenCode known yet (the other tests find
+    # it in the cache, as after the app's first run); probed, then cached.
+    cache = version_cache_file(sandbox.data_dir)
+    cache.unlink()
     info = sandbox.cli_json("start", str(ws))
+    assert opencode_version in json.loads(cache.read_text()).values()
     assert set(info) >= {
         "server_id",
         "workspace_path",
