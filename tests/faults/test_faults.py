@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -175,7 +176,7 @@ def test_starting_record_of_a_dead_cli_never_kills_a_foreign_pid(sandbox: Sandbo
     try:
         ctime = psutil.Process(victim.pid).create_time()
         state = sandbox.data_dir / "state"
-        state.mkdir(parents=True)
+        state.mkdir(parents=True, exist_ok=True)  # it holds the version cache
         base = {
             "workspace_path": str(ws),
             "status": "starting",
@@ -253,7 +254,7 @@ def test_port_stolen_between_discovery_and_bind_is_retried(
 
 def test_damaged_state_file_is_survived(sandbox: Sandbox) -> None:
     state = sandbox.data_dir / "state"
-    state.mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)  # it holds the version cache
     for content in (b"", b"\x00\xff\xfe garbage \x80", b"[1, 2, 3]"):  # truncated, binary, list
         (state / "servers.json").write_bytes(content)
         r = sandbox.cli("status", "--json")
@@ -272,6 +273,7 @@ def test_unwritable_state_fails_clearly_and_spawns_nothing(sandbox: Sandbox, blo
     ws = sandbox.workspace()
     sandbox.data_dir.mkdir(parents=True, exist_ok=True)  # holds config/ (the port range)
     if blocker == "state-dir-is-a-file":
+        shutil.rmtree(sandbox.data_dir / "state")  # only the sandbox's version cache so far
         (sandbox.data_dir / "state").write_text("not a folder")
     else:
         (sandbox.data_dir / "state" / "servers.json").mkdir(parents=True)

@@ -204,7 +204,7 @@ def test_stale_entry_is_cleaned_and_a_reused_pid_is_never_killed(sandbox: Sandbo
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         state = sandbox.data_dir / "state"
-        state.mkdir(parents=True)
+        state.mkdir(parents=True, exist_ok=True)  # it holds the version cache
         record = {
             "session_id": "srv_stale",
             "workspace_path": str(ws),
@@ -234,7 +234,7 @@ def test_stale_entry_is_cleaned_and_a_reused_pid_is_never_killed(sandbox: Sandbo
 @pytest.mark.faults
 def test_corrupt_state_file_is_moved_aside(sandbox: Sandbox) -> None:
     state = sandbox.data_dir / "state"
-    state.mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)  # it holds the version cache
     (state / "servers.json").write_text('{"version": 2, "servers": {"x": ')
     r = sandbox.cli("status")
     assert r.returncode == 0
