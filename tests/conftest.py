@@ -23,6 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
+from smartspec_desktop.core.opencode.binary import VersionCache, read_version
+from smartspec_desktop.core.storage.paths import Paths
 from tests.backend_standin import BackendStandIn
 
 pytest_plugins = ["tests.logfail", "pytester"]
@@ -90,7 +92,29 @@ def real_home_untouched() -> Iterator[None]:
 #: user's own servers) and below Linux's ephemeral range (where the OS picks fallback ports).
 PORT_POOL = (20000, 30000)
 PORT_BLOCK = 6
-_next_block = [random.randrange(PORT_POOL[0], PORT_POOL[1] - PORT_BLOCK)]
+
+
+def worker_port_pool(worker: str | None, count: str | None) -> tuple[int, int]:
+    """This process's share of ``PORT_POOL``: under pytest-xdist (``PYTEST_XDIST_WORKER`` =
+    ``gwN`` of ``PYTEST_XDIST_WORKER_COUNT``) worker N gets the N-th of as many equal, disjoint
+    slices, so two workers never hand out the same range; else the whole pool."""
+    lo, hi = PORT_POOL
+    try:
+        n, total = int((worker or "").removeprefix("gw")), int(count or "")
+    except ValueError:
+        return lo, hi
+    if not 0 <= n < total:
+        return lo, hi
+    size = (hi - lo) // total // PORT_BLOCK * PORT_BLOCK
+    if size < 2 * PORT_BLOCK:  # hundreds of workers: share the pool (the ports are checked free)
+        return lo, hi
+    return lo + n * size, lo + (n + 1) * size
+
+
+_pool = worker_port_pool(
+    os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+)
+_next_block = [random.randrange(_pool[0], _pool[1] - PORT_BLOCK)]
 
 
 def _port_free(port: int) -> bool:
@@ -104,9 +128,10 @@ def _port_free(port: int) -> bool:
 
 def private_port_range(n: int = PORT_BLOCK) -> tuple[int, int]:
     """A block of ``n`` consecutive ports of 127.0.0.1, free now, for one sandbox's preferred
-    range. Blocks are handed out in turn from a random start, so two test runs at once (or a
-    test and the user's servers) rarely meet; if they do, the product's fallback still works."""
-    lo, hi = PORT_POOL
+    range. Blocks are handed out in turn from a random start within this worker's slice of the
+    pool (``worker_port_pool``), so two workers never meet and two test runs at once (or a test
+    and the user's servers) rarely do; if they do, the product's fallback still works."""
+    lo, hi = _pool
     for _ in range((hi - lo) // n):
         start = _next_block[0]
         _next_block[0] = start + n if start + 2 * n <= hi else lo
@@ -128,6 +153,25 @@ def opencode_bin() -> str:
             "`npm install -g opencode-ai@1.18.33`, or set SMARTSPEC_TEST_OPENCODE."
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def opencode_version(opencode_bin: str) -> str:
+    """The test opencode's version, probed once per test process (``opencode --version`` costs
+    ~1 s of CPU: the sandboxes get it in their version cache, see ``seed_version_cache``)."""
+    return read_version(opencode_bin)
+
+
+def version_cache_file(data_dir: Path) -> Path:
+    return Paths.from_base(data_dir).state_dir / "opencode-version.json"
+
+
+def seed_version_cache(data_dir: Path, opencode: str, version: str) -> None:
+    """Put ``opencode``'s version in a data dir's version cache, as on a machine where the app
+    ran before (the cold probe is tested in test_cli_servers and the unit tests)."""
+    path = version_cache_file(data_dir)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    VersionCache(path).put(opencode, version)
 
 
 @pytest.fixture
@@ -263,7 +307,9 @@ def sandbox_env(root: Path, opencode: str | None) -> dict[str, str]:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path, backend: BackendStandIn, opencode_bin: str) -> Iterator[Sandbox]:
+def sandbox(
+    tmp_path: Path, backend: BackendStandIn, opencode_bin: str, opencode_version: str
+) -> Iterator[Sandbox]:
     root = tmp_path
     env = sandbox_env(root, opencode_bin)
     backend.add_user("dev@example.com", "correct horse")
@@ -271,26 +317,35 @@ def sandbox(tmp_path: Path, backend: BackendStandIn, opencode_bin: str) -> Itera
     env["SMARTSPEC_API_KEY"] = key
     box = Sandbox(root, root / "data", env, backend, ports=private_port_range(), api_key=key)
     box.write_settings()
+    seed_version_cache(box.data_dir, opencode_bin, opencode_version)
     try:
         yield box
     finally:
-        # Stop through the product first (the normal path), then reap anything left over.
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "smartspec_desktop",
-                "--data-dir",
-                str(box.data_dir),
-                "stop",
-                "--all",
-            ],
-            env=env,
-            capture_output=True,
-            timeout=60,
-        )
+        # Stop through the product first (the normal path), then reap anything left over. When
+        # nothing of the test runs any more there is nothing to stop (and a CLI start is ~0.4 s
+        # of CPU, for each of hundreds of tests).
+        if processes_under(str(root)):
+            stop_all(box)
         leftovers = reap(str(root))
         assert not leftovers, f"processes outlived the test: {leftovers}"
+
+
+def stop_all(box: Sandbox) -> None:
+    """``stop --all`` through the product, for the sandbox's teardown."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smartspec_desktop",
+            "--data-dir",
+            str(box.data_dir),
+            "stop",
+            "--all",
+        ],
+        env=box.env,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def server_processes(workspace: Path) -> list[psutil.Process]:

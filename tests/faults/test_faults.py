@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -175,7 +176,7 @@ def test_starting_record_of_a_dead_cli_never_kills_a_foreign_pid(sandbox: Sandbo
     try:
         ctime = psutil.Process(victim.pid).create_time()
         state = sandbox.data_dir / "state"
-        state.mkdir(parents=True)
+        state.mkdir(parents=True, exist_ok=True)  # it holds the version cache
         base = {
             "workspace_path": str(ws),
             "status": "starting",
@@ -253,7 +254,7 @@ def test_port_stolen_between_discovery_and_bind_is_retried(
 
 def test_damaged_state_file_is_survived(sandbox: Sandbox) -> None:
     state = sandbox.data_dir / "state"
-    state.mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)  # it holds the version cache
     for content in (b"", b"\x00\xff\xfe garbage \x80", b"[1, 2, 3]"):  # truncated, binary, list
         (state / "servers.json").write_bytes(content)
         r = sandbox.cli("status", "--json")
@@ -272,6 +273,7 @@ def test_unwritable_state_fails_clearly_and_spawns_nothing(sandbox: Sandbox, blo
     ws = sandbox.workspace()
     sandbox.data_dir.mkdir(parents=True, exist_ok=True)  # holds config/ (the port range)
     if blocker == "state-dir-is-a-file":
+        shutil.rmtree(sandbox.data_dir / "state")  # only the sandbox's version cache so far
         (sandbox.data_dir / "state").write_text("not a folder")
     else:
         (sandbox.data_dir / "state" / "servers.json").mkdir(parents=True)
@@ -363,16 +365,29 @@ def test_broken_opencode_fails_clearly_and_spawns_nothing(
     assert sandbox.api_key not in r.stderr
 
 
-def test_opencode_database_locked_at_start_is_retried(sandbox: Sandbox, opencode_bin: str) -> None:
+#: How the real opencode 1.18.33 failed when another one migrated its database at the same time.
+MIGRATION_RACES = {
+    "locked": 'echo "database is locked" >&2',
+    # Seen with two `run --worktree` tasks at once on a loaded machine (parallel test workers).
+    "create-table": "printf 'Failed query: \\n        CREATE TABLE `workspace` (\\n' >&2; "
+    "echo '          `id` text PRIMARY KEY' >&2; echo 'params: ' >&2",
+}
+
+
+@pytest.mark.parametrize("race", sorted(MIGRATION_RACES))
+def test_opencode_database_locked_at_start_is_retried(
+    sandbox: Sandbox, opencode_bin: str, race: str
+) -> None:
     """Two servers starting at once on a fresh install both migrate OpenCode's SQLite database
-    and one exits with "database is locked" (seen with the real opencode 1.18.33). A wrapper
-    makes the first serve fail that way, then runs the real opencode."""
+    and one exits with "database is locked", or with the failed ``CREATE TABLE`` of a migration
+    the other one ran (both seen with the real opencode 1.18.33). A wrapper makes the first
+    serve fail that way, then runs the real opencode."""
     ws = sandbox.workspace()
     marker = sandbox.root / "failed-once"
     fake = fake_opencode(
         sandbox.root / "fakebin",
         f'if [ "$1" = serve ] && [ ! -e "{marker}" ]; then touch "{marker}"; '
-        'echo "Error: Unexpected error" >&2; echo "database is locked" >&2; exit 1; fi\n'
+        f'echo "Error: Unexpected error" >&2; {MIGRATION_RACES[race]}; exit 1; fi\n'
         f'exec "{opencode_bin}" "$@"',
     )
     env = dict(sandbox.env, PATH=f"{fake.parent}:/usr/bin:/bin")

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.backend_standin import ErrorChunk, HttpError, Text
-from tests.conftest import Sandbox, server_processes
+from tests.conftest import Sandbox, server_processes, version_cache_file
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +28,14 @@ def password_of(box: Sandbox, server_id: str) -> str:
     return path.read_text()
 
 
-def test_start_run_stop_end_to_end(sandbox: Sandbox) -> None:
+def test_start_run_stop_end_to_end(sandbox: Sandbox, opencode_version: str) -> None:
     ws = sandbox.workspace()
+    # The first start on this machine: no version of OpenCode known yet (the other tests find
+    # it in the cache, as after the app's first run); probed, then cached.
+    cache = version_cache_file(sandbox.data_dir)
+    cache.unlink()
     info = sandbox.cli_json("start", str(ws))
+    assert opencode_version in json.loads(cache.read_text()).values()
     assert set(info) >= {
         "server_id",
         "workspace_path",
@@ -199,7 +204,7 @@ def test_stale_entry_is_cleaned_and_a_reused_pid_is_never_killed(sandbox: Sandbo
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         state = sandbox.data_dir / "state"
-        state.mkdir(parents=True)
+        state.mkdir(parents=True, exist_ok=True)  # it holds the version cache
         record = {
             "session_id": "srv_stale",
             "workspace_path": str(ws),
@@ -229,7 +234,7 @@ def test_stale_entry_is_cleaned_and_a_reused_pid_is_never_killed(sandbox: Sandbo
 @pytest.mark.faults
 def test_corrupt_state_file_is_moved_aside(sandbox: Sandbox) -> None:
     state = sandbox.data_dir / "state"
-    state.mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)  # it holds the version cache
     (state / "servers.json").write_text('{"version": 2, "servers": {"x": ')
     r = sandbox.cli("status")
     assert r.returncode == 0

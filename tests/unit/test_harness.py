@@ -4,6 +4,7 @@ scripts' pin (so a broken guard cannot pass silently)."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 from pathlib import Path
@@ -93,6 +94,23 @@ def test_private_port_ranges_are_free_distinct_and_away_from_the_products() -> N
         assert conftest.PORT_POOL[0] <= lo and hi < conftest.PORT_POOL[1]
         assert hi < 3795 or lo > 3800
     assert set(range(a[0], a[1] + 1)).isdisjoint(range(b[0], b[1] + 1))
+
+
+def test_each_xdist_worker_hands_out_ports_from_its_own_slice() -> None:
+    slices = [conftest.worker_port_pool(f"gw{n}", "4") for n in range(4)]
+    for (lo, hi), (lo2, _hi2) in zip(slices, slices[1:], strict=False):
+        assert lo < hi <= lo2  # disjoint, in order
+    assert slices[0][0] == conftest.PORT_POOL[0] and slices[-1][1] <= conftest.PORT_POOL[1]
+    assert all(hi - lo >= 100 * conftest.PORT_BLOCK for lo, hi in slices)
+    # Not under xdist (or a value it never sets): the whole pool.
+    for worker, count in ((None, None), ("master", "4"), ("gw4", "4"), ("gw0", "")):
+        assert conftest.worker_port_pool(worker, count) == conftest.PORT_POOL
+    # This process's blocks come from its own slice.
+    lo, hi = conftest.worker_port_pool(
+        os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    )
+    a, b = conftest.private_port_range()
+    assert lo <= a < b < hi
 
 
 def test_a_busy_port_is_never_handed_out() -> None:

@@ -85,8 +85,9 @@ from smartspec_desktop.core.storage.secrets import Credentials
 
 PORT_CONFLICT_MARKERS = ("ServeError", "EADDRINUSE", "address already in use", "port in use")
 #: OpenCode's own SQLite database (in its data dir, shared by every server) is busy: two servers
-#: starting at once on a fresh install both migrate it, and one exits. Worth another try.
-TRANSIENT_MARKERS = ("database is locked",)
+#: starting at once on a fresh install both migrate it, and one exits ("database is locked", or
+#: a failed ``CREATE TABLE`` of the migration the other one just ran). Worth another try.
+TRANSIENT_MARKERS = ("database is locked", "CREATE TABLE")
 MAX_PORT_ATTEMPTS = 4
 #: How often (s) the process table is scanned for servers missing from the registry (F7) while
 #: the state file does not change.
