@@ -313,11 +313,12 @@ def test_open_cli_attaches_the_local_tui_through_the_forward(
     address = remote.address(folder)
     sandbox.write_settings(terminal="xterm")
     env = dict(sandbox.env, DISPLAY=os.environ["DISPLAY"])
+    home = Path(sandbox.env["HOME"])
+    home.mkdir(parents=True, exist_ok=True)  # as a user's is (nothing else made it here)
     r = sandbox.cli("open-cli", address, env=env)
     assert r.returncode == 0, r.stderr
     (info,) = sandbox.cli_json("status")
     log = Path(info["log_path"])  # the remote server's output comes back over ssh
-    home = Path(sandbox.env["HOME"])
     try:
         _wait(
             lambda: "global event connected" in log.read_text(),

@@ -196,7 +196,8 @@ def open_cli(
         # folder is the one on the host, and this machine has no such folder to start in.
         opencode = servers.find_opencode().path
         ws = server_directory(ws)
-        cwd = os.path.expanduser("~")
+        home = os.path.expanduser("~")
+        cwd = home if os.path.isdir(home) else os.path.abspath(os.sep)  # HOME may not exist
     command = [opencode, "attach", rec.url, "--dir", ws]
     terminal_env = _loopback_env(servers.environ, TERMINAL_DROPPED_ENV)
     # The TUI loads the folder's own tui.json plugins unless told not to: only when trusted.
