@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,7 +328,13 @@ def test_the_servers_children_die_with_it(tmp_path: Path, how: str) -> None:
     reaper = threading.Thread(target=child.wait)
     reaper.start()
     try:
-        ctime = psutil.Process(child.pid).create_time()
+        proc = psutil.Process(child.pid)
+        # Its argv as the product will read it (a loaded machine may show the pre-exec one).
+        for _ in range(200):
+            if "--exit-file" in proc.cmdline():
+                break
+            time.sleep(0.05)
+        ctime = proc.create_time()
         rec = record()
         rec.children = [ChildRecord(kind="openwork", pid=child.pid, create_time=ctime)]
         if how == "stop":
