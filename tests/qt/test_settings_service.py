@@ -51,6 +51,11 @@ def test_the_service_owns_saves_and_publishes_snapshots(qtbot: QtBot, tmp_path: 
     cli.save_settings()
     with qtbot.waitSignal(service.saved, timeout=5000):
         assert service.set_idle_override(ws, 2.5)
+    # Saves coalesce: an earlier change's save may report first, so wait for the file itself.
+    qtbot.waitUntil(
+        lambda: load_settings(paths.settings_file)[0].idle_minutes_by_workspace == {ws: 2.5},
+        timeout=5000,
+    )
     qtbot.waitUntil(lambda: core.settings.model == "from-the-cli", timeout=5000)
     assert core.servers.settings.model == "from-the-cli"
     on_disk, _ = load_settings(paths.settings_file)
