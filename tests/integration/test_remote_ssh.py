@@ -342,3 +342,35 @@ def test_open_cli_attaches_the_local_tui_through_the_forward(
                     for c in p.children(recursive=True):
                         c.kill()
                     p.kill()
+
+
+def test_an_idle_remote_server_sleeps_leaves_nothing_on_the_host_and_wakes(
+    sandbox: Sandbox, remote: RemoteHost
+) -> None:
+    """The supervisor's idle watcher works through the forward: nobody connected, no busy
+    session, no gateway call for the idle time → the connection is stopped, the host's
+    wrapper stops OpenCode, the workspace sleeps; the next action wakes it over ssh."""
+    sandbox.env["SMARTSPEC_IDLE_MINUTES"] = repr(9.0 / 60)
+    address = remote.address(remote.workspace("idle"))
+    started = sandbox.cli_json("start", address)
+    assert started["status"] == "running" and len(remote.servers()) == 1
+
+    def asleep() -> bool:
+        if remote.servers():
+            return False
+        rows = sandbox.cli_json("status")
+        return bool(rows) and rows[0]["status"] == "sleeping"
+
+    _wait(asleep, 120, "the idle remote server slept")
+    (row,) = sandbox.cli_json("status")
+    assert row["host"] and row["server_id"] == started["server_id"]
+    assert not psutil.pid_exists(started["pid"]) or (
+        psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
+    sandbox.backend.default_step = Text("Awake again.", prompt_tokens=3, completion_tokens=2)
+    r = sandbox.cli("run", address, "are you there?")
+    assert r.returncode == 0, r.stderr
+    assert "Waking the sleeping server" in r.stderr and "Awake again." in r.stdout
+    assert len(remote.servers()) == 1
+    assert sandbox.cli("stop", address).returncode == 0
+    assert remote.wait_no_servers(timeout=15) == []

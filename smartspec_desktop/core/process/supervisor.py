@@ -540,7 +540,9 @@ def _watch_idle(
     """Start the idle watcher (``--idle-minutes``); the event is set once the server slept."""
     from smartspec_desktop.core.process import idle
 
-    port = idle.port_of(command)
+    # A remote server (issue 15) is watched through its forward's local end: the sessions asked
+    # there, the clients those connected to the ssh that listens there.
+    port = idle.port_of(command) or _forwarded_port(command)
     if minutes <= 0 or not port or not password:
         return None
     slept = threading.Event()

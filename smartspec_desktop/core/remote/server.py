@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 import httpx
 
 from smartspec_desktop.core import ports
-from smartspec_desktop.core.broker.modelids import write_models_config
-from smartspec_desktop.core.broker.payload import broker_payload, new_token
 from smartspec_desktop.core.errors import (
     PortInUse,
     ServerStartError,
@@ -31,7 +29,6 @@ from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Super
 from smartspec_desktop.core.remote import engine
 from smartspec_desktop.core.remote.address import RemoteAddress, parse_remote
 from smartspec_desktop.core.remote.ssh import SSH_FAILED, RemoteError, ssh_error
-from smartspec_desktop.core.servers.brokerlink import broker_files
 from smartspec_desktop.core.servers.launch_config import opencode_config, server_env
 from smartspec_desktop.core.servers.registry import ServerRecord, ServerStatus
 from smartspec_desktop.core.servers.trust import apply_trust
@@ -54,7 +51,7 @@ def remote_finder(manager: ServerManager, ws: str) -> OpenCodeBinary:
 def spawn_remote(
     manager: ServerManager, ws: str, port: int, note: str, pre: Preflight
 ) -> ServerRecord:
-    from smartspec_desktop.core.servers.manager import _now_iso, _port
+    from smartspec_desktop.core.servers.manager import _now_iso
 
     addr = parse_remote(ws)
     server_id = "srv_" + uuid.uuid4().hex[:16]
@@ -64,20 +61,8 @@ def spawn_remote(
     log_path = paths.server_log_dir / f"{server_id}.log"
     exit_file = paths.state_dir / "exits" / f"{server_id}.json"
     store = manager.credentials.save_server_password(server_id, password)
-    files = broker_files(paths, ws, server_id)
-    write_models_config(files.models_file, pre.models)  # sent over the channel, 0600 there
-    token, control = new_token(), new_token()
-    manager.credentials.save_broker_control(server_id, control)
-    payload = broker_payload(
-        key=pre.api_key,
-        token=token,
-        control_token=control,
-        upstream=manager.settings.backend_url,
-        meter_file=files.meter_file,
-        budget_file=files.budget_file,
-        day_cap=manager.settings.workspace_day_caps.get(ws),
-        redact=[password],
-    )
+    # The model list is sent over the channel (0600 on the host); the key stays in the broker.
+    files, control, payload = manager.broker_setup(ws, server_id, pre, password)
     # What the supervisor hands to the remote side (core/process/supervisor.py, --remote) and
     # then removes from ssh's environment; the key is not among it (the broker keeps it).
     env = server_env(
@@ -137,18 +122,15 @@ def spawn_remote(
                 str(RECONNECT_ATTEMPTS),
                 "--workspace",
                 ws,
+                # Idle remote servers sleep too (the watcher looks through the forward); the
+                # ssh it stops closes the channel, so the host's wrapper stops OpenCode.
+                *idle.supervisor_args(manager.idle_minutes(ws)),
             ],
             stdin_payload=payload,
             on_spawn=lambda popen: manager.track(server_id, popen),
         ) as proc:
             del payload
-            with manager.registry.transaction() as records:
-                rec = records[server_id]
-                rec.pid, rec.create_time = proc.pid, proc.create_time
-                rec.broker_port = _port(proc.handshake.fields.get("broker_port"))
-                rec.supervisor_pid = proc.supervisor_pid
-                rec.supervisor_create_time = proc.supervisor_create_time
-                record = rec
+            record = manager.record_spawn(server_id, proc)
             _wait_ready(manager, proc, record, password, addr)
             manager._sync_day_cap(record, control)
             proc.keep()
@@ -163,11 +145,7 @@ def spawn_remote(
             f"({type(e).__name__}: {e}).",
             "See the app log for details.",
         ) from e
-    with manager.registry.transaction() as records:
-        rec = records[server_id]
-        rec.status = ServerStatus.RUNNING
-        rec.owner_pid, rec.owner_create_time = 0, 0.0
-        return rec
+    return manager.mark_running(server_id)
 
 
 def _kill_started(
@@ -191,23 +169,23 @@ def _wait_ready(
     password: str,
     addr: RemoteAddress,
 ) -> None:
+    from smartspec_desktop.core.servers.manager import answers_healthy
+
     timeout = manager.settings.start_timeout
     with httpx.Client(
         auth=("opencode", password), timeout=httpx.Timeout(2.0), trust_env=False
     ) as http:
 
         def healthy() -> bool:
-            try:
-                r = http.get(record.url + "/global/health")
-                if r.status_code == 401:
-                    raise PortInUse(
-                        f"The remote port behind {record.url} is answered by a server that "
-                        "rejects our password (another program on the host?).",
-                        "Try again (another port is picked).",
-                    )
-                return r.status_code == 200 and r.json().get("healthy") is True
-            except (httpx.HTTPError, ValueError):
-                return False
+            return answers_healthy(
+                http,
+                record.url,
+                PortInUse(
+                    f"The remote port behind {record.url} is answered by a server that "
+                    "rejects our password (another program on the host?).",
+                    "Try again (another port is picked).",
+                ),
+            )
 
         try:
             proc.wait_ready(healthy, time.monotonic() + timeout + 10)

@@ -55,7 +55,7 @@ from smartspec_desktop.core.remote.address import is_remote, parse_remote
 from smartspec_desktop.core.remote.reap import ReapQueue
 from smartspec_desktop.core.remote.server import remote_finder, spawn_remote
 from smartspec_desktop.core.servers import history, preflight
-from smartspec_desktop.core.servers.brokerlink import BrokerControl, broker_files
+from smartspec_desktop.core.servers.brokerlink import BrokerControl, BrokerFiles, broker_files
 from smartspec_desktop.core.servers.launch_config import opencode_config, serve_argv, server_env
 from smartspec_desktop.core.servers.preflight import Preflight, Progress
 from smartspec_desktop.core.servers.privacy import (
@@ -98,6 +98,18 @@ log = logging.getLogger(__name__)
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def answers_healthy(http: httpx.Client, url: str, rejected: SmartSpecError) -> bool:
+    """One start-up health probe of the server at ``url``: True once OpenCode says healthy;
+    ``rejected`` is raised when something there refuses our password (not our server)."""
+    try:
+        r = http.get(url + "/global/health")
+        if r.status_code == 401:
+            raise rejected
+        return r.status_code == 200 and r.json().get("healthy") is True
+    except (httpx.HTTPError, ValueError):
+        return False
 
 
 def _pick(records: list[ServerRecord], workspace_or_id: str) -> ServerRecord | None:
@@ -436,22 +448,7 @@ class ServerManager:
         exit_file = self.paths.state_dir / "exits" / f"{server_id}.json"
         tmp_dir = make_server_tmp_dir(self.paths.state_dir, server_id)  # F15
         store = self.credentials.save_server_password(server_id, password)
-        # The key goes to the server's gateway broker over a pipe; the server gets a token of
-        # its own for the broker (issue 9).
-        files = broker_files(self.paths, ws, server_id)
-        write_models_config(files.models_file, pre.models)
-        token, control = new_token(), new_token()
-        self.credentials.save_broker_control(server_id, control)
-        payload = broker_payload(
-            key=pre.api_key,
-            token=token,
-            control_token=control,
-            upstream=self.settings.backend_url,
-            meter_file=files.meter_file,
-            budget_file=files.budget_file,
-            day_cap=self.settings.workspace_day_caps.get(ws),
-            redact=[password],
-        )
+        files, control, payload = self.broker_setup(ws, server_id, pre, password)
         env = server_env(
             self.environ,
             password=password,
@@ -498,13 +495,7 @@ class ServerManager:
                 on_spawn=lambda popen: self.track(server_id, popen),
             ) as proc:
                 del payload
-                with self.registry.transaction() as records:
-                    rec = records[server_id]
-                    rec.pid, rec.create_time = proc.pid, proc.create_time
-                    rec.broker_port = _port(proc.handshake.fields.get("broker_port"))
-                    rec.supervisor_pid = proc.supervisor_pid
-                    rec.supervisor_create_time = proc.supervisor_create_time
-                    record = rec
+                record = self.record_spawn(server_id, proc)
                 self._wait_ready(proc, record, password)
                 self._sync_day_cap(record, control)
                 proc.keep()
@@ -520,6 +511,42 @@ class ServerManager:
                 f"Starting OpenCode for {ws} failed unexpectedly ({type(e).__name__}: {e}).",
                 "See the app log for details.",
             ) from e
+        return self.mark_running(server_id)
+
+    def broker_setup(
+        self, ws: str, server_id: str, pre: Preflight, password: str
+    ) -> tuple[BrokerFiles, str, bytes]:
+        """A new server's gateway broker: its files (the model list written), its control
+        token (saved), and the payload for its supervisor. The key goes to the broker over a
+        pipe; the server gets a token of its own for the broker (issue 9)."""
+        files = broker_files(self.paths, ws, server_id)
+        write_models_config(files.models_file, pre.models)
+        token, control = new_token(), new_token()
+        self.credentials.save_broker_control(server_id, control)
+        payload = broker_payload(
+            key=pre.api_key,
+            token=token,
+            control_token=control,
+            upstream=self.settings.backend_url,
+            meter_file=files.meter_file,
+            budget_file=files.budget_file,
+            day_cap=self.settings.workspace_day_caps.get(ws),
+            redact=[password],
+        )
+        return files, control, payload
+
+    def record_spawn(self, server_id: str, proc: Supervised) -> ServerRecord:
+        """Record what a start just spawned (the supervisor, its program, its broker)."""
+        with self.registry.transaction() as records:
+            rec = records[server_id]
+            rec.pid, rec.create_time = proc.pid, proc.create_time
+            rec.broker_port = _port(proc.handshake.fields.get("broker_port"))
+            rec.supervisor_pid = proc.supervisor_pid
+            rec.supervisor_create_time = proc.supervisor_create_time
+            return rec
+
+    def mark_running(self, server_id: str) -> ServerRecord:
+        """A start succeeded: the server is running and no longer held by a starting process."""
         with self.registry.transaction() as records:
             rec = records[server_id]
             rec.status = ServerStatus.RUNNING
@@ -534,17 +561,15 @@ class ServerManager:
         ) as http:
 
             def healthy() -> bool:
-                try:
-                    r = http.get(record.url + "/global/health")
-                    if r.status_code == 401:
-                        raise PortInUse(
-                            f"Port {record.port} is answered by a server that rejects our "
-                            "password (another program?).",
-                            "Free that port or change the preferred port range in Settings.",
-                        )
-                    return r.status_code == 200 and r.json().get("healthy") is True
-                except (httpx.HTTPError, ValueError):
-                    return False
+                return answers_healthy(
+                    http,
+                    record.url,
+                    PortInUse(
+                        f"Port {record.port} is answered by a server that rejects our "
+                        "password (another program?).",
+                        "Free that port or change the preferred port range in Settings.",
+                    ),
+                )
 
             try:
                 proc.wait_ready(healthy, time.monotonic() + timeout)
