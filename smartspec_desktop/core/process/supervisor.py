@@ -384,7 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     # remote side stopped its server when the channel closed, the new connection starts it
     # again on the same ports (so the app's URL stays valid) and OpenCode's sessions are kept.
     attempt = 0
-    while args.remote and code == 255 and not stop_requested and attempt < args.reconnect:
+
+    def lost() -> bool:  # not put to sleep by the idle watcher (ssh exits 255 on its SIGTERM too)
+        return code == 255 and not stop_requested and not (slept is not None and slept.is_set())
+
+    while args.remote and lost() and attempt < args.reconnect:
         attempt += 1
         delay = min(30.0, 2.0 ** (attempt - 1))
         _write_exit(link, {"state": "reconnecting", "attempt": attempt, "of": args.reconnect})
