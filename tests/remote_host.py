@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from pathlib import Path
 import psutil
 
 from smartspec_desktop.core.remote.scripts import REMOTE_INSTALL
+from tests.throwaway import add_user, remove_user
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -182,32 +181,14 @@ class RemoteHost:
 
 
 def start_host() -> Iterator[RemoteHost]:
-    name = f"ssrm{uuid.uuid4().hex[:10]}"
-    folder = Path(tempfile.mkdtemp(prefix=f"{name}-sshd-"))
-    home = Path(tempfile.mkdtemp(prefix=f"{name}-home-"))
-    r = subprocess.run(
-        [
-            "useradd",
-            "--no-create-home",
-            "--home-dir",
-            str(home),
-            "--shell",
-            "/bin/sh",
-            "--user-group",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
+    folder = Path(tempfile.mkdtemp(prefix="ssrm-sshd-"))
+    try:
+        name, entry, home = add_user("ssrm", "/bin/sh")
+    except RuntimeError:
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(home, ignore_errors=True)
-        raise RuntimeError(f"useradd failed: {r.stderr.strip()}")
+        raise
     # Without PAM, OpenSSH refuses a locked account ("!" in shadow, useradd's default).
     subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
-    entry = pwd.getpwnam(name)
-    os.chown(home, entry.pw_uid, entry.pw_gid)
-    os.chmod(home, 0o700)
     host: RemoteHost | None = None
     try:
         host_key = folder / "host_ed25519"
@@ -306,6 +287,5 @@ def start_host() -> Iterator[RemoteHost]:
                     host.sshd.kill()
                     host.sshd.wait()
             host.kill_all()
-        subprocess.run(["userdel", name], capture_output=True, text=True)
-        shutil.rmtree(home, ignore_errors=True)
+        remove_user(name, home)
         shutil.rmtree(folder, ignore_errors=True)

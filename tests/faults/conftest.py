@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import subprocess
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,6 +21,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.throwaway import add_user, remove_user
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -150,28 +150,10 @@ def attacker() -> Iterator[Attacker]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    name = f"ssatk{uuid.uuid4().hex[:10]}"
-    home = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-    r = subprocess.run(
-        [
-            "useradd",
-            "--no-create-home",
-            "--home-dir",
-            str(home),
-            "--shell",
-            "/usr/sbin/nologin",
-            "--user-group",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        shutil.rmtree(home, ignore_errors=True)
-        pytest.skip(f"useradd failed: {r.stderr.strip()}")
-    entry = pwd.getpwnam(name)
-    os.chown(home, entry.pw_uid, entry.pw_gid)
-    os.chmod(home, 0o700)
+    try:
+        name, entry, home = add_user("ssatk", "/usr/sbin/nologin")
+    except RuntimeError as e:
+        pytest.skip(str(e))
     who = Attacker(name, entry.pw_uid, entry.pw_gid, home)
     try:
         yield who
@@ -183,5 +165,4 @@ def attacker() -> Iterator[Attacker]:
             with contextlib.suppress(psutil.Error):
                 p.kill()
         psutil.wait_procs(left, timeout=5)
-        subprocess.run(["userdel", name], capture_output=True, text=True)
-        shutil.rmtree(home, ignore_errors=True)
+        remove_user(name, home)
