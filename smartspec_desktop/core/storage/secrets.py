@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,60 @@ def keyring_service() -> str:
     return os.environ.get(SERVICE_ENV) or APP_NAME
 
 
+#: keyring's modules for the other platforms, skipped by :func:`choose_keyring_backend`.
+_FOREIGN_BACKENDS = {"keyring.backends.macOS", "keyring.backends.Windows"}
+_backend_chosen = False
+
+
+def choose_keyring_backend() -> None:
+    """keyring's choice of backend, without importing the other platforms' backends.
+
+    keyring's own detection imports every backend it knows, and on Linux its macOS one looks for
+    Apple's Security framework with ``ldconfig`` and three compiler runs: ~0.1 CPU-s and up to
+    0.5 s in every process that touches the keyring (measured). The choice stays keyring's: the
+    backend named by ``PYTHON_KEYRING_BACKEND`` or keyringrc, else the viable backend (third-party
+    plugins included) of highest priority. Once per process.
+    """
+    global _backend_chosen
+    if _backend_chosen:
+        return
+    _backend_chosen = True
+    try:
+        _choose_backend()
+    except Exception as e:  # keyring's own detection then runs at the first use
+        log.debug("keyring backend not chosen ahead: %s", e)
+
+
+def _choose_backend() -> None:
+    import keyring
+    import keyring.core
+
+    if sys.platform in ("darwin", "win32") or keyring.core.load_env() or keyring.core.load_config():
+        return  # nothing foreign to skip there, or the user's own choice: keyring's detection
+    from importlib import metadata
+
+    from keyring import backend as kb
+    from keyring.backends import chainer, fail
+
+    for ep in metadata.entry_points(group="keyring.backends"):
+        if ep.value.split(":")[0] in _FOREIGN_BACKENDS:
+            continue
+        try:
+            init = ep.load()
+            if callable(init):
+                init()
+        except Exception as e:  # a broken plugin must not break the others (keyring's rule)
+            log.debug("keyring plugin %s not loaded: %s", ep.name, e)
+    rings: list[kb.KeyringBackend] = []
+    for cls in kb.KeyringBackend.get_viable_backends():
+        if issubclass(cls, chainer.ChainerBackend):  # it would load every backend again
+            continue
+        with contextlib.suppress(TypeError):  # one that needs arguments (keyring's rule)
+            rings.append(cls())
+    none = fail.Keyring()  # type: ignore[no-untyped-call]
+    keyring.set_keyring(max(rings, key=kb.by_priority, default=none))
+
+
 class KeyringStore:
     """The OS keyring via ``keyring``. Every failure becomes :class:`KeyringUnavailable`."""
 
@@ -58,6 +113,8 @@ class KeyringStore:
     def available(self) -> bool:
         import keyring
         from keyring.backends import fail
+
+        choose_keyring_backend()
 
         try:
             backend = keyring.get_keyring()
@@ -75,6 +132,7 @@ class KeyringStore:
         import keyring
         from keyring.errors import KeyringError
 
+        choose_keyring_backend()
         try:
             return keyring.get_password(self.service, name)
         except KeyringError as e:
@@ -84,6 +142,7 @@ class KeyringStore:
         import keyring
         from keyring.errors import KeyringError
 
+        choose_keyring_backend()
         try:
             keyring.set_password(self.service, name, value)
         except KeyringError as e:
@@ -93,6 +152,7 @@ class KeyringStore:
         import keyring
         from keyring.errors import KeyringError, PasswordDeleteError
 
+        choose_keyring_backend()
         try:
             keyring.delete_password(self.service, name)
         except PasswordDeleteError:
