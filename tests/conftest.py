@@ -25,6 +25,7 @@ import pytest
 
 from smartspec_desktop.core.opencode.binary import VersionCache, read_version
 from smartspec_desktop.core.storage.paths import Paths
+from tests import opencode_config
 from tests.backend_standin import BackendStandIn
 
 pytest_plugins = ["tests.logfail", "pytester"]
@@ -142,6 +143,14 @@ def private_port_range(n: int = PORT_BLOCK) -> tuple[int, int]:
 
 def find_test_opencode() -> str | None:
     return os.environ.get(OPENCODE_ENV) or shutil.which("opencode")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _opencode_config_root(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where this run's workers share their warm OpenCode config dir (tests/opencode_config.py):
+    the folder above each xdist worker's own."""
+    base = tmp_path_factory.getbasetemp()
+    opencode_config.shared_root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
@@ -303,6 +312,8 @@ def sandbox_env(root: Path, opencode: str | None) -> dict[str, str]:
     # Keep the D-Bus session (real keyring tests) but no display unless a test wants one.
     if opencode:
         env["PATH"] = os.path.dirname(opencode) + os.pathsep + env.get("PATH", "")
+        # As on a machine where OpenCode ran before: its plugin package already installed.
+        opencode_config.seed(home, opencode)
     return env
 
 

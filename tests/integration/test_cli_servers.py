@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +35,8 @@ def test_start_run_stop_end_to_end(sandbox: Sandbox, opencode_version: str) -> N
     # it in the cache, as after the app's first run); probed, then cached.
     cache = version_cache_file(sandbox.data_dir)
     cache.unlink()
+    # Nor has OpenCode run here: it installs its plugin package (the other tests' HOMEs have it).
+    shutil.rmtree(sandbox.root / "home" / ".config" / "opencode")
     info = sandbox.cli_json("start", str(ws))
     assert opencode_version in json.loads(cache.read_text()).values()
     assert set(info) >= {

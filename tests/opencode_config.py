@@ -1,0 +1,129 @@
+"""A warm OpenCode config dir for the tests' throw-away HOMEs.
+
+On the first directory request a server makes in a fresh ``$XDG_CONFIG_HOME/opencode``, OpenCode
+installs its plugin package there from the npm registry (~64 MB of node_modules, ~5 CPU-s of the
+server's in the 15 s after its start, measured). A user pays that once per machine; the suite paid
+it for each of its ~130 servers, one fresh HOME each. So the run makes it once, with the real
+OpenCode, and every sandbox HOME starts from a copy (node_modules hard-linked, the files OpenCode
+writes itself copied): as on a machine where OpenCode ran before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import filelock
+import httpx
+import psutil
+
+#: Set by the session fixture in conftest: the folder this run's workers share.
+shared_root: Path | None = None
+
+
+def template_for(opencode: str) -> Path | None:
+    """This run's warm config dir for ``opencode`` (built by the first worker that asks), or
+    None outside a pytest session or when it could not be built (sandboxes then start cold)."""
+    if shared_root is None:
+        return None
+    st = os.stat(opencode)
+    dest = shared_root / f"opencode-config-{st.st_ino}-{st.st_size}-{int(st.st_mtime)}"
+    with filelock.FileLock(str(dest) + ".lock", timeout=300):
+        if not dest.is_dir() and not Path(str(dest) + ".failed").exists():
+            try:
+                build(dest, opencode)
+            except Exception as e:  # noted once; every sandbox then installs for itself
+                Path(str(dest) + ".failed").write_text(f"{type(e).__name__}: {e}\n")
+    return dest if dest.is_dir() else None
+
+
+def seed(home: Path, opencode: str) -> None:
+    """Give ``home`` this run's warm ``.config/opencode`` (no-op when there is none)."""
+    template = template_for(opencode)
+    target = home / ".config" / "opencode"
+    if template is None or target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def place(src: str, dst: str) -> None:
+        # node_modules is only ever read; what OpenCode may rewrite is copied.
+        if f"{os.sep}node_modules{os.sep}" in src:
+            with contextlib.suppress(OSError):
+                os.link(src, dst)
+                return
+        shutil.copy2(src, dst)
+
+    shutil.copytree(template, target, symlinks=True, copy_function=place)
+
+
+def build(dest: Path, opencode: str) -> None:
+    """Run the real ``opencode serve`` once in a fresh HOME until its install is done."""
+    work = dest.with_name(dest.name + ".build")
+    shutil.rmtree(work, ignore_errors=True)
+    home, ws = work / "home", work / "ws"
+    ws.mkdir(parents=True)
+    password = secrets.token_urlsafe(16)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "OPENCODE_SERVER_PASSWORD": password,
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+    }
+    if "npm_config_cache" in os.environ:  # tests/run-tests: the tests' own npm cache
+        env["npm_config_cache"] = os.environ["npm_config_cache"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (work / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [opencode, "serve", "--hostname", "127.0.0.1", "--port", str(port)],
+        cwd=ws,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    config = home / ".config" / "opencode"
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(auth=("opencode", password), timeout=5, trust_env=False) as http:
+            deadline = time.monotonic() + 180
+            while True:  # ready, and the workspace's instance made (which starts the install)
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"opencode serve ended or never answered (see {log.name})")
+                with contextlib.suppress(httpx.HTTPError):
+                    if http.get(url + "/config", params={"directory": str(ws)}).is_success:
+                        break
+                time.sleep(0.2)
+        server = psutil.Process(proc.pid)
+        server.cpu_percent(None)
+        while True:  # installed, then quiet (nothing more being written)
+            if time.monotonic() > deadline:
+                raise RuntimeError("OpenCode's plugin install did not finish")
+            time.sleep(1.0)
+            done = (config / "node_modules" / ".package-lock.json").exists()
+            if done and server.cpu_percent(None) < 10:
+                break
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    config.rename(dest)
+    shutil.rmtree(work, ignore_errors=True)
