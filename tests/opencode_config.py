@@ -81,8 +81,8 @@ def build(dest: Path, opencode: str) -> None:
         "OPENCODE_DISABLE_AUTOUPDATE": "1",
         "OPENCODE_DISABLE_MODELS_FETCH": "1",
     }
-    if "npm_config_cache" in os.environ:  # tests/run-tests: the tests' own npm cache
-        env["npm_config_cache"] = os.environ["npm_config_cache"]
+    # tests/run-tests: the tests' own npm cache (npm reads the lower-case name)
+    env.update({k: v for k, v in os.environ.items() if k == "npm_config_cache"})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
