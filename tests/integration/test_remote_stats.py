@@ -1,9 +1,10 @@
 """Remote workspaces, continued (issue 15), against the tests' own sshd (tests/remote_host.py):
-the memory and CPU of the server's tree on the host, and the idle watcher after a lost
-connection."""
+the memory and CPU of the server's tree on the host, the idle watcher after a lost
+connection, and the trust note's list of a remote folder's code."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from smartspec_desktop.core.servers.trust import look_for_project_code
 from tests.conftest import Sandbox
 from tests.integration.test_remote_ssh import remote, remote_host  # noqa: F401 - fixtures
 from tests.remote_host import RemoteHost
@@ -136,3 +138,40 @@ def test_an_idle_remote_server_still_sleeps_after_a_reconnection(
     assert len(remote.servers()) == 1
     assert sandbox.cli("stop", address).returncode == 0
     assert remote.wait_no_servers(timeout=15) == []
+
+
+def test_the_trust_note_lists_a_remote_folders_code_listed_on_its_host(
+    sandbox: Sandbox,
+    remote: RemoteHost,  # noqa: F811 - the fixture
+) -> None:
+    """An untrusted remote folder with a plugin, an MCP server and a hostile file name: the
+    CLI's note (and the window's banner, through the same look_for_project_code) lists them as
+    for a local folder, made on the host over ssh; nothing in the names runs there."""
+    folder = remote.workspace("trusty")
+    config = {"mcp": {"db": {"type": "local", "command": ["node", "db.js"]}}}
+    remote.run_as("mkdir", "-p", f"{folder}/.opencode/plugins")
+    remote.run_as("sh", "-c", f"echo > {folder}/.opencode/plugins/helper.ts")
+    remote.run_as("touch", f"{folder}/.opencode/plugins/$(touch pwned).js")
+    remote.run_as("sh", "-c", f"echo '{json.dumps(config)}' > {folder}/opencode.json")
+    address = remote.address(folder)
+
+    code = look_for_project_code(address, environ=sandbox.env)
+    assert code.host == "alias" and not code.remote, code.unlisted
+    assert code.runs_code and code.plugins == sorted(
+        [f"{folder}/.opencode/plugins/$(touch pwned).js", f"{folder}/.opencode/plugins/helper.ts"]
+    )
+    assert not (folder / "pwned").exists() and not (remote.home / "pwned").exists()
+
+    r = sandbox.cli("start", address)
+    assert r.returncode == 0, r.stderr
+    assert f"note: {address} is not trusted" in r.stderr, r.stderr
+    assert "  plugin .opencode/plugins/helper.ts\n" in r.stderr, r.stderr
+    assert "  plugin .opencode/plugins/$(touch pwned).js\n" in r.stderr, r.stderr
+    assert "  MCP server 'db': node db.js  (in opencode.json)\n" in r.stderr, r.stderr
+    assert "not listed" not in r.stderr
+    assert not (folder / "pwned").exists()
+    assert sandbox.cli("stop", address).returncode == 0
+
+    # A host that refuses us: the list is unknown, with the reason, not empty.
+    refused = look_for_project_code(remote.address(folder, host="nokey"), environ=sandbox.env)
+    assert refused.remote and "could not log in to nokey" in refused.unlisted
