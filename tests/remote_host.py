@@ -164,6 +164,14 @@ class RemoteHost:
                     out.append(p)
         return out
 
+    def session_of(self, server: psutil.Process) -> psutil.Process:
+        """The host-side sshd of the connection that runs ``server`` (its nearest sshd
+        ancestor): other sessions (a probe, a listing, a kill) may be closing meanwhile."""
+        for p in server.parents():
+            if p.name() == "sshd":
+                return p
+        raise AssertionError(f"no sshd above {server.pid}")
+
     def wait_no_servers(self, timeout: float = 20.0) -> list[psutil.Process]:
         end = time.monotonic() + timeout
         left = self.servers()

@@ -101,8 +101,7 @@ def test_an_idle_remote_server_still_sleeps_after_a_reconnection(
     # before that, whatever the load).
     client = socket.create_connection(("127.0.0.1", port), timeout=5)
     try:
-        (session,) = [p for p in remote.processes() if p.name() == "sshd"]
-        session.kill()  # the connection drops on the host's side: ssh exits 255
+        remote.session_of(first).kill()  # the connection drops on the host's side: ssh exits 255
         assert remote.wait_no_servers(timeout=15) == []
     finally:
         client.close()

@@ -148,14 +148,14 @@ def test_a_remote_servers_figures_are_the_hosts_and_unknown_when_missing_or_stal
     assert unknown.rss_mb is None and unknown.cpu_percent is None and unknown.host == "devbox"
     assert unknown.public() == {"rss_mb": None, "cpu_percent": None, "usage_host": "devbox"}
     assert format_usage(unknown) == "? MB · CPU … on devbox"
-    assert memory_text(unknown) == "? MB on the host"
+    assert memory_text(unknown) == "? MB on host"
 
     _write(rec)
     got = sampler.sample([rec])["srv_r"]
     assert got == Usage(rss_mb=412.5, cpu_percent=1.5, processes=3, host="devbox")
     assert got.public() == {"rss_mb": 412.5, "cpu_percent": 1.5, "usage_host": "devbox"}
     assert format_usage(got) == "412 MB · CPU 1.5 % on devbox"
-    assert memory_text(got) == "412 MB on the host"
+    assert memory_text(got) == "412 MB on host"
     assert UsageSampler().sample_settled([rec], wait=5.0)["srv_r"] == got  # no waiting for it
 
     _write(rec, at=time.time() - 60)  # three intervals and 15 s old: stale

@@ -182,7 +182,7 @@ def format_usage(u: Usage) -> str:
 
 
 def memory_text(u: Usage) -> str:
-    """The memory alone, for the workspace list: ``"318 MB"``, ``"318 MB on the host"``
-    (the list names the host already), ``"? MB on the host"`` while unknown."""
+    """The memory alone, for the workspace list: ``"318 MB"``, ``"318 MB on host"``
+    (the list names the host already), ``"? MB on host"`` while unknown."""
     mem = "? MB" if u.rss_mb is None else f"{u.rss_mb:.0f} MB"
-    return mem + (" on the host" if u.host else "")
+    return mem + (" on host" if u.host else "")
