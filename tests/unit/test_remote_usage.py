@@ -235,3 +235,41 @@ def test_the_wrapper_samples_while_the_server_runs_and_ends_with_it(tmp_path: Pa
     assert len(usage) == 1 and usage[0].startswith(f"[smartspec remote] usage pid={pid} ")
     assert " every=20" in usage[0]
     assert took < 12, f"the output stayed open {took:.1f} s after the server ended"
+
+
+def test_a_wrapper_ended_by_a_signal_takes_its_sampler_along(tmp_path: Path) -> None:
+    """The channel closes and sshd signals the wrapper: its sampler (asleep for 20 s, holding
+    the channel's stdout) goes with it, so the session ends at once, not 20 s later."""
+    fake = tmp_path / "opencode"
+    fake.write_text("#!/bin/sh\nsleep 60\n")
+    fake.chmod(0o755)
+    (tmp_path / "ws").mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    args = [str(tmp_path / "ws"), "31000", "31001", str(fake), "srv_s", "20"]
+    proc = subprocess.Popen(
+        ["sh", "-c", scripts.SERVE, "smartspec", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(b"OPENCODE_SERVER_PASSWORD=pw\nSMARTSPEC_BROKER_TOKEN=t\n\n")
+        proc.stdin.flush()
+        seen = b""
+        while b" usage " not in seen:  # the sampler took its first sample and sleeps now
+            line = proc.stdout.readline()
+            assert line, seen
+            seen += line
+        began = time.monotonic()
+        proc.stdin.close()  # the channel closes …
+        proc.terminate()  # … and the wrapper is told to go
+        rest = proc.stdout.read()  # to EOF: every holder of the channel's stdout is gone
+        took = time.monotonic() - began
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    assert b" usage " not in rest
+    assert took < 12, f"the output stayed open {took:.1f} s after the wrapper ended"

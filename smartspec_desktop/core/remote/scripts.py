@@ -92,7 +92,8 @@ AWK
 run="${{XDG_STATE_HOME:-$HOME/.local/state}}/smartspec-desktop/run/$5"
 mkdir -p "$run/tmp" || exit 90
 chmod 700 "$run"
-trap "rm -rf \\"$run\\"" EXIT
+u=
+trap "[ -z \\"\\$u\\" ] || kill \\$u 2>/dev/null; rm -rf \\"$run\\"" EXIT
 trap "exit 143" TERM HUP INT
 trap "" PIPE
 while IFS= read -r line; do
@@ -124,7 +125,6 @@ fi
 p=$!
 st=$(cut -d " " -f 22 "/proc/$p/stat" 2>/dev/null)
 echo "{MARK} pid=$p start=$st"
-u=
 if [ -n "$st" ] && [ "${{6:-0}}" != 0 ]; then
   (
     hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
