@@ -54,7 +54,7 @@ from smartspec_desktop.core.servers.registry import CRASHED, RUNNING, SLEEPING, 
 from smartspec_desktop.core.servers.trust import (
     TAKES_EFFECT,
     UNTRUSTED_EFFECT,
-    find_project_code,
+    look_for_project_code,
     trust_key,
 )
 from smartspec_desktop.core.servers.usage import Usage as ProcessUsage
@@ -249,7 +249,7 @@ def _untrusted_note(core: Core, record: ServerRecord, err: TextIO) -> None:
     """Say what an untrusted workspace's server left out, when the folder has project code."""
     if record.trusted:
         return
-    code = find_project_code(record.workspace_path)
+    code = look_for_project_code(record.workspace_path)  # a remote one: listed on its host
     if not code.any:
         return
     err.write(f"note: {record.workspace_path} is not trusted, so {UNTRUSTED_EFFECT}. Not run:\n")

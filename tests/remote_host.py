@@ -164,6 +164,14 @@ class RemoteHost:
                     out.append(p)
         return out
 
+    def session_of(self, server: psutil.Process) -> psutil.Process:
+        """The host-side sshd of the connection that runs ``server`` (its nearest sshd
+        ancestor): other sessions (a probe, a listing, a kill) may be closing meanwhile."""
+        for p in server.parents():
+            if p.name() == "sshd":
+                return p
+        raise AssertionError(f"no sshd above {server.pid}")
+
     def wait_no_servers(self, timeout: float = 20.0) -> list[psutil.Process]:
         end = time.monotonic() + timeout
         left = self.servers()
@@ -180,17 +188,25 @@ class RemoteHost:
         psutil.wait_procs(left, timeout=5)
 
 
+def _unlock(name: str) -> None:
+    """Without PAM, OpenSSH refuses a locked account ("!" in shadow, useradd's default)."""
+    r = subprocess.run(["usermod", "-p", "*", name], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"usermod -p could not unlock {name}: {r.stderr.strip()}")
+
+
 def start_host() -> Iterator[RemoteHost]:
     folder = Path(tempfile.mkdtemp(prefix="ssrm-sshd-"))
     try:
         name, entry, home = add_user("ssrm", "/bin/sh")
-    except RuntimeError:
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    # Without PAM, OpenSSH refuses a locked account ("!" in shadow, useradd's default).
-    subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
     host: RemoteHost | None = None
+    # Every step from here on is inside the try: whichever fails (usermod, a key, sshd), the
+    # account, its processes and the folders are removed (tests/unit/test_harness.py).
     try:
+        _unlock(name)
         host_key = folder / "host_ed25519"
         host_pub = _keygen(host_key)
         user_key = folder / "user_ed25519"
@@ -260,12 +276,11 @@ def start_host() -> Iterator[RemoteHost]:
             + block("nokey", other_key, known)
         )
         os.chmod(ssh_config, 0o600)
-        log_file = open(folder / "sshd.log", "wb")  # noqa: SIM115 - closed with the process
-        sshd = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config)], stdout=log_file, stderr=subprocess.STDOUT
-        )
-        log_file.close()
-        host = RemoteHost(name, entry.pw_uid, home, port, folder, ssh_config, sshd)
+        host = RemoteHost(name, entry.pw_uid, home, port, folder, ssh_config)
+        with open(folder / "sshd.log", "wb") as log_file:
+            sshd = host.sshd = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(config)], stdout=log_file, stderr=subprocess.STDOUT
+            )
         end = time.monotonic() + 10
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
@@ -277,15 +292,17 @@ def start_host() -> Iterator[RemoteHost]:
             time.sleep(0.05)
         yield host
     finally:
-        if host is not None:
-            host.kill_all()
-            if host.sshd is not None:
-                host.sshd.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    host.sshd.wait(timeout=5)
-                if host.sshd.poll() is None:
-                    host.sshd.kill()
-                    host.sshd.wait()
-            host.kill_all()
-        remove_user(name, home)
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            if host is not None:
+                host.kill_all()
+                if host.sshd is not None:
+                    host.sshd.terminate()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        host.sshd.wait(timeout=5)
+                    if host.sshd.poll() is None:
+                        host.sshd.kill()
+                        host.sshd.wait()
+                host.kill_all()
+        finally:
+            remove_user(name, home)
+            shutil.rmtree(folder, ignore_errors=True)

@@ -26,9 +26,13 @@ def add_user(prefix: str, shell: str) -> tuple[str, pwd.struct_passwd, Path]:
     if r.returncode != 0:
         shutil.rmtree(home, ignore_errors=True)
         raise RuntimeError(f"useradd failed: {r.stderr.strip()}")
-    entry = pwd.getpwnam(name)
-    os.chown(home, entry.pw_uid, entry.pw_gid)
-    os.chmod(home, 0o700)
+    try:
+        entry = pwd.getpwnam(name)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        os.chmod(home, 0o700)
+    except BaseException:
+        remove_user(name, home)  # made, then a step failed: it must not stay behind
+        raise
     return name, entry, home
 
 

@@ -15,7 +15,7 @@ from smartspec_desktop.core.servers.trust import (
     ProjectCode,
     TrustEntry,
     TrustStore,
-    find_project_code,
+    look_for_project_code,
 )
 from smartspec_desktop.services.worker import Jobs, as_error
 
@@ -36,10 +36,11 @@ class TrustService(QObject):
         self.jobs = jobs
 
     def check(self, workspace: str) -> None:
-        """Find the workspace's project code and whether it is trusted (→ ``checked``)."""
+        """Find the workspace's project code and whether it is trusted (→ ``checked``); a
+        remote folder's is listed on its host over ssh (still off the GUI thread)."""
 
         def work() -> tuple[ProjectCode, bool]:
-            return find_project_code(workspace), self.store.is_trusted(workspace)
+            return look_for_project_code(workspace), self.store.is_trusted(workspace)
 
         self.jobs.submit(
             work,

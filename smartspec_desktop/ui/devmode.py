@@ -42,7 +42,7 @@ from smartspec_desktop.core.servers.registry import (
     ServerRecord,
 )
 from smartspec_desktop.core.servers.trust import ProjectCode
-from smartspec_desktop.core.servers.usage import format_usage, total
+from smartspec_desktop.core.servers.usage import format_usage, memory_text, total
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.services.launch import LaunchService
 from smartspec_desktop.services.servers import ServerService
@@ -372,7 +372,7 @@ class DevModePanel(QWidget):
                 label += f"  ·  :{state.record.port}" if state.record.port else ""
                 usage = self.servers.usage.get(state.record.server_id)
                 if usage is not None and usage.processes:
-                    label += f"  ·  {usage.rss_mb:.0f} MB"
+                    label += f"  ·  {memory_text(usage)}"
             elif state.status == SLEEPING:
                 label += "  ·  sleeping"
             item.setText(label)

@@ -76,15 +76,17 @@ class TrustBanner(QFrame):
         """The folder is untrusted and has project code: say what it would run."""
         self.workspace = workspace
         if code.remote:
-            self._show_remote_untrusted(workspace)
+            self._show_remote_untrusted(workspace, code.unlisted)
             return
         lines = code.lines()
         shown = "".join(f"<li>{_esc(line)}</li>" for line in lines[:MAX_LINES])
         if len(lines) > MAX_LINES:
             shown += f"<li>… and {len(lines) - MAX_LINES} more</li>"
         what = "runs code of its own" if code.runs_code else "has its own OpenCode setup"
+        # A remote folder's list was made on its host (issue 15): say so.
+        where = f" on {_esc(code.host)}" if code.host else ""
         self.text.setText(
-            f"<b>This folder {what}, and you have not trusted it, so none of it was "
+            f"<b>This folder{where} {what}, and you have not trusted it, so none of it was "
             f"loaded.</b><br>{_esc(UNTRUSTED_EFFECT)}. It would load:<ul style='margin:2px'>"
             f"{shown}</ul>Trust it only if you trust its code: it would run with your "
             f"account's access. {_esc(TAKES_EFFECT)}"
@@ -93,14 +95,14 @@ class TrustBanner(QFrame):
         self.restart_button.hide()
         self.show()
 
-    def _show_remote_untrusted(self, workspace: str) -> None:
-        """A remote folder (issue 15): its files are on the host and not listed here."""
+    def _show_remote_untrusted(self, workspace: str, why: str = "") -> None:
+        """A remote folder (issue 15) whose files could not be listed on its host."""
+        reason = f"It could not be listed ({_esc(why)})" if why else "It was not listed"
         self.text.setText(
             f"<b>This remote folder is not trusted, so {_esc(UNTRUSTED_EFFECT)}.</b>"
-            "<br>Listing a remote folder's own code is not available for remote workspaces "
-            f"yet: look at {_esc(workspace_name(workspace))} on {_esc(workspace_host(workspace))}"
-            " before you trust it; trust it only if you trust its code, it would run with your "
-            f"account's access. {_esc(TAKES_EFFECT)}"
+            f"<br>{reason}: look at {_esc(workspace_name(workspace))} on "
+            f"{_esc(workspace_host(workspace))} before you trust it; trust it only if you "
+            f"trust its code, it would run with your account's access. {_esc(TAKES_EFFECT)}"
         )
         self.trust_button.show()
         self.restart_button.hide()

@@ -94,7 +94,7 @@ def rss_before_after(bench: Bench, n: int) -> tuple[list[float], list[float], fl
     time.sleep(2.0)  # settled, still well inside the 30 s timeout
     sampler = UsageSampler()
     records = bench.core.servers.refresh()
-    before = [u.rss_mb for u in sampler.sample(records).values()]
+    before = [u.rss_mb or 0.0 for u in sampler.sample(records).values()]
     slept_after = wait_sleeping(bench, normalised)
     # A supervisor exits just after writing its record: give the trees a moment to be gone.
     deadline = time.monotonic() + 10
@@ -105,7 +105,7 @@ def rss_before_after(bench: Bench, n: int) -> tuple[list[float], list[float], fl
             break
         time.sleep(0.1)
     bench.core.servers.stop_all(grace=3.0)
-    after = [u.rss_mb for u in after_usage.values()]
+    after = [u.rss_mb or 0.0 for u in after_usage.values()]
     left = sum(u.processes for u in after_usage.values())
     return before, after, slept_after, left
 

@@ -195,7 +195,7 @@ def test_a_lost_connection_shows_disconnected_then_reconnects(
     try:
         # The connection drops: its server-side end dies (as when the network goes), so our
         # ssh sees the connection closed (exit 255), not a kill of its own.
-        (session,) = [p for p in remote.processes() if p.name() == "sshd"]
+        session = remote.session_of(first)  # (not another session still closing)
         session.kill()
         # Disconnect = stop: the remote side stopped its server when the channel closed.
         assert remote.wait_no_servers(timeout=15) == []

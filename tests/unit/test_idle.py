@@ -187,7 +187,7 @@ def test_usage_of_a_real_tree_and_of_a_gone_one() -> None:
         while True:
             time.sleep(0.3)
             second = sampler.sample([rec])["srv_1"]
-            assert second.cpu_percent is not None
+            assert second.cpu_percent is not None and second.rss_mb is not None
             if second.rss_mb > 30 and second.cpu_percent > 0:
                 break
             assert time.monotonic() < deadline + 20, second

@@ -62,6 +62,7 @@ def test_the_serve_command_forwards_loopback_only_and_carries_no_secret() -> Non
         "31001",
         "/opt/oc",
         "srv_0123456789abcdef",
+        "5",  # the host samples the server's tree every 5 s (SMARTSPEC_REMOTE_USAGE_SECONDS)
     ]
 
 

@@ -259,9 +259,13 @@ class IdleWatcher:
         last_gateway_call: Callable[[], float | None] = lambda: None,
         exit_file: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        server_pid_of: Callable[[], int] | None = None,
     ) -> None:
         self.limit = minutes * 60.0
         self.port, self.password, self.server_pid = port, password, server_pid
+        #: The process that holds the port *now*, when it can change (a remote server's ssh,
+        #: replaced by the supervisor after a lost connection); ``server_pid`` otherwise.
+        self.server_pid_of = server_pid_of
         self.on_idle = on_idle
         self.last_gateway_call = last_gateway_call
         self.exit_file = exit_file
@@ -282,8 +286,9 @@ class IdleWatcher:
     def check(self) -> bool:
         """One observation (both probes); True when the server should sleep now."""
         busy, probe_port = busy_sessions(self.port, self.password)
+        pid = self.server_pid_of() if self.server_pid_of is not None else self.server_pid
         clients = connected_clients(
-            self.server_pid, self.port, exclude_ports=(probe_port,) if probe_port else ()
+            pid, self.port, exclude_ports=(probe_port,) if probe_port else ()
         )
         used = [self.last_gateway_call(), last_marked(self.exit_file, self.clock)]
         known = [t for t in used if t is not None]

@@ -208,9 +208,10 @@ def _pump(
     stream: IO[bytes],
     out: logging.Logger,
     redact: Redactor,
-    on_line: Callable[[str], None] | None = None,
+    on_line: Callable[[str], bool | None] | None = None,
 ) -> None:
-    """Copy the server's output to the log, line by line, each line bounded (F12)."""
+    """Copy the server's output to the log, line by line, each line bounded (F12).
+    ``on_line`` sees each line first; a line it returns True for is not logged."""
     pump = LinePump()
     fd = stream.fileno()
 
@@ -218,9 +219,9 @@ def _pump(
         for raw in lines:
             line = ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r")
             if line:
+                if on_line is not None and on_line(line):
+                    continue
                 out.info("%s", redact(line))
-                if on_line is not None:
-                    on_line(line)
 
     while True:
         try:
@@ -373,11 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     if broker is not None:
         hello["broker_port"] = broker.port
     handshake(hello)
-    slept = _watch_idle(args.idle_minutes, command, password, child, broker, out, args.exit_file)
+    # The watcher follows ``child``: after a reconnection it is the new ssh (issue 15).
+    slept = _watch_idle(
+        args.idle_minutes, command, password, lambda: child, broker, out, args.exit_file
+    )
     del password
     assert child.stdout is not None
     link = Path(str(args.exit_file) + ".link")
-    on_line = _link_writer(link) if args.remote else None
+    usage_file = Path(str(args.exit_file) + ".usage")
+    on_line = _remote_lines(_link_writer(link), usage_file) if args.remote else None
     _pump(child.stdout, out, redact, on_line)
     code = child.wait()
     # A remote server's lost connection (issue 15): connect again, with a growing pause; the
@@ -392,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         attempt += 1
         delay = min(30.0, 2.0 ** (attempt - 1))
         _write_exit(link, {"state": "reconnecting", "attempt": attempt, "of": args.reconnect})
+        with contextlib.suppress(OSError):
+            usage_file.unlink(missing_ok=True)  # that server is gone
         out.info(
             "[smartspec %s] the connection was lost (ssh exit 255): connecting again in %g s "
             "(attempt %d of %d)",
@@ -424,12 +431,13 @@ def main(argv: list[str] | None = None) -> int:
             child.stdin.write(remote_settings)
             child.stdin.flush()
         connected = threading.Event()
-        _pump(child.stdout, out, redact, _link_writer(link, connected))
+        _pump(child.stdout, out, redact, _remote_lines(_link_writer(link, connected), usage_file))
         code = child.wait()
         if connected.is_set():
             attempt = 0  # it was connected again: a later loss starts the count anew
     with contextlib.suppress(OSError):
         link.unlink(missing_ok=True)
+        usage_file.unlink(missing_ok=True)
     if broker is not None:
         broker.stop()  # drops the key
     out.info(
@@ -532,16 +540,63 @@ def _link_writer(link: Path, connected: threading.Event | None = None) -> Callab
     return on_line
 
 
+REMOTE_USAGE = re.compile(
+    r"^\[smartspec remote\] usage pid=(\d+) procs=(\d+) rss_kb=(\d+) ticks=(\d+) "
+    r"up=([0-9.]+) hz=(\d+) every=([0-9.]+)$"
+)
+
+
+def _remote_lines(
+    link_writer: Callable[[str], None], usage_file: Path
+) -> Callable[[str], bool | None]:
+    """A remote server's output lines: the connection's (:func:`_link_writer`), and the host's
+    samples of the server's tree, kept in ``usage_file`` (read by core/servers/usage.py) and
+    not logged (one every few seconds)."""
+    last: dict[int, tuple[float, float]] = {}  # pid → (ticks, uptime) of the previous sample
+
+    def on_line(line: str) -> bool:
+        m = REMOTE_USAGE.match(line)
+        if m is None:
+            link_writer(line)
+            return False
+        pid, procs, rss_kb, ticks = int(m[1]), int(m[2]), int(m[3]), int(m[4])
+        up, hz, every = float(m[5]), int(m[6]) or 100, float(m[7])
+        cpu: float | None = None
+        before = last.get(pid)
+        if before is not None and up > before[1]:
+            # CPU time of the tree between two samples, over the host's own clock; a child
+            # that ended takes its ticks along (never below 0).
+            cpu = max(0.0, (ticks - before[0]) / hz / (up - before[1]) * 100.0)
+        last.clear()
+        last[pid] = (ticks, up)
+        record: dict[str, object] = {
+            "pid": pid,
+            "processes": procs,
+            "rss_mb": round(rss_kb / 1024, 1),
+            "cpu_percent": None if cpu is None else round(cpu, 1),
+            "every": every,
+            "at": time.time(),
+        }
+        with contextlib.suppress(OSError):
+            _write_exit(usage_file, record)
+        return True
+
+    return on_line
+
+
 def _watch_idle(
     minutes: float,
     command: list[str],
     password: str,
-    child: subprocess.Popen[bytes],
+    current: Callable[[], subprocess.Popen[bytes] | None],
     broker: Any,
     out: logging.Logger,
     exit_file: Path,
 ) -> threading.Event | None:
-    """Start the idle watcher (``--idle-minutes``); the event is set once the server slept."""
+    """Start the idle watcher (``--idle-minutes``); the event is set once the server slept.
+
+    ``current`` is the supervised program now: a remote server's ssh is replaced after a lost
+    connection, and the watcher counts the clients of, and stops, the new one."""
     from smartspec_desktop.core.process import idle
 
     # A remote server (issue 15) is watched through its forward's local end: the sessions asked
@@ -562,16 +617,23 @@ def _watch_idle(
             time.strftime("%Y-%m-%d %H:%M:%S"),
             minutes,
         )
-        idle.stop_tree(child)
+        child = current()
+        if child is not None:
+            idle.stop_tree(child)
+
+    def pid_now() -> int:
+        child = current()
+        return child.pid if child is not None else 0
 
     idle.IdleWatcher(
         minutes=minutes,
         port=port,
         password=password,
-        server_pid=child.pid,
+        server_pid=pid_now(),
         on_idle=sleep_now,
         last_gateway_call=last_call,
         exit_file=exit_file,
+        server_pid_of=pid_now,
     ).start()
     return slept
 

@@ -60,6 +60,23 @@ REMOTE_PORT_MARKERS = (
     "failed to start server on port",
 )
 IDENTITY = re.compile(re.escape(scripts.MARK) + r" pid=(\d+) start=(\d+)")
+#: How often the host's wrapper samples the server's process tree (memory, CPU), in seconds;
+#: ``SMARTSPEC_REMOTE_USAGE_SECONDS`` overrides it (0: never).
+USAGE_SECONDS = 5.0
+USAGE_ENV = "SMARTSPEC_REMOTE_USAGE_SECONDS"
+
+
+def usage_seconds(environ: Mapping[str, str] | None = None) -> str:
+    """The wrapper's sampling interval (``$6`` of :data:`scripts.SERVE`), as its argument."""
+    raw = ({} if environ is None else environ).get(USAGE_ENV, "").strip()
+    try:
+        value = float(raw) if raw else USAGE_SECONDS
+    except ValueError:
+        log.warning("ignoring %s=%r: not a number of seconds", USAGE_ENV, raw)
+        value = USAGE_SECONDS
+    if not 0 <= value <= 3600:
+        value = USAGE_SECONDS
+    return f"{max(value, 0.5):g}" if value else "0"
 
 
 def parse_host(text: str) -> RemoteAddress:
@@ -212,7 +229,13 @@ def serve_argv(
         f"127.0.0.1:{broker_forward_port}:127.0.0.1:{broker_port}",
     ]
     command = sh_command(
-        scripts.SERVE, addr.path, str(remote_port), str(broker_forward_port), opencode, server_id
+        scripts.SERVE,
+        addr.path,
+        str(remote_port),
+        str(broker_forward_port),
+        opencode,
+        server_id,
+        usage_seconds(environ),
     )
     return ssh_argv(addr, command, extra=forwards, environ=environ)
 

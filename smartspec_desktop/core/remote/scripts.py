@@ -13,7 +13,11 @@ the script or its arguments: remote users can read argv). What each prints is pa
   (``[smartspec remote] pid=N start=T``: T is field 22 of ``/proc/N/stat``), then keeps reading
   stdin: when the channel closes (the app's supervisor stopped, ssh was killed, the connection
   was lost) it kills the server. **Disconnect = stop.** Its private run folder (0700: the
-  models file, the server's temp files) is removed on exit.
+  models file, the server's temp files) is removed on exit. Every ``$6`` seconds (0: never) it
+  samples the server's process tree from ``/proc`` (one ``cat`` and one ``awk``: the server and
+  its descendants, by parent pid) and prints ``[smartspec remote] usage pid=P procs=N
+  rss_kb=R ticks=T up=U hz=H every=S``: resident memory, CPU ticks so far, the host's uptime
+  and clock rate, from which the supervisor computes the CPU share (see :data:`USAGE_AWK`).
 * :data:`KILL` — kills a server recorded by pid and start time, and only when it is provably
   ours: the same start time and ``SMARTSPEC_SERVER_ID=<id>`` in its environment.
 * :data:`INSTALL` — ``npm install opencode-ai@VERSION`` into the remote install folder, with
@@ -50,14 +54,46 @@ done
 if command -v npm >/dev/null 2>&1; then echo "npm yes"; else echo "npm no"; fi
 """
 
+# The tree of pid r from every /proc/PID/stat line (fields counted after the command name, which
+# may hold spaces and parentheses: everything up to its last ") " goes), summed: resident pages
+# (field 24) and user+system ticks (14, 15). No single quote (see sh_command).
+USAGE_AWK = r"""
+{
+  s = $0
+  sub(/^.*\) /, "", s)
+  if (split(s, f, " ") < 22) next
+  pid = $1 + 0
+  pp[pid] = f[2] + 0
+  tk[pid] = f[12] + f[13]
+  rs[pid] = f[22] + 0
+}
+END {
+  root = r + 0
+  if (!(root in pp)) exit
+  mine[root] = 1
+  do {
+    c = 0
+    for (q in pp) if (!(q in mine) && (pp[q] in mine)) { mine[q] = 1; c = 1 }
+  } while (c)
+  for (q in mine) { n++; t += tk[q]; m += rs[q] }
+  printf "%s usage pid=%d procs=%d rss_kb=%.0f ticks=%.0f up=%s hz=%s every=%s\n",
+    mark, root, n, m * pg / 1024, t, up, hz, every
+}
+"""
+
 # $1 = folder, $2 = remote server port, $3 = reverse-forwarded broker port, $4 = opencode,
-# $5 = server id.
+# $5 = server id, $6 = seconds between two samples of its process tree (0: none).
 SERVE = f"""
 umask 077
+usage_awk=$(cat <<"AWK"
+{USAGE_AWK}
+AWK
+)
 run="${{XDG_STATE_HOME:-$HOME/.local/state}}/smartspec-desktop/run/$5"
 mkdir -p "$run/tmp" || exit 90
 chmod 700 "$run"
-trap "rm -rf \\"$run\\"" EXIT
+u=
+trap "[ -z \\"\\$u\\" ] || kill \\$u 2>/dev/null; rm -rf \\"$run\\"" EXIT
 trap "exit 143" TERM HUP INT
 trap "" PIPE
 while IFS= read -r line; do
@@ -89,6 +125,19 @@ fi
 p=$!
 st=$(cut -d " " -f 22 "/proc/$p/stat" 2>/dev/null)
 echo "{MARK} pid=$p start=$st"
+if [ -n "$st" ] && [ "${{6:-0}}" != 0 ]; then
+  (
+    hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+    pg=$(getconf PAGESIZE 2>/dev/null || echo 4096)
+    while [ "$(cut -d " " -f 22 "/proc/$p/stat" 2>/dev/null)" = "$st" ]; do
+      read -r up rest < /proc/uptime
+      cat /proc/[0-9]*/stat 2>/dev/null | awk -v r="$p" -v pg="$pg" -v hz="$hz" \\
+        -v up="$up" -v every="$6" -v mark="{MARK}" "$usage_awk"
+      sleep "$6" </dev/null >/dev/null 2>&1
+    done
+  ) </dev/null &
+  u=$!
+fi
 (
   cat <&3 >/dev/null 2>&1
   if [ -n "$st" ] && [ "$(cut -d " " -f 22 "/proc/$p/stat" 2>/dev/null)" = "$st" ]; then
@@ -100,7 +149,7 @@ w=$!
 exec 3<&-
 wait "$p"
 c=$?
-kill "$w" 2>/dev/null
+kill "$w" $u 2>/dev/null
 exit "$c"
 """
 
@@ -129,4 +178,50 @@ npm install --prefix "$d" --no-audit --no-fund --no-save --loglevel http "openco
   || exit 95
 printf "{MARK} installed %s %s\\n" "$d/node_modules/.bin/opencode" \\
   "$("$d/node_modules/.bin/opencode" --version 2>/dev/null | head -n 1)"
+"""
+
+# $1 = folder. What the folder would have OpenCode load (core/servers/trust.py, for the trust
+# banner): the same folders (the workspace, and up to its git root, never the home folder or
+# /) and the same files as for a local folder. Prints NUL-separated fields (no file name can
+# hold a NUL, so none can forge a record): "ws" PATH (the folder, symlinks resolved), then
+# "plugin"|"tool"|"prompt" PATH, "config" PATH BASE64 (its first MB, as base64). File names are
+# only ever printed, as printf's arguments: nothing in the folder is run or evaluated. Prints
+# "nodir" when the folder cannot be entered.
+PROJECT = r"""
+out() { printf "%s\0" "$@"; }
+cd -- "$1" 2>/dev/null || { out nodir; exit 0; }
+ws=$(pwd -P && printf x) || exit 0
+ws=${ws%?x}
+home=$(cd 2>/dev/null && pwd -P && printf x)
+home=${home%?x}
+out ws "$ws"
+top=$ws
+d=$ws
+while :; do
+  if [ -e "$d/.git" ]; then top=$d; break; fi
+  up=${d%/*}
+  [ -n "$up" ] || up=/
+  if [ "$up" = "$d" ] || [ "$up" = "$home" ] || [ "$up" = / ]; then top=$ws; break; fi
+  d=$up
+done
+d=$ws
+while :; do
+  o=$d/.opencode
+  for k in plugin tool; do
+    for f in "$o/$k"/*.js "$o/$k"/*.ts "$o/${k}s"/*.js "$o/${k}s"/*.ts; do
+      [ -f "$f" ] && out "$k" "$f"
+    done
+  done
+  for s in agent agents command commands; do
+    [ -d "$o/$s" ] && find "$o/$s" -type f -name "*.md" -exec printf "prompt\0%s\0" {} \;
+  done
+  for f in "$o/mode"/*.md "$o/modes"/*.md "$d/AGENTS.md" "$d/CLAUDE.md" "$d/CONTEXT.md"; do
+    [ -f "$f" ] && out prompt "$f"
+  done
+  for f in "$o/opencode.jsonc" "$o/opencode.json" "$d/opencode.jsonc" "$d/opencode.json"; do
+    [ -f "$f" ] && out config "$f" "$(head -c 1000000 -- "$f" 2>/dev/null | base64 | tr -d "\n")"
+  done
+  [ "$d" = "$top" ] && break
+  d=${d%/*}
+done
 """

@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -155,10 +155,9 @@ def apply_trust(env: MutableMapping[str, str], trusted: bool) -> None:
 
 MAX_LISTED = 50
 CONFIG_NAMES = ("opencode.jsonc", "opencode.json")
-#: The line of a remote workspace's project code: it is not listed (issue 15).
+#: The line of a remote workspace's project code when it was not listed (issue 15).
 REMOTE_UNLISTED = (
-    "whatever the remote folder holds (listing a remote folder's files is not available for "
-    "remote workspaces yet: look on the host before you trust it)"
+    "whatever the remote folder holds (not listed from here: look on the host before you trust it)"
 )
 
 
@@ -190,9 +189,16 @@ class ProjectCode:
     config_files: list[str] = field(default_factory=list)
     #: Files that could not be read or parsed (OpenCode may refuse them, or run them).
     problems: list[str] = field(default_factory=list)
-    #: A remote workspace (issue 15): its files are on another machine and not listed here, so
-    #: what it would load is unknown (an untrusted one still loads none of it).
+    #: A remote workspace (issue 15) whose files were not listed (see ``unlisted``), so what
+    #: it would load is unknown (an untrusted one still loads none of it).
     remote: bool = False
+    #: The host a remote folder's files were listed on, over ssh (``look_for_project_code``).
+    host: str = ""
+    #: The folder the paths are shown relative to, when it is not ``workspace`` (a remote
+    #: folder's path on its host).
+    root: str = ""
+    #: Why a remote folder's files could not be listed (the connection failed, no folder).
+    unlisted: str = ""
 
     @property
     def runs_code(self) -> bool:
@@ -218,12 +224,18 @@ class ProjectCode:
         ]
         out += [f"agent/command/instructions {rel(p)}" for p in self.prompts]
         out += [f"cannot check {rel(p)}" for p in self.problems]
-        if self.remote:
+        if self.remote and self.unlisted:
+            out.append(
+                f"whatever the remote folder holds (it could not be listed: {self.unlisted}; "
+                "look on the host before you trust it)"
+            )
+        elif self.remote:
             out.append(REMOTE_UNLISTED)
         return out
 
     def _relative(self, text: str) -> str:
-        prefix = self.workspace.rstrip(os.sep) + os.sep
+        sep = "/" if self.root else os.sep
+        prefix = (self.root or self.workspace).rstrip(sep) + sep
         return text.replace(prefix, "")
 
 
@@ -288,17 +300,40 @@ def find_project_code(workspace: str | os.PathLike[str]) -> ProjectCode:
     return code
 
 
+def look_for_project_code(
+    workspace: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> ProjectCode:
+    """:func:`find_project_code`, and for a remote workspace the same list made on its host
+    over ssh (one remote command, batch mode: see core/remote/projectcode.py). Blocks (a
+    worker thread's call); never raises for the folder's content or the connection."""
+    if is_remote(os.fspath(workspace)):
+        from smartspec_desktop.core.remote.projectcode import list_remote_code
+
+        return list_remote_code(os.fspath(workspace), environ=environ)
+    return find_project_code(workspace)
+
+
 def _read_config(path: Path, code: ProjectCode) -> None:
-    code.config_files.append(str(path))
     try:
-        data = loads_jsonc(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        code.config_files.append(str(path))
         code.problems.append(f"{path}: {e}")
         return
-    if not isinstance(data, dict):
-        code.problems.append(f"{path}: the top level is not an object")
+    read_config_text(str(path), text, code)
+
+
+def read_config_text(source: str, text: str, code: ProjectCode) -> None:
+    """Add what the config file ``source`` (its ``text``) would run to ``code``."""
+    code.config_files.append(source)
+    try:
+        data = loads_jsonc(text)
+    except ValueError as e:
+        code.problems.append(f"{source}: {e}")
         return
-    source = str(path)
+    if not isinstance(data, dict):
+        code.problems.append(f"{source}: the top level is not an object")
+        return
     plugins = data.get("plugin")
     if isinstance(plugins, list):
         code.npm_plugins += [f"{p}  ({source})" for p in plugins if isinstance(p, str)]
