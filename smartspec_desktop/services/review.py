@@ -68,7 +68,10 @@ class ReviewService(QObject):
             raise SmartSpecError(
                 "No dev server is running for this workspace.", "Start it, then review."
             )
-        return OpenCodeClient(rec.url, pw(rec), timeout=60.0)
+        client = OpenCodeClient(rec.url, pw(rec), timeout=60.0)
+        if rec.host:  # a remote workspace: undo and redo reach its files over ssh
+            client.remote_host, client.remote_workspace = rec.host, rec.workspace_path
+        return client
 
     def _submit(
         self,

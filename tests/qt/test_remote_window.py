@@ -264,18 +264,24 @@ def test_settings_budget_lists_a_remote_workspace_by_its_address(gui: Gui, qtbot
 
 
 class _RemotePlainFolder(FakeReview):
-    """Undo on a remote plain folder: the engine refuses it (no snapshot, files on the host)."""
+    """Undo on a remote plain folder after a shell command: the engine restores what the tool
+    calls recorded, on the host (tests/integration/test_remote_undo.py), and says what it
+    cannot restore; forcing restores the rest, as in a local folder."""
 
     def undo_last_turn(self, _c: object, sid: str, *, force: bool = False) -> review.UndoResult:
         self.calls.append(("undo", force))
-        raise review.UndoUnavailable(
-            "Undo and redo in a plain folder are not available yet for remote workspaces.",
-            "Put the folder under git on the host.",
-            files=["keep.txt"],
-        )
+        if not force:
+            raise review.UndoUnavailable(
+                "Cannot undo here: this folder is not a git repository, so OpenCode kept no "
+                "snapshot, and 1 change(s) were made in a way that recorded no earlier "
+                "version: (bash: make).",
+                review.GIT_FIX + " To undo the rest and keep these as they are, use --force.",
+                files=["(bash: make)"],
+            )
+        return review.UndoResult("undo", "msg_2", ["keep.txt"], 1, False, [], ["(bash: make)"])
 
 
-def test_changes_view_says_why_undo_is_unavailable_on_a_remote_folder(qtbot) -> None:  # type: ignore[no-untyped-def]
+def test_changes_view_offers_undo_anyway_on_a_remote_plain_folder(qtbot) -> None:  # type: ignore[no-untyped-def]
     jobs = Jobs()
     fake = _RemotePlainFolder()
     service = _Service(jobs, api=fake)
@@ -283,10 +289,10 @@ def test_changes_view_says_why_undo_is_unavailable_on_a_remote_folder(qtbot) -> 
     service.set_target(rec, lambda _r: "pw")
     view = ChangesView(service)
     qtbot.addWidget(view)
-    asked: list[str] = []
+    asked: list[list[str]] = []
 
     def ask(title: str, text: str, files: list[str], yes_label: str) -> bool:
-        asked.append(title)
+        asked.append(files)
         return True
 
     view.ask = ask  # type: ignore[method-assign]
@@ -294,9 +300,10 @@ def test_changes_view_says_why_undo_is_unavailable_on_a_remote_folder(qtbot) -> 
         view.set_session("ses_1")
         qtbot.waitUntil(lambda: len(view.changes) == 3, timeout=5000)
         view.undo_btn.click()
-        qtbot.waitUntil(lambda: "not available yet" in view.result_label.text(), timeout=5000)
-        assert "under git on the host" in view.result_label.text()
-        assert asked == [] and fake.calls == [("undo", False)]  # no "Undo anyway" offered
+        qtbot.waitUntil(lambda: "Left as they are" in view.result_label.text(), timeout=5000)
+        assert "(bash: make)" in view.result_label.text()
+        assert asked == [["(bash: make)"]]
+        assert fake.calls[:2] == [("undo", False), ("undo", True)]
     finally:
         jobs.wait(5000)
 

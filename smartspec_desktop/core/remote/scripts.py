@@ -130,3 +130,98 @@ npm install --prefix "$d" --no-audit --no-fund --no-save --loglevel http "openco
 printf "{MARK} installed %s %s\\n" "$d/node_modules/.bin/opencode" \\
   "$("$d/node_modules/.bin/opencode" --version 2>/dev/null | head -n 1)"
 """
+
+# Undo/redo in a plain (non-git) remote folder (issue 15): read and write the files a turn
+# touched. The names come from the agent's tool calls (untrusted): they arrive as arguments,
+# never inside the script; the app passes only relative names without "." or ".." parts.
+# SAFE fails when a part of the name below the folder is a symbolic link (nothing is read or
+# written through a link, so nothing outside the folder).
+_SAFE = """
+safe() {
+  p=.
+  o=$IFS
+  IFS=/
+  for c in $1; do
+    p="$p/$c"
+    if [ -L "$p" ]; then IFS=$o; return 1; fi
+  done
+  IFS=$o
+  return 0
+}
+"""
+
+# $1 = the workspace folder, $2… = relative names. For each, in order, one line: "none"
+# (absent), "link" (a part is a symbolic link), "other" (not a regular file) or "file" followed
+# by the content in base64 and a line ".".
+READ_FILES = (
+    _SAFE
+    + f"""
+set -f
+cd "$1" 2>/dev/null || {{ echo "{MARK} cannot enter the folder $1" >&2; exit 96; }}
+shift
+for rel in "$@"; do
+  t="./$rel"
+  if ! safe "$rel"; then echo link
+  elif [ ! -e "$t" ]; then echo none
+  elif [ -f "$t" ]; then
+    echo file
+    base64 < "$t" || exit 97
+    echo .
+  else echo other
+  fi
+done
+"""
+)
+
+# $1 = the workspace folder, then pairs: "w" NAME (its new content comes on stdin as base64
+# lines ended by a line ".", in the order of the pairs) or "d" NAME (remove it). Every name is
+# checked first (no link, a regular file or absent): if one fails, nothing is written and it
+# prints "refused N" (N = the pair's 0-based index), exit 3. A file is written to a new
+# temporary file next to it (created exclusively), given the old file's mode, then moved over.
+WRITE_FILES = (
+    _SAFE
+    + f"""
+set -f
+cd "$1" 2>/dev/null || {{ echo "{MARK} cannot enter the folder $1" >&2; exit 96; }}
+shift
+i=0
+n=$#
+while [ $i -lt $n ]; do
+  rel=$2
+  t="./$rel"
+  if ! safe "$rel" || {{ [ -e "$t" ] && [ ! -f "$t" ]; }}; then
+    echo "refused $((i / 2))"
+    exit 3
+  fi
+  set -- "$@" "$1" "$2"
+  shift 2
+  i=$((i + 2))
+done
+i=0
+while [ $# -ge 2 ]; do
+  op=$1
+  rel=$2
+  shift 2
+  t="./$rel"
+  if [ "$op" = d ]; then
+    rm -f "$t" || exit 98
+  else
+    d=${{t%/*}}
+    b=${{t##*/}}
+    mkdir -p "$d" || exit 98
+    if ! safe "$rel"; then echo "refused $i"; exit 3; fi
+    tmp="$d/.$b.smartspec-tmp"
+    rm -f "$tmp"
+    (
+      set -C
+      while IFS= read -r l; do [ "$l" = . ] && break; printf "%s\\n" "$l"; done \\
+        | base64 -d > "$tmp"
+    ) || {{ rm -f "$tmp"; exit 98; }}
+    if [ -f "$t" ]; then chmod "$(stat -c %a "$t")" "$tmp" 2>/dev/null; fi
+    mv -f "$tmp" "$t" || {{ rm -f "$tmp"; exit 98; }}
+  fi
+  i=$((i + 1))
+done
+echo done
+"""
+)
