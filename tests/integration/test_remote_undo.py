@@ -270,3 +270,39 @@ def test_remote_files_refuse_links_and_write_nothing_then(
     assert files.read_many(["bin.dat", "a-dir"]) == {"bin.dat": binary, "a-dir": NOT_A_FILE}
     with pytest.raises(RemoteFilesError, match="not a regular file"):
         files.write({"a-dir": "x"})
+
+
+def test_a_remote_git_folder_checks_the_hosts_files_before_undo(
+    sandbox: Sandbox, remote: RemoteHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a git folder OpenCode's snapshots undo on the host; the app's check for the user's
+    own edits reads the files there too (not this machine's path of the same name)."""
+    folder, address = _plain_folder(remote, "gitproj")
+    git = ["git", "-C", str(folder), "-c", "user.name=T", "-c", "user.email=t@example.com"]
+    remote.run_as(*git, "init", "-q")
+    remote.run_as(*git, "add", ".")
+    remote.run_as(*git, "commit", "-qm", "initial")
+    sid = _two_turns(sandbox, address)
+    (info,) = sandbox.cli_json("status")
+    password = FileStore(sandbox.data_dir / "state" / "secrets").get(
+        f"server-password:{info['server_id']}"
+    )
+    assert password
+    monkeypatch.setenv("SMARTSPEC_SSH_CONFIG", str(remote.ssh_config))
+
+    def here(*_a: object, **_k: object) -> None:
+        raise AssertionError("a remote folder's file was read or written on this machine")
+
+    monkeypatch.setattr(review, "_read", here)
+    with OpenCodeClient(info["url"], password, timeout=60) as client:
+        client.remote_host, client.remote_workspace = "alias", address
+        _as_remote(remote, folder / "sub" / "second.txt", "my own edit\n")
+        with pytest.raises(review.UserEditsFound) as err:
+            review.undo_last_turn(client, sid)
+        assert err.value.files == ["sub/second.txt"]
+        _as_remote(remote, folder / "sub" / "second.txt", "2nd\n")
+        result = review.undo_last_turn(client, sid)
+        assert result.snapshots and result.files == ["sub/second.txt"]
+        assert not (folder / "sub" / "second.txt").exists()
+        review.redo(client, sid)
+        assert (folder / "sub" / "second.txt").read_text() == "2nd\n"
