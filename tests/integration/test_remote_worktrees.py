@@ -1,0 +1,112 @@
+"""Worktrees of a remote repository (issue 15), for real: the tests' sshd with a throw-away
+remote account (tests/remote_host.py), git and the real OpenCode 1.18.33 on the "remote" side.
+Each task runs in its own ``git worktree`` made on the host over ssh, with its own remote
+server; what is checked is on the host: the worktree folders, their owner (made by the remote
+account, so through ssh), the branches, the merge and the removal."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from smartspec_desktop.core.remote.address import parse_remote
+from tests.backend_standin import Text, ToolCall
+from tests.conftest import Sandbox
+from tests.integration import test_remote_ssh as _ssh
+from tests.remote_host import RemoteHost
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not shutil.which("git"), reason="git is needed"),
+]
+
+remote_host = _ssh.remote_host
+remote = _ssh.remote
+
+
+def _git(remote: RemoteHost, folder: Path, *args: str) -> str:
+    argv = ["git", "-C", str(folder), "-c", "user.name=T", "-c", "user.email=t@example.com"]
+    return remote.run_as(*argv, *args).stdout
+
+
+def _repo(remote: RemoteHost, name: str) -> Path:
+    folder = remote.workspace(name)
+    remote.run_as("sh", "-c", 'printf "base\\n" > "$1"/keep.txt', "sh", str(folder))
+    _git(remote, folder, "init", "-q", "-b", "main")
+    _git(remote, folder, "add", ".")
+    _git(remote, folder, "commit", "-qm", "initial")
+    return folder
+
+
+def test_remote_tasks_run_in_their_own_worktrees_on_the_host(
+    sandbox: Sandbox, remote: RemoteHost
+) -> None:
+    repo = _repo(remote, "wtrepo")
+    address = remote.address(repo)
+
+    sandbox.backend.script(
+        ToolCall("write", {"filePath": "a.txt", "content": "A\n"}), Text("Done.")
+    )
+    r = sandbox.cli("run", address, "write a.txt", "--worktree", "alpha")
+    assert r.returncode == 0, r.stderr
+    assert "branch smartspec/alpha" in r.stdout
+    assert "Committed the agent's work on smartspec/alpha" in r.stderr, r.stderr
+    sandbox.backend.script(
+        ToolCall("write", {"filePath": "b.txt", "content": "B\n"}), Text("Done.")
+    )
+    r = sandbox.cli("run", address, "write b.txt", "--worktree", "beta")
+    assert r.returncode == 0, r.stderr
+
+    listed = sandbox.cli_json("worktrees", address)
+    assert [(w["name"], w["branch"], w["status"], w["files"]) for w in listed] == [
+        ("alpha", "smartspec/alpha", "ahead", 1),
+        ("beta", "smartspec/beta", "ahead", 1),
+    ]
+    # Both worktrees' servers run at once, each a remote workspace of its own on the host.
+    assert [w["server"] for w in listed] == ["running", "running"]
+    assert len(remote.servers()) == 2
+    base = remote.home / ".local" / "share" / "smartspec-desktop" / "worktrees"
+    for w in listed:
+        folder = Path(w["path"])
+        assert base in folder.parents and folder.name == w["name"]
+        assert folder.stat().st_uid == remote.uid  # made on the host, by the remote account
+        assert w["workspace"] == str(parse_remote(f"ssh://alias{folder}"))
+    # each worktree's server runs in its folder on the host
+    cwds = {Path(f"/proc/{p.pid}/cwd").resolve() for p in remote.servers()}
+    assert cwds == {Path(w["path"]) for w in listed}
+    alpha, beta = (Path(w["path"]) for w in listed)
+    assert (alpha / "a.txt").read_text() == "A\n" and not (alpha / "b.txt").exists()
+    assert (beta / "b.txt").read_text() == "B\n" and not (beta / "a.txt").exists()
+    assert not (repo / "a.txt").exists() and not (repo / "b.txt").exists()  # never touched
+    assert "write a.txt" in _git(remote, repo, "log", "-1", "--format=%s", "smartspec/alpha")
+    status = {row["workspace_path"]: row for row in sandbox.cli_json("status")}
+    assert set(status) == {w["workspace"] for w in listed}
+    assert all(row["host"] == "alias" for row in status.values())
+
+    merged = sandbox.cli_json("merge", address, "alpha")
+    assert merged["files"] == ["a.txt"] and merged["into"] == "main" and merged["fast_forward"]
+    assert (repo / "a.txt").read_text() == "A\n"
+    assert _git(remote, repo, "status", "--porcelain") == ""
+
+    r = sandbox.cli("discard", address, "beta", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert "Stopped the server of" in r.stderr
+    assert not beta.exists()
+    assert "smartspec/beta" not in _git(remote, repo, "branch", "--list")
+    assert [w["name"] for w in sandbox.cli_json("worktrees", address)] == ["alpha"]
+    assert len(remote.servers()) == 1
+
+    missing = sandbox.cli("discard", address, "nope", "--yes")
+    assert missing.returncode != 0 and "No worktree named 'nope'" in missing.stderr
+
+
+def test_a_plain_remote_folder_offers_git_init_for_worktrees(
+    sandbox: Sandbox, remote: RemoteHost
+) -> None:
+    folder = remote.workspace("wtplain")
+    r = sandbox.cli("worktrees", remote.address(folder))
+    assert r.returncode != 0 and "is not a git repository" in r.stderr, r.stderr
+    assert remote.servers() == []
+    assert not (folder / ".git").exists()  # nothing was made there
