@@ -110,3 +110,65 @@ def test_a_plain_remote_folder_offers_git_init_for_worktrees(
     assert r.returncode != 0 and "is not a git repository" in r.stderr, r.stderr
     assert remote.servers() == []
     assert not (folder / ".git").exists()  # nothing was made there
+
+
+def test_the_windows_worktree_service_runs_lists_and_discards_on_the_host(  # type: ignore[no-untyped-def]
+    sandbox: Sandbox, remote: RemoteHost, monkeypatch: pytest.MonkeyPatch, qtbot
+) -> None:
+    """What the window's Worktrees panel and Agent tab call (services.review.WorktreeService),
+    in process with the real ServerManager: a task in a new worktree of the remote repository,
+    its server started as a remote workspace, its work committed on the host."""
+    from smartspec_desktop.core.storage.paths import Paths
+    from smartspec_desktop.core.storage.secrets import MemoryStore
+    from smartspec_desktop.core.wiring import build_core
+    from smartspec_desktop.core.worktrees import Worktree, app_base_dir
+    from smartspec_desktop.services.review import WorktreeService
+    from smartspec_desktop.services.worker import Jobs
+    from tests.qt.conftest import use_sandbox_env
+
+    repo = _repo(remote, "wtwindow")
+    address = remote.address(repo)
+    use_sandbox_env(monkeypatch, sandbox.env)
+    core = build_core(
+        Paths.from_base(sandbox.data_dir), backend_url=sandbox.backend.url, store=MemoryStore()
+    )
+    jobs = Jobs()
+    service = WorktreeService(core.servers, jobs, app_base_dir(sandbox.data_dir))
+    failures: list[object] = []
+    service.error.connect(lambda _ws, e: failures.append(e))
+    service.not_git.connect(lambda _ws, e: failures.append(e))
+    sandbox.backend.script(
+        ToolCall("write", {"filePath": "w.txt", "content": "from the window\n"}), Text("Done.")
+    )
+    try:
+        with qtbot.waitSignal(service.task_started, timeout=60_000) as started:
+            service.run(address, "write w.txt")
+        assert started.args is not None
+        wt = started.args[1]
+        assert isinstance(wt, Worktree) and wt.workspace.startswith("ssh://alias/")
+        with qtbot.waitSignal(service.task_done, timeout=180_000) as done:
+            pass
+        assert done.args is not None and "committed" in done.args[2], done.args
+        assert failures == []
+        folder = Path(wt.path)
+        assert (folder / "w.txt").read_text() == "from the window\n"
+        assert folder.stat().st_uid == remote.uid
+        assert "write w.txt" in _git(remote, repo, "log", "-1", "--format=%s", wt.branch)
+        rec = core.servers.get(wt.workspace)
+        assert rec is not None and rec.active and rec.host == "alias"
+
+        with qtbot.waitSignal(service.listed, timeout=60_000) as listed:
+            service.refresh(address)
+        assert listed.args is not None
+        assert [(w.name, w.status, w.workspace) for w in listed.args[1]] == [
+            (wt.name, "ahead", wt.workspace)
+        ]
+        with qtbot.waitSignal(service.discarded, timeout=60_000):
+            service.discard(address, wt.name)
+        assert not folder.exists() and wt.branch not in _git(remote, repo, "branch", "--list")
+        stopped = core.servers.get(wt.workspace)
+        assert stopped is None or not stopped.active
+        assert failures == []
+    finally:
+        jobs.wait(60_000)
+        core.servers.stop_all()
