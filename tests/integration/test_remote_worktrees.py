@@ -40,6 +40,7 @@ def _repo(remote: RemoteHost, name: str) -> Path:
     return folder
 
 
+@pytest.mark.timeout(600)  # two tasks with their servers, each git call an ssh connection
 def test_remote_tasks_run_in_their_own_worktrees_on_the_host(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:
@@ -112,6 +113,7 @@ def test_a_plain_remote_folder_offers_git_init_for_worktrees(
     assert not (folder / ".git").exists()  # nothing was made there
 
 
+@pytest.mark.timeout(600)
 def test_the_windows_worktree_service_runs_lists_and_discards_on_the_host(  # type: ignore[no-untyped-def]
     sandbox: Sandbox, remote: RemoteHost, monkeypatch: pytest.MonkeyPatch, qtbot
 ) -> None:

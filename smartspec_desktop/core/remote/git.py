@@ -27,6 +27,10 @@ class RemoteGit:
         self.addr = addr
         self.environ = environ
         self._base: Path | None = None
+        # One operation (a create, a listing) asks for the same folders several times: each
+        # answer costs an ssh connection, so the instance (one operation's) keeps them.
+        self._dirs: dict[str, bool] = {}
+        self._toplevel: dict[str, subprocess.CompletedProcess[str]] = {}
 
     def _posix(self, path: Path) -> str:
         return PurePosixPath(path.as_posix()).as_posix()
@@ -36,6 +40,8 @@ class RemoteGit:
     ) -> subprocess.CompletedProcess[str]:
         from smartspec_desktop.core.worktrees import GitError, GitMissing, WorktreeError
 
+        if args == ["rev-parse", "--show-toplevel"] and self._posix(cwd) in self._toplevel:
+            return self._toplevel[self._posix(cwd)]
         r = run_remote(
             self.addr, scripts.GIT, self._posix(cwd), *args, timeout=timeout, environ=self.environ
         )
@@ -49,7 +55,10 @@ class RemoteGit:
             )
         if r.code == 124:  # (not ours: a `timeout` wrapper of the user's)
             raise GitError(f"git {args[0]} timed out on {host}.", "Check the repository there.")
-        return subprocess.CompletedProcess(["git", *args], r.code, r.stdout, r.stderr)
+        done = subprocess.CompletedProcess(["git", *args], r.code, r.stdout, r.stderr)
+        if args == ["rev-parse", "--show-toplevel"]:
+            self._toplevel[self._posix(cwd)] = done
+        return done
 
     def _fs(self, op: str, path: Path, *more: str) -> str:
         from smartspec_desktop.core.worktrees import WorktreeError
@@ -64,14 +73,18 @@ class RemoteGit:
         return r.stdout
 
     def is_dir(self, path: Path) -> bool:
-        return self._fs("isdir", path).strip() == "yes"
+        key = self._posix(path)
+        if key not in self._dirs:
+            self._dirs[key] = self._fs("isdir", path).strip() == "yes"
+        return self._dirs[key]
 
     def exists(self, path: Path) -> bool:
         return self._fs("exists", path).strip() == "yes"
 
     def resolve(self, path: Path) -> Path:
-        out = self._fs("resolve", path).rstrip("\n")
-        return Path(out or path.as_posix())
+        """The path itself: git reports physical paths (``--show-toplevel``, and the worktree
+        paths it was given, made from the physical base folder), so no connection is spent."""
+        return path
 
     def names(self, folder: Path) -> set[str]:
         return set(filter(None, self._fs("names", folder).split("\n")))

@@ -237,16 +237,15 @@ exec git "$@"
 """
 
 # $1 = operation, $2 = a path (absolute; made by the app from checked names), $3… = more.
-# isdir/exists print yes|no; names lists a folder; resolve prints the physical path of a
-# folder; base makes the app's worktree folder on the host (0700) and prints its physical path;
-# rmtree removes a tree (never following links); lines prints the total number of lines of the
-# regular, non-link files among $3… (relative to the folder $2) that hold no NUL byte.
+# isdir/exists print yes|no; names lists a folder; base makes the app's worktree folder on the
+# host (0700) and prints its physical path; rmtree removes a tree (never following links);
+# lines prints the total number of lines of the regular, non-link files among $3… (relative to
+# the folder $2) that hold no NUL byte.
 FS = f"""
 case "$1" in
   isdir) if [ -d "$2" ]; then echo yes; else echo no; fi;;
   exists) if [ -e "$2" ] || [ -L "$2" ]; then echo yes; else echo no; fi;;
   names) if [ -d "$2" ]; then ls -A "$2"; fi;;
-  resolve) if cd -P "$2" 2>/dev/null; then pwd -P; else printf "%s\\n" "$2"; fi;;
   base)
     d={_DATA}/smartspec-desktop/worktrees
     (umask 077 && mkdir -p "$d") && cd -P "$d" && pwd -P;;
