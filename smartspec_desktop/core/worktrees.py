@@ -13,6 +13,12 @@ API (for the CLI's ``worktrees``/``merge``/``discard``/``run --worktree`` and th
     discard(repo, base_dir, name) -> None                # removes worktree + branch
     git_init(path) -> Path                               # the offer for a plain folder
 
+A repository is a local path or a remote workspace's ``ssh://`` address (issue 15): then git and
+the few file operations run on its host (a :class:`GitHost`,
+:class:`smartspec_desktop.core.remote.git.RemoteGit`), the worktrees live there in the app's
+folder of the host (``~/.local/share/smartspec-desktop/worktrees``) and
+:attr:`Worktree.workspace` is each one's ``ssh://`` address, the workspace its server runs for.
+
 ``base_dir`` is a folder the app manages, e.g. ``<data dir>/worktrees``; each repository gets
 ``<base_dir>/<12 hex of sha256(repo path)>/<name>``, on branch ``smartspec/<name>``. It must lie
 outside the repository. "Ours" = a worktree on a ``smartspec/`` branch whose folder is there, so a
@@ -454,7 +460,7 @@ def create(
         )
     base_commit = r.stdout.strip()
     if h is LOCAL:
-        folder.mkdir(parents=True, exist_ok=True)  # (a remote host's is made with its base)
+        folder.mkdir(parents=True, exist_ok=True)  # (on a host, `git worktree add` makes it)
     path = folder / name
     _git(
         h,
