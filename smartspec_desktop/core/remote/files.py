@@ -180,7 +180,7 @@ class RemoteFiles:
             f"Could not {what} the files to restore in {self.addr} (exit {code}): "
             f"{stderr.strip()[-300:] or 'no message'}.",
             f"Check the folder and its permissions on {self.addr.display_host} "
-            f"(`ssh {self.addr.display_host}`).",
+            f"(`ssh {self.addr.display_host}`); undo there needs coreutils (base64, stat).",
         )
 
     def _garbled(self) -> RemoteFilesError:
