@@ -152,8 +152,8 @@ def test_undo_never_follows_a_link_out_of_the_remote_folder(
 def test_review_core_and_the_window_service_work_on_the_host_not_here(  # type: ignore[no-untyped-def]
     sandbox: Sandbox, remote: RemoteHost, monkeypatch: pytest.MonkeyPatch, qtbot
 ) -> None:
-    """In process: core.review with the manager's kind of client, and the window's
-    ReviewService (what the Changes view calls); reading or writing the remote path on this
+    """In process: core.review with the manager's kind of client, the window's ReviewService
+    and the Changes view's Undo/Redo buttons on it; reading or writing the remote path on this
     machine fails the test."""
     from smartspec_desktop.services.review import ReviewService
     from smartspec_desktop.services.worker import Jobs
@@ -199,6 +199,26 @@ def test_review_core_and_the_window_service_work_on_the_host_not_here(  # type: 
         with qtbot.waitSignal(service.changes_loaded, timeout=60_000):
             service.load(sid)
         assert [c.path for c in loaded[-1]] == ["keep.txt", "out.txt", "sub/second.txt"]
+        assert failures == []
+
+        # The Changes view itself (Agent tab), its buttons on the same service.
+        from smartspec_desktop.ui.changes import ChangesView
+
+        view = ChangesView(service)
+        qtbot.addWidget(view)
+        view.set_session(sid)
+        qtbot.waitUntil(
+            lambda: len(view.changes) == 3 and view.undo_btn.isEnabled(), timeout=60_000
+        )
+        view.undo_btn.click()
+        qtbot.waitUntil(lambda: view.result_label.text().startswith("Undone"), timeout=60_000)
+        assert view.result_label.text() == "Undone: sub/second.txt."
+        assert not (folder / "sub" / "second.txt").exists()
+        qtbot.waitUntil(lambda: view.redo_btn.isEnabled(), timeout=60_000)
+        view.redo_btn.click()
+        qtbot.waitUntil(lambda: view.result_label.text().startswith("Redone"), timeout=60_000)
+        assert (folder / "sub" / "second.txt").read_text() == "2nd\n"
+        qtbot.waitUntil(lambda: len(view.changes) == 3, timeout=60_000)
         assert failures == []
     finally:
         jobs.wait(30_000)
