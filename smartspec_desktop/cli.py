@@ -893,7 +893,7 @@ def cmd_discard(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) 
     rec = core.servers.get(workspace)
     if rec is not None and rec.active:
         core.servers.stop(rec.server_id)
-        err.write(f"Stopped the server of {path}.\n")
+        err.write(f"Stopped the server of {workspace}.\n")
     worktrees.discard(repo, base, args.name)
     if workspace in core.settings.recent_workspaces:  # remembered by a window: gone now
         core.settings.forget_workspace(workspace)
