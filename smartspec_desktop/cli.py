@@ -821,7 +821,7 @@ def cmd_worktrees(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO
         return _not_git(e, args.workspace, err)
     servers = {}
     for w in found:
-        rec = core.servers.get(str(w.path))
+        rec = core.servers.get(w.workspace or str(w.path))
         servers[w.name] = rec.status if rec is not None and rec.active else None
     if args.json:
         _print_json([{**w.public(), "server": servers[w.name]} for w in found], out)
@@ -848,7 +848,7 @@ def cmd_merge(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) ->
         err.write(f"error: {e}\n")
         for f in e.files:
             err.write(f"  conflict: {f}\n")
-        wt = worktrees.path_for(Path(args.workspace), _worktree_base(core), args.name)
+        wt = worktrees.workspace_for(Path(args.workspace), _worktree_base(core), args.name)
         err.write(
             f'  Ask the agent: smartspec-desktop run {wt} "Merge the branch '
             f"{worktrees.repo_root(Path(args.workspace)).name}'s current branch into this one "
@@ -889,13 +889,14 @@ def cmd_discard(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) 
         if answer.strip().lower() not in ("y", "yes"):
             out.write("Nothing was discarded.\n")
             return EXIT_OK
-    rec = core.servers.get(str(path))
+    workspace = worktrees.workspace_for(repo, base, args.name)  # (remote: its ssh:// address)
+    rec = core.servers.get(workspace)
     if rec is not None and rec.active:
         core.servers.stop(rec.server_id)
-        err.write(f"Stopped the server of {path}.\n")
+        err.write(f"Stopped the server of {workspace}.\n")
     worktrees.discard(repo, base, args.name)
-    if str(path) in core.settings.recent_workspaces:  # remembered by a window: gone now
-        core.settings.forget_workspace(str(path))
+    if workspace in core.settings.recent_workspaces:  # remembered by a window: gone now
+        core.settings.forget_workspace(workspace)
         core.save_settings()
     out.write(f"Discarded the worktree {args.name} and the branch {branch}.\n")
     return EXIT_OK
@@ -913,8 +914,8 @@ def cmd_run_worktree(core: Core, args: argparse.Namespace, out: TextIO, err: Tex
         wt = worktrees.create(Path(args.workspace), _worktree_base(core), args.worktree or None)
     except worktrees.NotAGitRepository as e:
         return _not_git(e, args.workspace, err)
-    err.write(f"Worktree {wt.path} on branch {wt.branch}.\n")
-    task = argparse.Namespace(**{**vars(args), "workspace": str(wt.path), "worktree": None})
+    err.write(f"Worktree {wt.workspace or wt.path} on branch {wt.branch}.\n")
+    task = argparse.Namespace(**{**vars(args), "workspace": wt.workspace, "worktree": None})
     try:
         code = cmd_run(core, task, out, err)
     except BaseException:
@@ -924,7 +925,7 @@ def cmd_run_worktree(core: Core, args: argparse.Namespace, out: TextIO, err: Tex
         )
         raise
     finally:
-        commit = worktrees.commit_all(wt.path, title_for(args.prompt))
+        commit = worktrees.commit_all(wt.workspace, title_for(args.prompt))
         if commit:
             err.write(f"Committed the agent's work on {wt.branch} ({commit[:12]}).\n")
         else:

@@ -41,6 +41,10 @@ its ``GET /doc``):
   it, an ``edit`` by applying its ``metadata.filediff.patch`` backwards. A ``write`` over an
   existing file, a shell command or another editing tool cannot be undone there (the earlier
   content was never recorded): :class:`UndoUnavailable` says so and proposes ``git init``.
+  In a remote workspace (the client's ``remote_workspace``, an ``ssh://`` address) the files
+  are read and written on the host over ssh (:mod:`smartspec_desktop.core.remote.files`: only
+  names inside the folder, never through a symbolic link); a name it refuses is left as it is,
+  like an unrecorded change.
 - ``/experimental/worktree`` (GET list of directories, POST ``{name, startCommand?}`` →
   ``{name, branch, directory}``, DELETE ``{directory}``) answers ``WorktreeNotGitError`` outside
   git; it places worktrees itself, so :mod:`smartspec_desktop.core.worktrees` uses git directly.
@@ -58,10 +62,10 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.opencode.client import OpenCodeClient, server_directory
@@ -393,10 +397,26 @@ class _Session:
     id: str
     info: dict[str, Any]
     messages: list[dict[str, Any]]
+    _files: _Files | None = None
 
     @property
     def workspace(self) -> Path:
         return Path(str(self.info.get("directory") or "."))
+
+    @property
+    def files(self) -> _Files:
+        """Where the workspace's files are read and written: here, or on a remote workspace's
+        host over ssh (its folder, checked names only)."""
+        if self._files is None:
+            address = getattr(self.client, "remote_workspace", "")  # (a fake client has none)
+            if address:
+                from smartspec_desktop.core.remote.address import parse_remote
+                from smartspec_desktop.core.remote.files import RemoteFiles
+
+                self._files = RemoteFiles(parse_remote(address), self.workspace.as_posix())
+            else:
+                self._files = _LocalFiles(self.workspace)
+        return self._files
 
     @property
     def snapshots(self) -> bool:
@@ -651,12 +671,36 @@ def _read(path: Path) -> str | None | bytes:
         return data
 
 
-def _differs(workspace: Path, path: str, expected: Version) -> bool:
-    """Does the file on disk differ from ``expected`` (the agent's version)? Unknown content
-    (a binary file) cannot be compared: restoring it loses nothing the snapshot lacks."""
+class _Files(Protocol):
+    """The workspace's files as undo/redo read and write them (names relative to it)."""
+
+    def inside(self, name: str) -> bool: ...
+
+    def read_many(self, names: Iterable[str]) -> dict[str, str | None | bytes]: ...
+
+    def write(self, plan: Mapping[str, str | None]) -> None: ...
+
+
+class _LocalFiles:
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+
+    def inside(self, name: str) -> bool:
+        return True
+
+    def read_many(self, names: Iterable[str]) -> dict[str, str | None | bytes]:
+        return {n: _read(self.workspace / n) for n in names}
+
+    def write(self, plan: Mapping[str, str | None]) -> None:
+        _write_plan(self.workspace, dict(plan))
+
+
+def _differs(current: str | None | bytes, expected: Version) -> bool:
+    """Does the file on disk (``current``) differ from ``expected`` (the agent's version)?
+    Unknown content (a binary file) cannot be compared: restoring it loses nothing the
+    snapshot lacks."""
     if expected is UNKNOWN:
         return False
-    current = _read(workspace / path)
     if expected is None:
         return current is not None
     return current != expected
@@ -695,27 +739,20 @@ def _plain_plan(
     """New contents for a plain folder: ({path: text or None to remove}, user-edited, unknown).
 
     ``forward=False`` undoes ``edits`` (applied in reverse order), True redoes them."""
-    remote_host = getattr(s.client, "remote_host", "")  # (a test's fake client has none)
-    if remote_host:
-        # The files are on the host; restoring them from here is not built yet (issue 15).
-        raise UndoUnavailable(
-            f"Undo and redo in a plain folder are not available yet for remote workspaces "
-            f"(the folder is on {remote_host}, and OpenCode keeps no snapshot outside "
-            "git).",
-            f"Put the folder under git on {remote_host} (`git init` and a first "
-            "commit): then OpenCode's own snapshots make every turn undoable.",
-            files=[e.path for e in edits],
-        )
     plan: dict[str, str | None] = {}
     edited: list[str] = []
     unknown: list[str] = []
     seq = edits if forward else list(reversed(edits))
+    files = s.files
+    on_disk = files.read_many(
+        sorted({e.path for e in seq if e.kind != "unknown" and files.inside(e.path)})
+    )
     for e in seq:
-        if e.kind == "unknown":
-            unknown.append(e.path)
+        if e.kind == "unknown" or not files.inside(e.path):
+            unknown.append(e.path)  # (a remote name outside the folder is never touched)
             continue
         current: str | None | bytes
-        current = plan[e.path] if e.path in plan else _read(s.workspace / e.path)
+        current = plan[e.path] if e.path in plan else on_disk[e.path]
         if e.kind == "created":
             if forward:
                 if current is not None and e.path not in plan:
@@ -775,7 +812,10 @@ def _undo_to(
     verb = "undo" if action == "undo" else "discard these changes"
     if s.snapshots:
         final = _compose([edits])
-        edited = sorted(p for p, es in final.items() if _differs(s.workspace, p, es[-1].after))
+        now = s.files.read_many(
+            p for p, es in final.items() if es[-1].after is not UNKNOWN and s.files.inside(p)
+        )
+        edited = sorted(p for p, es in final.items() if p in now and _differs(now[p], es[-1].after))
         if edited and not force:
             _refuse_edits(edited, action)
         s.client.revert(s.id, target.message_id)
@@ -787,7 +827,7 @@ def _undo_to(
         if edited and not force:
             _refuse_edits(edited, action)
         s.client.revert(s.id, target.message_id)
-        _write_plan(s.workspace, {p: t for p, t in plan.items() if p not in edited})
+        s.files.write({p: t for p, t in plan.items() if p not in edited})
         overwritten, kept = [], sorted(set(edited) | set(unknown))
     files = sorted({e.path for e in edits if e.kind != "unknown"} - set(kept))
     log.info("%s: session %s reverted to before turn %d", action, s.id, target.index)
@@ -850,7 +890,10 @@ def redo(
     edits = [e for t in redone for e in s.edits(t, strict=True)]
     if s.snapshots:
         first = _compose([edits])
-        edited = sorted(p for p, es in first.items() if _differs(s.workspace, p, es[0].before))
+        now = s.files.read_many(
+            p for p, es in first.items() if es[0].before is not UNKNOWN and s.files.inside(p)
+        )
+        edited = sorted(p for p, es in first.items() if p in now and _differs(now[p], es[0].before))
         unknown: list[str] = []
         plan: dict[str, str | None] = {}
     else:
@@ -864,7 +907,7 @@ def redo(
         client.revert(session_id, rest[0].message_id)
     kept: list[str] = []
     if not s.snapshots:
-        _write_plan(s.workspace, {p: t for p, t in plan.items() if p not in edited})
+        s.files.write({p: t for p, t in plan.items() if p not in edited})
         kept = sorted(set(edited) | set(unknown))
     files = sorted({e.path for e in edits if e.kind != "unknown"} - set(kept))
     overwritten = edited if s.snapshots else []

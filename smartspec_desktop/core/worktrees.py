@@ -13,6 +13,12 @@ API (for the CLI's ``worktrees``/``merge``/``discard``/``run --worktree`` and th
     discard(repo, base_dir, name) -> None                # removes worktree + branch
     git_init(path) -> Path                               # the offer for a plain folder
 
+A repository is a local path or a remote workspace's ``ssh://`` address (issue 15): then git and
+the few file operations run on its host (a :class:`GitHost`,
+:class:`smartspec_desktop.core.remote.git.RemoteGit`), the worktrees live there in the app's
+folder of the host (``~/.local/share/smartspec-desktop/worktrees``) and
+:attr:`Worktree.workspace` is each one's ``ssh://`` address, the workspace its server runs for.
+
 ``base_dir`` is a folder the app manages, e.g. ``<data dir>/worktrees``; each repository gets
 ``<base_dir>/<12 hex of sha256(repo path)>/<name>``, on branch ``smartspec/<name>``. It must lie
 outside the repository. "Ours" = a worktree on a ``smartspec/`` branch whose folder is there, so a
@@ -36,7 +42,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from smartspec_desktop.core.errors import SmartSpecError
 
@@ -122,6 +128,8 @@ class Worktree:
     deletions: int = 0
     files: int = 0
     head: str = ""
+    #: the worktree as a workspace: its folder, or a remote one's ``ssh://`` address (issue 15)
+    workspace: str = ""
 
     def public(self) -> dict[str, Any]:
         return {
@@ -133,6 +141,7 @@ class Worktree:
             "deletions": self.deletions,
             "files": self.files,
             "head": self.head,
+            "workspace": self.workspace or str(self.path),
         }
 
 
@@ -165,7 +174,98 @@ def _env() -> dict[str, str]:
     return env
 
 
+class GitHost(Protocol):
+    """Where a repository's git and files are: this machine (:data:`LOCAL`) or a remote
+    workspace's host over ssh (:class:`smartspec_desktop.core.remote.git.RemoteGit`). Paths are
+    that machine's absolute paths."""
+
+    def run(
+        self, args: list[str], cwd: Path, *, timeout: float = GIT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]: ...
+
+    def is_dir(self, path: Path) -> bool: ...
+
+    def resolve(self, path: Path) -> Path: ...
+
+    def names(self, folder: Path) -> set[str]: ...
+
+    def text_lines(self, cwd: Path, rels: list[str]) -> int: ...
+
+    def exists(self, path: Path) -> bool: ...
+
+    def remove_tree(self, path: Path) -> None: ...
+
+    def base_folder(self, base_dir: Path) -> Path: ...
+
+    def workspace(self, path: Path) -> str: ...
+
+
+class _Local:
+    """This machine."""
+
+    def run(
+        self, args: list[str], cwd: Path, *, timeout: float = GIT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return _run_local(args, cwd, timeout=timeout)
+
+    def is_dir(self, path: Path) -> bool:
+        return path.is_dir()
+
+    def resolve(self, path: Path) -> Path:
+        return path.resolve()
+
+    def names(self, folder: Path) -> set[str]:
+        return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+    def text_lines(self, cwd: Path, rels: list[str]) -> int:
+        lines = 0
+        for rel in rels:
+            try:
+                data = (cwd / rel).read_bytes()
+            except OSError:
+                continue
+            if b"\0" not in data:
+                lines += len(data.splitlines())
+        return lines
+
+    def exists(self, path: Path) -> bool:
+        return path.exists()
+
+    def remove_tree(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def base_folder(self, base_dir: Path) -> Path:
+        return Path(base_dir).resolve()
+
+    def workspace(self, path: Path) -> str:
+        return str(path)
+
+
+LOCAL: GitHost = _Local()
+
+
+def _target(repo: Path | str, host: GitHost | None) -> tuple[GitHost, Path]:
+    """The host and the path of ``repo``: a local path, or a remote workspace's ``ssh://``
+    address (also as ``Path()`` made it, ``ssh:/host/dir``), whose git runs on its host."""
+    text = str(repo)
+    if text.startswith("ssh:/") and not text.startswith("ssh://"):
+        text = "ssh://" + text[len("ssh:/") :]
+    if text.lower().startswith("ssh://"):
+        from smartspec_desktop.core.remote.address import parse_remote
+        from smartspec_desktop.core.remote.git import RemoteGit
+
+        addr = parse_remote(text)
+        return (host or RemoteGit(addr)), Path(addr.path)
+    return (host or LOCAL), Path(repo)
+
+
 def _run(
+    h: GitHost, args: list[str], cwd: Path, *, timeout: float = GIT_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    return h.run(args, cwd, timeout=timeout)
+
+
+def _run_local(
     args: list[str], cwd: Path, *, timeout: float = GIT_TIMEOUT
 ) -> subprocess.CompletedProcess[str]:
     try:
@@ -192,21 +292,23 @@ def _run(
         raise WorktreeError(f"{cwd} is not a folder.", "Pick an existing folder.") from None
 
 
-def _git(args: list[str], cwd: Path, problem: str, fix: str, **kw: Any) -> str:
-    r = _run(args, cwd, **kw)
+def _git(h: GitHost, args: list[str], cwd: Path, problem: str, fix: str, **kw: Any) -> str:
+    r = _run(h, args, cwd, **kw)
     if r.returncode != 0:
         raise GitError(problem, fix, details=f"git {' '.join(args)}: {r.stderr.strip()}")
     return r.stdout
 
 
-def _ok(args: list[str], cwd: Path) -> bool:
-    return _run(args, cwd).returncode == 0
+def _ok(h: GitHost, args: list[str], cwd: Path) -> bool:
+    return _run(h, args, cwd).returncode == 0
 
 
-def _identity(cwd: Path) -> list[str]:
+def _identity(h: GitHost, cwd: Path) -> list[str]:
     """``-c`` options: a fallback identity when git has none, and no signing prompt."""
     opts = ["-c", "commit.gpgsign=false"]
-    if not _ok(["var", "GIT_COMMITTER_IDENT"], cwd) or not _ok(["var", "GIT_AUTHOR_IDENT"], cwd):
+    if not _ok(h, ["var", "GIT_COMMITTER_IDENT"], cwd) or not _ok(
+        h, ["var", "GIT_AUTHOR_IDENT"], cwd
+    ):
         opts += ["-c", f"user.name={FALLBACK_NAME}", "-c", f"user.email={FALLBACK_EMAIL}"]
     return opts
 
@@ -214,40 +316,36 @@ def _identity(cwd: Path) -> list[str]:
 # -- repositories --------------------------------------------------------------------------------
 
 
-def repo_root(path: Path) -> Path:
-    """The top folder of the git repository holding ``path``."""
-    path = Path(path)
-    if str(path).startswith("ssh:/"):
-        # Path() made "ssh://host/dir" "ssh:/host/dir": a remote workspace (issue 15).
-        raise WorktreeError(
-            "Worktrees are not available yet for remote workspaces: git runs on this machine, "
-            "and the folder is on another one.",
-            "Run the task in the remote folder itself (without --worktree), or use a local "
-            "clone for worktrees.",
-        )
-    if not path.is_dir():
+def repo_root(path: Path | str, *, host: GitHost | None = None) -> Path:
+    """The top folder of the git repository holding ``path`` (on its host)."""
+    h, path = _target(path, host)
+    if not h.is_dir(path):
         raise WorktreeError(f"{path} is not a folder.", "Pick an existing workspace folder.")
-    r = _run(["rev-parse", "--show-toplevel"], path)
+    r = _run(h, ["rev-parse", "--show-toplevel"], path)
     if r.returncode != 0:
         raise NotAGitRepository(
             f"{path} is not a git repository, so tasks cannot run in their own worktree.",
             "Run `git init` there (and make a first commit) to enable worktrees.",
             details=r.stderr.strip(),
         )
-    return Path(r.stdout.strip()).resolve()
+    return h.resolve(Path(r.stdout.strip()))
 
 
-def git_init(path: Path) -> Path:
+def git_init(path: Path | str, *, host: GitHost | None = None) -> Path:
     """The offer for a plain folder: ``git init`` (a first commit is still the user's call)."""
-    _git(["init", "-q"], Path(path), f"git init failed in {path}.", "See the details.")
-    return repo_root(path)
+    h, folder = _target(path, host)
+    _git(h, ["init", "-q"], folder, f"git init failed in {folder}.", "See the details.")
+    return repo_root(folder, host=h)
 
 
-def worktrees_dir(base_dir: Path, repo: Path) -> Path:
-    """Where this repository's worktrees live: ``<base_dir>/<12 hex of sha256(repo path)>``."""
-    root = repo_root(repo)
+def worktrees_dir(base_dir: Path, repo: Path | str, *, host: GitHost | None = None) -> Path:
+    """Where this repository's worktrees live: ``<base_dir>/<12 hex of sha256(repo path)>``.
+    A remote repository's are on its host, in the app's folder there
+    (``~/.local/share/smartspec-desktop/worktrees``): ``base_dir`` is this machine's."""
+    h, _ = _target(repo, host)
+    root = repo_root(repo, host=h)
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    folder = Path(base_dir).resolve() / digest
+    folder = h.base_folder(Path(base_dir)) / digest
     if folder == root or root in folder.parents:
         raise WorktreeError(
             f"The worktree folder {folder} would be inside the repository {root}.",
@@ -261,9 +359,16 @@ def app_base_dir(data_dir: Path) -> Path:
     return Path(data_dir) / DATA_SUBDIR
 
 
-def path_for(repo: Path, base_dir: Path, name: str) -> Path:
-    """Where the worktree ``name`` of ``repo`` lives (whether or not it exists)."""
+def path_for(repo: Path | str, base_dir: Path, name: str) -> Path:
+    """Where the worktree ``name`` of ``repo`` lives (whether or not it exists), on its host."""
     return worktrees_dir(base_dir, repo) / validate_name(name)
+
+
+def workspace_for(repo: Path | str, base_dir: Path, name: str) -> str:
+    """The worktree ``name`` of ``repo`` as a workspace: its folder, or for a remote
+    repository its ``ssh://`` address on the same host."""
+    h, _ = _target(repo, None)
+    return h.workspace(worktrees_dir(base_dir, repo, host=h) / validate_name(name))
 
 
 def validate_name(name: str) -> str:
@@ -287,8 +392,9 @@ def _generate_name(taken: set[str]) -> str:
     return f"task-{secrets.token_hex(4)}"
 
 
-def _branches(root: Path) -> set[str]:
+def _branches(h: GitHost, root: Path) -> set[str]:
     out = _git(
+        h,
         ["for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}"],
         root,
         "Could not list the branches.",
@@ -297,15 +403,20 @@ def _branches(root: Path) -> set[str]:
     return {b[len(BRANCH_PREFIX) :] for b in out.split() if b.startswith(BRANCH_PREFIX)}
 
 
-def branch_exists(repo: Path, name: str) -> bool:
+def branch_exists(repo: Path | str, name: str) -> bool:
     """Is there a ``smartspec/NAME`` branch (with or without its worktree)?"""
-    return validate_name(name) in _branches(repo_root(repo))
+    h, _ = _target(repo, None)
+    return validate_name(name) in _branches(h, repo_root(repo, host=h))
 
 
-def _registered(root: Path) -> list[tuple[Path, str]]:
+def _registered(h: GitHost, root: Path) -> list[tuple[Path, str]]:
     """(path, branch) for every worktree git knows about, branch "" if detached."""
     out = _git(
-        ["worktree", "list", "--porcelain"], root, "Could not list worktrees.", "See the details."
+        h,
+        ["worktree", "list", "--porcelain"],
+        root,
+        "Could not list worktrees.",
+        "See the details.",
     )
     result: list[tuple[Path, str]] = []
     path: Path | None = None
@@ -321,11 +432,14 @@ def _registered(root: Path) -> list[tuple[Path, str]]:
     return result
 
 
-def create(repo: Path, base_dir: Path, name: str | None = None, base: str = "HEAD") -> Worktree:
+def create(
+    repo: Path | str, base_dir: Path, name: str | None = None, base: str = "HEAD"
+) -> Worktree:
     """A new worktree on branch ``smartspec/NAME`` from ``base`` (default: the current HEAD)."""
-    root = repo_root(repo)
-    folder = worktrees_dir(base_dir, root)
-    taken = _branches(root) | ({p.name for p in folder.iterdir()} if folder.is_dir() else set())
+    h, _ = _target(repo, None)
+    root = repo_root(repo, host=h)
+    folder = worktrees_dir(base_dir, root, host=h)
+    taken = _branches(h, root) | h.names(folder)
     name = validate_name(name) if name is not None else _generate_name(taken)
     branch = BRANCH_PREFIX + name
     if name in taken:
@@ -333,7 +447,7 @@ def create(repo: Path, base_dir: Path, name: str | None = None, base: str = "HEA
             f"A worktree or branch named {branch} already exists.",
             "Pick another name, or discard the old one first.",
         )
-    r = _run(["rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"], root)
+    r = _run(h, ["rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"], root)
     if r.returncode != 0:
         if base == "HEAD":
             raise GitError(
@@ -345,20 +459,22 @@ def create(repo: Path, base_dir: Path, name: str | None = None, base: str = "HEA
             "Pick an existing branch, tag or commit as the base.",
         )
     base_commit = r.stdout.strip()
-    folder.mkdir(parents=True, exist_ok=True)
+    if h is LOCAL:
+        folder.mkdir(parents=True, exist_ok=True)  # (on a host, `git worktree add` makes it)
     path = folder / name
     _git(
+        h,
         ["worktree", "add", "-q", "-b", branch, str(path), base_commit],
         root,
         f"Could not create the worktree {path}.",
         "See the details; free disk space or pick another name.",
     )
     log.info("created worktree %s on %s from %s", path, branch, base_commit[:12])
-    return _describe(root, path, name)
+    return _describe(h, root, path, name)
 
 
-def _head_branch(root: Path) -> str:
-    r = _run(["symbolic-ref", "--quiet", "--short", "HEAD"], root)
+def _head_branch(h: GitHost, root: Path) -> str:
+    r = _run(h, ["symbolic-ref", "--quiet", "--short", "HEAD"], root)
     if r.returncode != 0:
         raise GitError(
             f"The repository {root} is not on a branch (detached HEAD).",
@@ -367,14 +483,16 @@ def _head_branch(root: Path) -> str:
     return r.stdout.strip()
 
 
-def current_branch(repo: Path) -> str:
+def current_branch(repo: Path | str) -> str:
     """The branch the repository has checked out (what :func:`merge` merges into)."""
-    return _head_branch(repo_root(repo))
+    h, _ = _target(repo, None)
+    return _head_branch(h, repo_root(repo, host=h))
 
 
-def _porcelain(cwd: Path) -> list[str]:
+def _porcelain(h: GitHost, cwd: Path) -> list[str]:
     """Paths with uncommitted changes (untracked included), as `git status` names them."""
     out = _git(
+        h,
         ["status", "--porcelain", "-z", "--untracked-files=all"],
         cwd,
         f"Could not read the status of {cwd}.",
@@ -395,59 +513,56 @@ def _porcelain(cwd: Path) -> list[str]:
     return paths
 
 
-def _numstat(cwd: Path, base: str) -> tuple[int, int, int]:
-    out = _run(["diff", "--numstat", base], cwd).stdout
+def _numstat(h: GitHost, cwd: Path, base: str) -> tuple[int, int, int]:
+    out = _run(h, ["diff", "--numstat", base], cwd).stdout
     adds = dels = files = 0
     for line in out.splitlines():
         a, d, *_ = line.split("\t") + ["", ""]
         files += 1
         adds += int(a) if a.isdigit() else 0
         dels += int(d) if d.isdigit() else 0
-    untracked = _run(["ls-files", "--others", "--exclude-standard", "-z"], cwd).stdout
-    for rel in filter(None, untracked.split("\0")):
-        files += 1
-        try:
-            data = (cwd / rel).read_bytes()
-        except OSError:
-            continue
-        if b"\0" not in data:
-            adds += len(data.splitlines())
+    untracked = _run(h, ["ls-files", "--others", "--exclude-standard", "-z"], cwd).stdout
+    rels = list(filter(None, untracked.split("\0")))
+    files += len(rels)
+    adds += h.text_lines(cwd, rels) if rels else 0
     return adds, dels, files
 
 
-def _describe(root: Path, path: Path, name: str) -> Worktree:
+def _describe(h: GitHost, root: Path, path: Path, name: str) -> Worktree:
     branch = BRANCH_PREFIX + name
-    if not path.is_dir():
-        return Worktree(name, path, branch, "missing")
-    head = _run(["rev-parse", "HEAD"], path).stdout.strip()
-    mb = _run(["merge-base", "HEAD", branch], root)
+    if not h.is_dir(path):
+        return Worktree(name, path, branch, "missing", workspace=h.workspace(path))
+    head = _run(h, ["rev-parse", "HEAD"], path).stdout.strip()
+    mb = _run(h, ["merge-base", "HEAD", branch], root)
     base = mb.stdout.strip() if mb.returncode == 0 else head
-    adds, dels, files = _numstat(path, base)
-    if _porcelain(path):
+    adds, dels, files = _numstat(h, path, base)
+    if _porcelain(h, path):
         status: Status = "uncommitted"
     elif head and head != base:
         status = "ahead"
     else:
         status = "clean"
-    return Worktree(name, path, branch, status, adds, dels, files, head)
+    return Worktree(name, path, branch, status, adds, dels, files, head, h.workspace(path))
 
 
-def list_worktrees(repo: Path, base_dir: Path) -> list[Worktree]:
+def list_worktrees(repo: Path | str, base_dir: Path) -> list[Worktree]:
     """This repository's worktrees made by the app (``smartspec/`` branch in our folder)."""
-    root = repo_root(repo)
-    folder = worktrees_dir(base_dir, root)
+    h, _ = _target(repo, None)
+    root = repo_root(repo, host=h)
+    folder = worktrees_dir(base_dir, root, host=h)
     out: list[Worktree] = []
-    for path, branch in _registered(root):
+    for path, branch in _registered(h, root):
         if not branch.startswith(BRANCH_PREFIX):
             continue
         name = branch[len(BRANCH_PREFIX) :]
-        if path.resolve().parent != folder or path.name != name:
+        path = h.resolve(path)
+        if path.parent != folder or path.name != name:
             continue
-        out.append(_describe(root, path.resolve(), name))
+        out.append(_describe(h, root, path, name))
     return sorted(out, key=lambda w: w.name)
 
 
-def get(repo: Path, base_dir: Path, name: str) -> Worktree:
+def get(repo: Path | str, base_dir: Path, name: str) -> Worktree:
     validate_name(name)
     for wt in list_worktrees(repo, base_dir):
         if wt.name == name:
@@ -458,58 +573,62 @@ def get(repo: Path, base_dir: Path, name: str) -> Worktree:
     )
 
 
-def commit_all(worktree: Path, message: str) -> str | None:
-    """Commit everything in the worktree (the task's title as ``message``); None when clean."""
-    path = Path(worktree)
-    if not _porcelain(path):
+def commit_all(worktree: Path | str, message: str) -> str | None:
+    """Commit everything in the worktree (the task's title as ``message``); None when clean.
+    ``worktree``: its folder, or a remote one's ``ssh://`` address (:attr:`Worktree.workspace`)."""
+    h, path = _target(worktree, None)
+    if not _porcelain(h, path):
         return None
-    _git(["add", "-A"], path, f"Could not stage the changes in {path}.", "See the details.")
+    _git(h, ["add", "-A"], path, f"Could not stage the changes in {path}.", "See the details.")
     subject = " ".join(message.split()) or "SmartSpec task"
     _git(
-        [*_identity(path), "commit", "-q", "--no-verify", "-m", subject],
+        h,
+        [*_identity(h, path), "commit", "-q", "--no-verify", "-m", subject],
         path,
         f"Could not commit the agent's work in {path}.",
         "See the details; the changes are still in the worktree.",
     )
-    commit = _run(["rev-parse", "HEAD"], path).stdout.strip()
+    commit = _run(h, ["rev-parse", "HEAD"], path).stdout.strip()
     log.info("committed %s in %s", commit[:12], path)
     return commit
 
 
-def _merging(root: Path) -> bool:
-    return _ok(["rev-parse", "-q", "--verify", "MERGE_HEAD"], root)
+def _merging(h: GitHost, root: Path) -> bool:
+    return _ok(h, ["rev-parse", "-q", "--verify", "MERGE_HEAD"], root)
 
 
-def merge(repo: Path, base_dir: Path, name: str) -> MergeResult:
+def merge(repo: Path | str, base_dir: Path, name: str) -> MergeResult:
     """Merge ``smartspec/NAME`` into the repository's current branch: a fast-forward when
     possible, else a merge commit. A conflict is aborted (:class:`MergeConflict` lists the files,
     the repository is left as it was); uncommitted changes of the user that the merge would touch
     refuse it (:class:`DirtyTree`)."""
-    root = repo_root(repo)
-    wt = get(root, base_dir, name)
+    h, _ = _target(repo, None)
+    root = repo_root(repo, host=h)
+    wt = get(repo, base_dir, name)
     if wt.status == "uncommitted":
         raise DirtyTree(
             f"The worktree {name} has uncommitted changes.",
             "Let the task finish (its work is committed then), or discard the worktree.",
-            files=_porcelain(wt.path),
+            files=_porcelain(h, wt.path),
         )
-    into = _head_branch(root)
-    if _merging(root):
+    into = _head_branch(h, root)
+    if _merging(h, root):
         raise GitError(
             f"A merge is already in progress in {root}.",
             "Finish it or run `git merge --abort` there, then merge again.",
         )
     incoming = _git(
+        h,
         ["diff", "--name-only", "-z", f"HEAD...{wt.branch}"],
         root,
         f"Could not compare {wt.branch} with {into}.",
         "See the details.",
     )
     files = sorted(filter(None, incoming.split("\0")))
-    if not files and _ok(["merge-base", "--is-ancestor", wt.branch, "HEAD"], root):
-        head = _run(["rev-parse", "HEAD"], root).stdout.strip()
+    if not files and _ok(h, ["merge-base", "--is-ancestor", wt.branch, "HEAD"], root):
+        head = _run(h, ["rev-parse", "HEAD"], root).stdout.strip()
         return MergeResult(name, wt.branch, into, True, head, [])
-    touched = sorted(set(files) & set(_porcelain(root)))
+    touched = sorted(set(files) & set(_porcelain(h, root)))
     if touched:
         raise DirtyTree(
             f"Your uncommitted changes in {root} touch files this merge brings in: "
@@ -519,22 +638,31 @@ def merge(repo: Path, base_dir: Path, name: str) -> MergeResult:
             "Commit or stash them (git stash), then merge again.",
             files=touched,
         )
-    fast_forward = _ok(["merge-base", "--is-ancestor", "HEAD", wt.branch], root)
+    fast_forward = _ok(h, ["merge-base", "--is-ancestor", "HEAD", wt.branch], root)
     if fast_forward:
         args = ["merge", "--ff-only", "-q", wt.branch]
     else:
         message = f"Merge {wt.branch} (SmartSpec task) into {into}"
-        args = [*_identity(root), "merge", "--no-ff", "--no-edit", "-q", "-m", message, wt.branch]
-    r = _run(args, root)
+        args = [
+            *_identity(h, root),
+            "merge",
+            "--no-ff",
+            "--no-edit",
+            "-q",
+            "-m",
+            message,
+            wt.branch,
+        ]
+    r = _run(h, args, root)
     if r.returncode != 0:
         conflicts = sorted(
             filter(
                 None,
-                _run(["diff", "--name-only", "-z", "--diff-filter=U"], root).stdout.split("\0"),
+                _run(h, ["diff", "--name-only", "-z", "--diff-filter=U"], root).stdout.split("\0"),
             )
         )
-        if _merging(root) or conflicts:
-            _run(["merge", "--abort"], root)
+        if _merging(h, root) or conflicts:
+            _run(h, ["merge", "--abort"], root)
         details = f"git {' '.join(args)}: {(r.stdout + r.stderr).strip()}"
         if conflicts:
             raise MergeConflict(
@@ -550,22 +678,23 @@ def merge(repo: Path, base_dir: Path, name: str) -> MergeResult:
             "See the details; the repository was left as it was.",
             details=details,
         )
-    head = _run(["rev-parse", "HEAD"], root).stdout.strip()
+    head = _run(h, ["rev-parse", "HEAD"], root).stdout.strip()
     log.info("merged %s into %s (%s)", wt.branch, into, "ff" if fast_forward else "merge commit")
     return MergeResult(name, wt.branch, into, fast_forward, head, files)
 
 
-def discard(repo: Path, base_dir: Path, name: str) -> None:
+def discard(repo: Path | str, base_dir: Path, name: str) -> None:
     """Remove the worktree (its uncommitted changes too) and delete its branch. Stopping a server
     running in it is the caller's job, before this."""
-    root = repo_root(repo)
+    h, _ = _target(repo, None)
+    root = repo_root(repo, host=h)
     validate_name(name)
-    folder = worktrees_dir(base_dir, root)
+    folder = worktrees_dir(base_dir, root, host=h)
     path = folder / name
     branch = BRANCH_PREFIX + name
-    known = {p.resolve(): b for p, b in _registered(root)}
-    if path in known and not path.exists():
-        _run(["worktree", "prune"], root)  # removed by hand: git only needs to forget it
+    known = {h.resolve(p): b for p, b in _registered(h, root)}
+    if path in known and not h.exists(path):
+        _run(h, ["worktree", "prune"], root)  # removed by hand: git only needs to forget it
     elif path in known:
         if known[path] != branch:
             raise WorktreeError(
@@ -573,21 +702,23 @@ def discard(repo: Path, base_dir: Path, name: str) -> None:
                 "Remove it yourself with `git worktree remove`.",
             )
         _git(
+            h,
             ["worktree", "remove", "--force", str(path)],
             root,
             f"Could not remove the worktree {path}.",
             "Stop any program using that folder (its server, an editor), then retry.",
         )
-    elif name not in _branches(root):
+    elif name not in _branches(h, root):
         raise WorktreeNotFound(
             f"No worktree named {name!r} for {root}.",
             "List them with `smartspec-desktop worktrees PATH`.",
         )
-    _run(["worktree", "prune"], root)
-    if path.exists() and folder in path.resolve().parents:
-        shutil.rmtree(path, ignore_errors=True)
-    if name in _branches(root):
+    _run(h, ["worktree", "prune"], root)
+    if h.exists(path) and folder in h.resolve(path).parents:
+        h.remove_tree(path)
+    if name in _branches(h, root):
         _git(
+            h,
             ["branch", "-D", branch],
             root,
             f"Could not delete the branch {branch}.",

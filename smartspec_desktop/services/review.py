@@ -28,7 +28,6 @@ from smartspec_desktop.core import worktrees as core_worktrees
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.opencode.client import OpenCodeClient
 from smartspec_desktop.core.opencode.tasks import run_task, title_for
-from smartspec_desktop.core.remote.naming import not_for_remote
 from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.servers.registry import ServerRecord
 from smartspec_desktop.services.worker import Jobs, as_error
@@ -68,7 +67,10 @@ class ReviewService(QObject):
             raise SmartSpecError(
                 "No dev server is running for this workspace.", "Start it, then review."
             )
-        return OpenCodeClient(rec.url, pw(rec), timeout=60.0)
+        client = OpenCodeClient(rec.url, pw(rec), timeout=60.0)
+        if rec.host:  # a remote workspace: undo and redo reach its files over ssh
+            client.remote_host, client.remote_workspace = rec.host, rec.workspace_path
+        return client
 
     def _submit(
         self,
@@ -183,17 +185,7 @@ class WorktreeService(QObject):
 
         return failed
 
-    def _refused_remote(self, workspace: str) -> bool:
-        """Worktrees use git on this machine: on a remote workspace (issue 15) say so."""
-        err = not_for_remote(workspace, "Git worktree support")
-        if err is not None:
-            self.error.emit(workspace, err)
-        return err is not None
-
     def refresh(self, repo: str) -> None:
-        if self._refused_remote(repo):
-            return
-
         def work() -> list[core_worktrees.Worktree]:
             return core_worktrees.list_worktrees(Path(repo), self.base_dir)
 
@@ -202,8 +194,6 @@ class WorktreeService(QObject):
         )
 
     def git_init(self, workspace: str) -> None:
-        if self._refused_remote(workspace):
-            return
         self.jobs.submit(
             lambda: core_worktrees.git_init(Path(workspace)),
             on_done=lambda _root: self.initialized.emit(workspace),
@@ -211,9 +201,6 @@ class WorktreeService(QObject):
         )
 
     def merge(self, repo: str, name: str) -> None:
-        if self._refused_remote(repo):
-            return
-
         def failed(e: BaseException) -> None:
             err = as_error(e)
             if isinstance(err, core_worktrees.MergeConflict):
@@ -235,16 +222,14 @@ class WorktreeService(QObject):
         self.jobs.submit(work, on_done=done, on_failed=failed)
 
     def discard(self, repo: str, name: str) -> None:
-        if self._refused_remote(repo):
-            return
-
         def work() -> str:
-            path = core_worktrees.path_for(Path(repo), self.base_dir, name)
-            rec = self.manager.get(str(path))
+            # (a remote repository's worktree is a remote workspace: its ssh:// address)
+            workspace = core_worktrees.workspace_for(Path(repo), self.base_dir, name)
+            rec = self.manager.get(workspace)
             if rec is not None and rec.active:
                 self.manager.stop(rec.server_id)
             core_worktrees.discard(Path(repo), self.base_dir, name)
-            return str(path)
+            return workspace
 
         def done(path: str) -> None:
             # The folder is gone: it no longer belongs in the workspace list.
@@ -257,8 +242,6 @@ class WorktreeService(QObject):
     def run(self, repo: str, prompt: str, name: str | None = None) -> None:
         """A new worktree (or the existing ``name``, to continue there), its own server, the
         task, then a commit of the agent's work on its branch."""
-        if self._refused_remote(repo):
-            return
 
         def start(wt: core_worktrees.Worktree) -> None:
             self.running.setdefault(repo, set()).add(wt.name)
@@ -273,12 +256,12 @@ class WorktreeService(QObject):
 
         def task(wt: core_worktrees.Worktree) -> str:
             try:
-                rec = self.manager.start(str(wt.path)).record
+                rec = self.manager.start(wt.workspace or str(wt.path)).record
                 with self.manager.client(rec, timeout=30.0) as client:
                     state = run_task(client, prompt)
                 summary = f"{wt.branch}: {state.tokens_input + state.tokens_output:,} tokens"
             finally:
-                commit = core_worktrees.commit_all(wt.path, title_for(prompt))
+                commit = core_worktrees.commit_all(wt.workspace or wt.path, title_for(prompt))
             return summary + (f", committed {commit[:12]}" if commit else ", no file changed")
 
         def finish(wt: core_worktrees.Worktree) -> Callable[[str], None]:

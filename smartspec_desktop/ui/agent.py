@@ -44,7 +44,6 @@ from smartspec_desktop.core.errors import (
 )
 from smartspec_desktop.core.opencode.client import SessionInfo
 from smartspec_desktop.core.opencode.events import TaskState
-from smartspec_desktop.core.remote.naming import not_for_remote
 from smartspec_desktop.core.servers.brokerlink import Usage
 from smartspec_desktop.core.servers.registry import ServerRecord, same_workspace
 from smartspec_desktop.services.review import ReviewService, WorktreeService
@@ -692,13 +691,7 @@ class AgentPanel(QWidget):
                 self.worktree_box.setEnabled(False)
             return
         self._follow_session()
-        remote = not_for_remote(record.workspace_path, "Run in a new worktree")
-        if remote is not None and self.worktree_box is not None:  # issue 15: local git only
-            self.worktree_box.setChecked(False)
-            self.worktree_box.setEnabled(False)
-            self.worktree_reason.setText(remote.problem)
-            self.git_init_btn.hide()
-        elif self.worktrees is not None:
+        if self.worktrees is not None:  # (a remote one's too: git runs on its host, issue 15)
             self.worktrees.refresh(record.workspace_path)
 
     def _follow_session(self) -> None:

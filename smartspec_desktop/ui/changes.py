@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
 
 from smartspec_desktop.core import review
 from smartspec_desktop.core.errors import SmartSpecError
-from smartspec_desktop.core.remote.address import is_remote
 from smartspec_desktop.services.review import ReviewService
 
 PAGE = review.DEFAULT_PAGE
@@ -274,15 +273,6 @@ class ChangesView(QWidget):
         self.refresh()
 
     def _on_refused(self, action: str, e: SmartSpecError) -> None:
-        rec = self.service.record
-        if (
-            isinstance(e, review.UndoUnavailable)
-            and rec is not None
-            and is_remote(rec.workspace_path)
-        ):
-            # A remote folder (issue 15): forcing restores nothing from here; just say why.
-            self.result_label.setText(str(e))
-            return
         files: list[str] = list(getattr(e, "files", []))
         label = {"undo": "Undo anyway", "redo": "Redo anyway", "discard": "Discard anyway"}[action]
         if self.ask("Your edits would be overwritten", str(e), files, label):

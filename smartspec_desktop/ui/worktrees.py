@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
 )
 
 from smartspec_desktop.core.errors import SmartSpecError
-from smartspec_desktop.core.remote.naming import not_for_remote
 from smartspec_desktop.core.worktrees import MergeConflict, MergeResult, Worktree
 from smartspec_desktop.services.review import WorktreeService
 from smartspec_desktop.services.servers import ServerService
@@ -110,15 +109,6 @@ class WorktreesPanel(QWidget):
             self.repo, self.found = path, []
             self.note.clear()
             self._fill()
-        remote = not_for_remote(path, "Git worktree support")
-        self.tree.setVisible(remote is None)  # git runs on this machine only (issue 15)
-        layout = self.layout()
-        if isinstance(layout, QVBoxLayout):  # the note takes the tree's room meanwhile
-            layout.setStretchFactor(self.note, 0 if remote is None else 1)
-        if remote is not None:
-            self.tree.clear()
-            self.note.setText(remote.problem)
-            return
         if path:
             self.service.refresh(path)
 
@@ -185,7 +175,7 @@ class WorktreesPanel(QWidget):
     def _open(self) -> None:
         wt = self.selected()
         if wt is not None:
-            self.open_requested.emit(str(wt.path))
+            self.open_requested.emit(wt.workspace or str(wt.path))
 
     # ---------------------------------------------------------------------------- results
 
@@ -211,7 +201,7 @@ class WorktreesPanel(QWidget):
         root.setToolTip(0, self.repo)
         running = self.service.running.get(self.repo, set())
         for wt in self.found:
-            state = self.servers.state_of(str(wt.path))
+            state = self.servers.state_of(wt.workspace or str(wt.path))
             status = STATUS_TEXT.get(wt.status, wt.status)
             if wt.name in running:
                 status = "task running"

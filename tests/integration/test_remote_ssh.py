@@ -167,7 +167,8 @@ def test_a_remote_workspace_starts_runs_through_the_broker_and_stops(
     assert logs.returncode == 0 and "server listening on" in logs.stdout, logs.stderr
     assert password not in logs.stdout and sandbox.api_key not in logs.stdout
     worktree = sandbox.cli("run", address, "x", "--worktree")
-    assert worktree.returncode != 0 and "not available yet for remote" in worktree.stderr
+    # (a plain folder: worktrees need git there, as locally; test_remote_worktrees.py)
+    assert worktree.returncode != 0 and "is not a git repository" in worktree.stderr
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -172,7 +172,15 @@ def test_no_ssh_config_still_lets_a_host_be_typed(  # type: ignore[no-untyped-de
     assert panel.list.currentItem().text() == "w — me@10.1.2.3"
 
 
-def test_local_only_parts_say_so_for_a_remote_workspace(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+def test_local_only_parts_say_so_for_a_remote_workspace(  # type: ignore[no-untyped-def]
+    gui: Gui, qtbot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Worktrees of a remote repository are asked of its host (git runs there over ssh, off the
+    # GUI thread; tests/integration/test_remote_worktrees.py does it for real): a host that
+    # cannot be reached says so in the panel, with the fix.
+    config = gui.box.root / "ssh_config"
+    config.write_text("Host devbox.example.com\n  ProxyCommand false\n")
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(config))
     panel = gui.window.devmode
     worktrees = WorktreeService(gui.core.servers, gui.jobs, app_base_dir(gui.core.paths.data_dir))
     wt_panel = WorktreesPanel(worktrees, gui.servers)
@@ -181,15 +189,12 @@ def test_local_only_parts_say_so_for_a_remote_workspace(gui: Gui, qtbot) -> None
     local = gui.box.workspace("here")
     assert panel.add_workspace(str(local))
     assert panel.add_workspace(ADDRESS)
-    assert (
-        wt_panel.note.text() == "Git worktree support is not available for remote workspaces yet."
+    qtbot.waitUntil(
+        lambda: "ssh to me@devbox.example.com:2222" in wt_panel.note.text(), timeout=20_000
     )
-    assert wt_panel.tree.topLevelItemCount() == 0 and not wt_panel.tree.isVisible()
-    errors: list[str] = []
-    worktrees.error.connect(lambda _ws, e: errors.append(e.problem))
-    worktrees.merge(ADDRESS, "x")
-    worktrees.run(ADDRESS, "do it")
-    assert errors == ["Git worktree support is not available for remote workspaces yet."] * 2
+    assert "ssh me@devbox.example.com:2222" in wt_panel.note.text()  # the fix: try it
+    root = wt_panel.tree.topLevelItem(0)
+    assert root is not None and root.text(0) == "proj" and root.childCount() == 0
 
     # Trust: the banner says the remote folder's files are not listed, and offers Trust.
     gui.window.trust.checked.emit(ADDRESS, find_project_code(ADDRESS), False)
@@ -212,7 +217,12 @@ def test_local_only_parts_say_so_for_a_remote_workspace(gui: Gui, qtbot) -> None
     assert wt_panel.tree.isVisible()
 
 
-def test_the_agent_tab_offers_no_worktree_on_a_remote_workspace(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_agent_tab_asks_the_host_for_worktrees_of_a_remote_workspace(  # type: ignore[no-untyped-def]
+    qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "ssh_config"  # a host that cannot be reached: its ssh fails at once
+    config.write_text("Host devbox.example.com\n  ProxyCommand false\n")
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(config))
     jobs = Jobs()
     tasks = TaskService(jobs)
     agent = AgentPanel(tasks)
@@ -235,15 +245,11 @@ def test_the_agent_tab_offers_no_worktree_on_a_remote_workspace(qtbot, tmp_path:
     )
     try:
         agent.set_server_target(record, lambda _r: "pw")
-        assert agent.worktree_box is not None
-        assert not agent.worktree_box.isEnabled() and not agent.worktree_box.isChecked()
-        assert agent.worktree_reason.text() == (
-            "Run in a new worktree is not available for remote workspaces yet."
-        )
         assert agent.target_label.text() == f"OpenCode sessions of {ADDRESS}"
-        jobs.wait(10_000)
-        qtbot.wait(50)  # deliver what the jobs finished with
-        assert errors == [], "no worktree call was made for the remote workspace"
+        qtbot.waitUntil(lambda: len(errors) == 1, timeout=20_000)
+        (err,) = errors
+        assert str(getattr(err, "problem", "")).startswith("ssh to me@devbox.example.com:2222")
+        assert agent.worktree_box is not None and not agent.worktree_box.isChecked()
     finally:
         tasks.shutdown(wait_ms=5000)
         jobs.wait(10_000)
@@ -264,18 +270,24 @@ def test_settings_budget_lists_a_remote_workspace_by_its_address(gui: Gui, qtbot
 
 
 class _RemotePlainFolder(FakeReview):
-    """Undo on a remote plain folder: the engine refuses it (no snapshot, files on the host)."""
+    """Undo on a remote plain folder after a shell command: the engine restores what the tool
+    calls recorded, on the host (tests/integration/test_remote_undo.py), and says what it
+    cannot restore; forcing restores the rest, as in a local folder."""
 
     def undo_last_turn(self, _c: object, sid: str, *, force: bool = False) -> review.UndoResult:
         self.calls.append(("undo", force))
-        raise review.UndoUnavailable(
-            "Undo and redo in a plain folder are not available yet for remote workspaces.",
-            "Put the folder under git on the host.",
-            files=["keep.txt"],
-        )
+        if not force:
+            raise review.UndoUnavailable(
+                "Cannot undo here: this folder is not a git repository, so OpenCode kept no "
+                "snapshot, and 1 change(s) were made in a way that recorded no earlier "
+                "version: (bash: make).",
+                review.GIT_FIX + " To undo the rest and keep these as they are, use --force.",
+                files=["(bash: make)"],
+            )
+        return review.UndoResult("undo", "msg_2", ["keep.txt"], 1, False, [], ["(bash: make)"])
 
 
-def test_changes_view_says_why_undo_is_unavailable_on_a_remote_folder(qtbot) -> None:  # type: ignore[no-untyped-def]
+def test_changes_view_offers_undo_anyway_on_a_remote_plain_folder(qtbot) -> None:  # type: ignore[no-untyped-def]
     jobs = Jobs()
     fake = _RemotePlainFolder()
     service = _Service(jobs, api=fake)
@@ -283,10 +295,10 @@ def test_changes_view_says_why_undo_is_unavailable_on_a_remote_folder(qtbot) -> 
     service.set_target(rec, lambda _r: "pw")
     view = ChangesView(service)
     qtbot.addWidget(view)
-    asked: list[str] = []
+    asked: list[list[str]] = []
 
     def ask(title: str, text: str, files: list[str], yes_label: str) -> bool:
-        asked.append(title)
+        asked.append(files)
         return True
 
     view.ask = ask  # type: ignore[method-assign]
@@ -294,9 +306,10 @@ def test_changes_view_says_why_undo_is_unavailable_on_a_remote_folder(qtbot) -> 
         view.set_session("ses_1")
         qtbot.waitUntil(lambda: len(view.changes) == 3, timeout=5000)
         view.undo_btn.click()
-        qtbot.waitUntil(lambda: "not available yet" in view.result_label.text(), timeout=5000)
-        assert "under git on the host" in view.result_label.text()
-        assert asked == [] and fake.calls == [("undo", False)]  # no "Undo anyway" offered
+        qtbot.waitUntil(lambda: "Left as they are" in view.result_label.text(), timeout=5000)
+        assert "(bash: make)" in view.result_label.text()
+        assert asked == [["(bash: make)"]]
+        assert fake.calls[:2] == [("undo", False), ("undo", True)]
     finally:
         jobs.wait(5000)
 

@@ -157,9 +157,10 @@ def _decode(payload: str) -> Iterator[Event]:
 
 class OpenCodeClient:
     def __init__(self, base_url: str, password: str, *, timeout: float = 30.0) -> None:
-        #: The host of a remote workspace's server ("" for a local one): what runs on the
-        #: server's own machine (undo in a plain folder) cannot be done from here (issue 15).
+        #: The host of a remote workspace's server ("" for a local one) and the workspace's
+        #: ``ssh://`` address: undo and redo read and write its files there (issue 15).
         self.remote_host = ""
+        self.remote_workspace = ""
         self.base_url = base_url.rstrip("/")
         self._auth = httpx.BasicAuth(USERNAME, password)
         self._http = httpx.Client(
@@ -169,6 +170,8 @@ class OpenCodeClient:
     def clone(self, *, timeout: float | None = None) -> OpenCodeClient:
         """A new client for the same server (its own connections: safe for another thread)."""
         c = OpenCodeClient.__new__(OpenCodeClient)
+        c.remote_host = self.remote_host
+        c.remote_workspace = self.remote_workspace
         c.base_url = self.base_url
         c._auth = self._auth
         c._http = httpx.Client(

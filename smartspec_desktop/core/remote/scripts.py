@@ -225,3 +225,136 @@ while :; do
   d=${d%/*}
 done
 """
+
+# Undo/redo in a plain (non-git) remote folder (issue 15): read and write the files a turn
+# touched. The names come from the agent's tool calls (untrusted): they arrive as arguments,
+# never inside the script; the app passes only relative names without "." or ".." parts.
+# SAFE fails when a part of the name below the folder is a symbolic link (nothing is read or
+# written through a link, so nothing outside the folder).
+_SAFE = """
+safe() {
+  p=.
+  o=$IFS
+  IFS=/
+  for c in $1; do
+    p="$p/$c"
+    if [ -L "$p" ]; then IFS=$o; return 1; fi
+  done
+  IFS=$o
+  return 0
+}
+"""
+
+# $1 = the workspace folder, $2… = relative names. For each, in order, one line: "none"
+# (absent), "link" (a part is a symbolic link), "other" (not a regular file) or "file" followed
+# by the content in base64 and a line ".".
+READ_FILES = (
+    _SAFE
+    + f"""
+set -f
+cd "$1" 2>/dev/null || {{ echo "{MARK} cannot enter the folder $1" >&2; exit 96; }}
+shift
+for rel in "$@"; do
+  t="./$rel"
+  if ! safe "$rel"; then echo link
+  elif [ ! -e "$t" ]; then echo none
+  elif [ -f "$t" ]; then
+    echo file
+    base64 < "$t" || exit 97
+    echo .
+  else echo other
+  fi
+done
+"""
+)
+
+# $1 = the workspace folder, then pairs: "w" NAME (its new content comes on stdin as base64
+# lines ended by a line ".", in the order of the pairs) or "d" NAME (remove it). Every name is
+# checked first (no link, a regular file or absent): if one fails, nothing is written and it
+# prints "refused N" (N = the pair's 0-based index), exit 3. A file is written to a new
+# temporary file next to it (created exclusively), given the old file's mode, then moved over.
+WRITE_FILES = (
+    _SAFE
+    + f"""
+set -f
+cd "$1" 2>/dev/null || {{ echo "{MARK} cannot enter the folder $1" >&2; exit 96; }}
+shift
+i=0
+n=$#
+while [ $i -lt $n ]; do
+  rel=$2
+  t="./$rel"
+  if ! safe "$rel" || {{ [ -e "$t" ] && [ ! -f "$t" ]; }}; then
+    echo "refused $((i / 2))"
+    exit 3
+  fi
+  set -- "$@" "$1" "$2"
+  shift 2
+  i=$((i + 2))
+done
+i=0
+while [ $# -ge 2 ]; do
+  op=$1
+  rel=$2
+  shift 2
+  t="./$rel"
+  if [ "$op" = d ]; then
+    rm -f "$t" || exit 98
+  else
+    d=${{t%/*}}
+    b=${{t##*/}}
+    mkdir -p "$d" || exit 98
+    if ! safe "$rel"; then echo "refused $i"; exit 3; fi
+    tmp="$d/.$b.smartspec-tmp"
+    rm -f "$tmp"
+    (
+      set -C
+      while IFS= read -r l; do [ "$l" = . ] && break; printf "%s\\n" "$l"; done \\
+        | base64 -d > "$tmp"
+    ) || {{ rm -f "$tmp"; exit 98; }}
+    if [ -f "$t" ]; then chmod "$(stat -c %a "$t")" "$tmp" 2>/dev/null; fi
+    mv -f "$tmp" "$t" || {{ rm -f "$tmp"; exit 98; }}
+  fi
+  i=$((i + 1))
+done
+echo done
+"""
+)
+
+# Worktrees of a remote repository (issue 15): git and a few file operations on the host.
+# $1 = the folder to run git in, $2… = git's arguments (exit 201: no such folder, 202: no git).
+GIT = """
+cd "$1" 2>/dev/null || exit 201
+shift
+command -v git >/dev/null 2>&1 || exit 202
+export GIT_TERMINAL_PROMPT=0 LC_ALL=C GIT_EDITOR=true
+exec git "$@"
+"""
+
+# $1 = operation, $2 = a path (absolute; made by the app from checked names), $3… = more.
+# isdir/exists print yes|no; names lists a folder; base makes the app's worktree folder on the
+# host (0700) and prints its physical path; rmtree removes a tree (never following links);
+# lines prints the total number of lines of the regular, non-link files among $3… (relative to
+# the folder $2) that hold no NUL byte.
+FS = f"""
+case "$1" in
+  isdir) if [ -d "$2" ]; then echo yes; else echo no; fi;;
+  exists) if [ -e "$2" ] || [ -L "$2" ]; then echo yes; else echo no; fi;;
+  names) if [ -d "$2" ]; then ls -A "$2"; fi;;
+  base)
+    d={_DATA}/smartspec-desktop/worktrees
+    (umask 077 && mkdir -p "$d") && cd -P "$d" && pwd -P;;
+  rmtree) rm -rf -- "$2";;
+  lines)
+    cd "$2" || exit 201
+    shift 2
+    n=0
+    for f in "$@"; do
+      if [ -f "$f" ] && [ ! -L "$f" ] && tr -d "\\000" < "$f" | cmp -s - "$f"; then
+        n=$((n + $(wc -l < "$f")))
+      fi
+    done
+    echo "$n";;
+  *) exit 2;;
+esac
+"""

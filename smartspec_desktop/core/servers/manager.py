@@ -328,6 +328,8 @@ class ServerManager:
         idle.mark_active(record.exit_file)
         client = OpenCodeClient(record.url, self.password(record), timeout=timeout)
         client.remote_host = record.host
+        if record.host:
+            client.remote_workspace = record.workspace_path
         return client
 
     # ------------------------------------------------------------------------------- start
