@@ -52,6 +52,7 @@ from urllib.parse import unquote, urlsplit
 
 from smartspec_desktop.core import httpserve
 from smartspec_desktop.core.broker import errors
+from smartspec_desktop.core.broker.body import BufferPool, UpstreamBody
 from smartspec_desktop.core.broker.budget import Budgets
 from smartspec_desktop.core.broker.meter import CallRecord, Meter
 from smartspec_desktop.core.broker.sse import Parts, StreamWatcher
@@ -87,7 +88,7 @@ _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=/-]*")
 READ_SIZE = 64 * 1024
-#: Streams: read1 returns what has arrived (up to this), so a big size adds no latency.
+#: Streams: a read returns what has arrived (up to this), so a big size adds no latency.
 STREAM_READ_SIZE = 1024 * 1024
 TOO_LARGE = errors.TOO_LARGE
 
@@ -141,6 +142,8 @@ class Broker:
         self._control_token = config.control_token.encode("utf-8")
         self.meter = Meter(config.meter_file)
         self.budgets = Budgets(config.budget_file)
+        #: Read buffers of streamed answers, reused from call to call (``body.py``).
+        self.buffers = BufferPool(STREAM_READ_SIZE)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._ssl_context: Any = None
@@ -541,6 +544,8 @@ class _Handler(httpserve.DispatchingHandler):
         started = False
         write = self.wfile.write
         sock = self.connection
+        buffer = b.buffers.get()
+        body = UpstreamBody(resp, buffer)
 
         def send_chunk(parts: Parts) -> None:
             # One chunk of the chunked encoding, scatter-gather: nothing big is copied.
@@ -559,7 +564,7 @@ class _Handler(httpserve.DispatchingHandler):
         try:
             while True:
                 try:
-                    chunk = resp.read1(STREAM_READ_SIZE)
+                    spans = body.read()
                 except (OSError, http.client.HTTPException) as e:
                     watcher.error = watcher.error or (
                         f"its stream sent nothing for {b.config.idle_timeout:.0f} s"
@@ -567,10 +572,12 @@ class _Handler(httpserve.DispatchingHandler):
                         else f"its stream broke off ({e})"
                     )
                     break
-                if not chunk:
+                if not spans:
                     watcher.end()
                     break
-                parts = watcher.feed_parts(chunk)
+                parts: Parts = []
+                for start, end in spans:
+                    parts += watcher.feed_span(buffer, start, end)
                 if watcher.done and not self._done:
                     rec.set_usage(watcher.usage)
                     self._finish(rec)  # before [DONE] goes out (see _finish)
@@ -578,6 +585,7 @@ class _Handler(httpserve.DispatchingHandler):
                     if not started:
                         begin()
                     send_chunk(parts)
+                del parts  # (views of the buffer: gone before it is read into again)
                 if watcher.error is not None:
                     break
             rec.set_usage(watcher.usage)
@@ -598,6 +606,8 @@ class _Handler(httpserve.DispatchingHandler):
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             rec.error = rec.error or "OpenCode closed the connection"
             self.close_connection = True
+        finally:
+            b.buffers.put(buffer)
 
 
 #: At most this many buffers per ``sendmsg`` (the OS limit, IOV_MAX, is 1024 on Linux).

@@ -11,11 +11,12 @@ small lines only (a big content chunk is forwarded unparsed):
   defect — or an object), or a ``data:`` line that is not JSON at all. Forwarding stops at the
   error; the caller turns it into a clean error (see ``errors.py``).
 
-The hot path is cheap: :meth:`StreamWatcher.feed_parts` hands back slices (memoryviews) of the
-bytes it was fed, copying only a line that straddles two reads; lines are found with
-``bytes.find`` (``memchr``), and a line is looked into with bounded ``find``/regex calls — it is
-JSON-decoded only when it holds ``"usage"`` or ``"error"``. A line longer than
-:data:`INSPECT_LIMIT` is not looked into at all (never usage or error lines).
+The hot path is cheap: :meth:`StreamWatcher.feed_parts` (and :meth:`~StreamWatcher.feed_span`, for
+a span of a reused buffer) hands back slices (memoryviews) of the bytes it was fed, copying only a
+line that straddles two reads; lines are found with ``bytes.find`` (``memchr``), and a line is
+looked into with bounded ``find``/regex calls — it is JSON-decoded only when it holds ``"usage"``
+or ``"error"``. A line longer than :data:`INSPECT_LIMIT` is not looked into at all (never usage
+or error lines).
 
 Standard library only.
 """
@@ -58,34 +59,37 @@ class StreamWatcher:
 
     def feed_parts(self, data: bytes) -> Parts:
         """Like :meth:`feed`, as pieces (mostly memoryviews of ``data``, not copies)."""
-        if self.error is not None or not data:
+        return self.feed_span(data, 0, len(data))
+
+    def feed_span(self, data: bytes | bytearray, pos: int, size: int) -> Parts:
+        """Like :meth:`feed_parts` for ``data[pos:size]``, without slicing it: the pieces are
+        memoryviews of ``data`` (valid until the caller reuses it) or copies of held lines."""
+        if self.error is not None or pos >= size:
             return []
         out: Parts = []
         view = memoryview(data)
-        size = len(data)
-        pos = 0
         if self._passthrough:  # (nothing is pending then)
-            nl = data.find(b"\n")
+            nl = data.find(b"\n", pos, size)
             if nl < 0:
-                return [data]
+                return [view[pos:size]]
             self._passthrough = False
+            out.append(view[pos : nl + 1])
             pos = nl + 1
-            out.append(view[:pos])
         if self._pending:
-            nl = data.find(b"\n", pos)
+            nl = data.find(b"\n", pos, size)
             held = self._pending
             if nl < 0:
                 if len(held) + size - pos > HOLD_LIMIT:
                     self._pending = b""
-                    self._start_passthrough(held[:5] + data[pos : pos + 5])
+                    self._start_passthrough(held[:5] + data[pos : min(pos + 5, size)])
                     out.append(held)
-                    out.append(view[pos:])
+                    out.append(view[pos:size])
                 else:
-                    self._pending = held + data[pos:]
+                    self._pending = held + data[pos:size]
                 return out
             self._pending = b""
             if len(held) + nl + 1 - pos > INSPECT_LIMIT:
-                self.data_lines += (held[:5] + data[pos : pos + 5]).startswith(b"data:")
+                self.data_lines += (held[:5] + data[pos : min(pos + 5, nl)]).startswith(b"data:")
                 out.append(held)
                 out.append(view[pos : nl + 1])
             else:
@@ -94,13 +98,13 @@ class StreamWatcher:
                     return out
                 out.append(line)
             pos = nl + 1
-        end = data.rfind(b"\n", pos)
+        end = data.rfind(b"\n", pos, size)
         if end >= 0:
             # Complete lines data[pos:end + 1]: look into the small data: lines only.
             start = line_start = pos
             while line_start <= end:
-                nl = data.find(b"\n", line_start)
-                if data.startswith(b"data:", line_start):
+                nl = data.find(b"\n", line_start, end + 1)
+                if data.startswith(b"data:", line_start, nl):
                     if nl - line_start < INSPECT_LIMIT:
                         if not self._inspect(data, line_start, nl):
                             if line_start > start:
@@ -113,17 +117,17 @@ class StreamWatcher:
             pos = end + 1
         if pos < size:
             if size - pos > HOLD_LIMIT:
-                self._start_passthrough(data, pos)
-                out.append(view[pos:])
+                self._start_passthrough(data[pos : pos + 5])
+                out.append(view[pos:size])
             else:
-                self._pending = data[pos:]
+                self._pending = bytes(view[pos:size])
         return out
 
-    def _start_passthrough(self, head: bytes, at: int = 0) -> None:
+    def _start_passthrough(self, head: bytes | bytearray) -> None:
         self._passthrough = True
-        self.data_lines += head.startswith(b"data:", at)
+        self.data_lines += head.startswith(b"data:")
 
-    def _inspect(self, buf: bytes, start: int, nl: int) -> bool:
+    def _inspect(self, buf: bytes | bytearray, start: int, nl: int) -> bool:
         """Look into the ``data:`` line ``buf[start:nl]`` (``nl``: its newline, or its end).
         False when it is an error (``self.error`` set)."""
         self.data_lines += 1
@@ -179,5 +183,5 @@ def error_text(error: object) -> str:
     return json.dumps(error)[:300]
 
 
-def _show(payload: bytes) -> str:
+def _show(payload: bytes | bytearray) -> str:
     return payload[:120].decode("utf-8", "replace")
