@@ -128,6 +128,43 @@ def test_watcher_over_a_reused_buffer_sees_the_same_as_over_bytes() -> None:
         )
 
 
+def test_read_run_squeezes_the_framing_out_in_place() -> None:
+    """Many small chunks per read: one run a read, the same bytes in the same order, and the
+    watcher over those runs notes what it notes over the whole stream."""
+    body = _stream()
+    rng = random.Random(11)
+    for _ in range(40):
+        pieces = [rng.choice([1, 2, 30, 90, 100_000]) for _ in range(4)]
+        sizes = [rng.choice([7, 500, 8192, 1 << 20]) for _ in range(4)]
+        resp = _response(
+            HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(body, pieces), sizes
+        )
+        buffer = bytearray(256 * 1024)
+        reader = UpstreamBody(resp, buffer)
+        w = StreamWatcher()
+        out: list[bytes] = []
+        runs = 0
+        while (run := reader.read_run()) is not None:
+            runs += 1
+            out.extend(bytes(p) for p in w.feed_span(buffer, *run))
+        w.end()
+        assert b"".join(out) == body
+        assert (w.usage, w.done, w.error) == (
+            {"prompt_tokens": 7, "completion_tokens": 5},
+            True,
+            None,
+        )
+        assert reader.complete
+    # 20,000-odd chunks of 10 bytes, read 256 kB at a time: one run per read, not per chunk.
+    resp = _response(HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(body, [10]), [1 << 20])
+    reader = UpstreamBody(resp, bytearray(256 * 1024))
+    got, runs = b"", 0
+    while (run := reader.read_run()) is not None:
+        got += bytes(reader.buffer[run[0] : run[1]])
+        runs += 1
+    assert got == body and runs <= 4
+
+
 def test_content_length_and_close_delimited_bodies() -> None:
     body = _stream()
     resp = _response(HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body + b"extra", [9000])

@@ -4,7 +4,8 @@
 pages the kernel must fault in and zero, then give back), and walks the chunked framing in Python
 per chunk. :class:`UpstreamBody` reads the socket straight into a buffer taken from a
 :class:`BufferPool` (``readinto1``: one ``recv`` a call, no allocation) and decodes the framing
-itself, handing back the spans of the buffer that are body bytes; the caller looks into them and
+itself, handing back the spans of the buffer that are body bytes (or one run of them:
+:meth:`UpstreamBody.read_run`); the caller looks into them and
 forwards them (as memoryviews: nothing is copied) before the next read overwrites the buffer.
 
 Framing: ``Transfer-Encoding: chunked`` (sizes, extensions and trailers), ``Content-Length``, or
@@ -86,6 +87,21 @@ class UpstreamBody:
             if spans:
                 return spans
         return []
+
+    def read_run(self) -> tuple[int, int] | None:
+        """Like :meth:`read`, as one run ``(start, end)`` of :attr:`buffer`: the framing between
+        the chunks of one read is squeezed out in place (a few small moves: a read holds many
+        chunks only when they are small), so the caller looks into and sends one piece a read,
+        not one a chunk. None once the body is complete."""
+        spans = self.read()
+        if not spans:
+            return None
+        start, end = spans[0]
+        view = self._view
+        for a, z in spans[1:]:
+            view[end : end + z - a] = view[a:z]  # (memmove: overlapping is fine)
+            end += z - a
+        return start, end
 
     def _fill(self) -> int:
         limit = len(self.buffer) if self._left is None else min(len(self.buffer), self._left)

@@ -652,7 +652,7 @@ class _Handler(httpserve.DispatchingHandler):
         try:
             while True:
                 try:
-                    spans = body.read()
+                    run = body.read_run()
                 except (OSError, http.client.HTTPException) as e:
                     watcher.error = watcher.error or (
                         f"its stream sent nothing for {b.config.idle_timeout:.0f} s"
@@ -660,12 +660,10 @@ class _Handler(httpserve.DispatchingHandler):
                         else f"its stream broke off ({e})"
                     )
                     break
-                if not spans:
+                if run is None:
                     watcher.end()
                     break
-                parts: Parts = []
-                for start, end in spans:
-                    parts += watcher.feed_span(buffer, start, end)
+                parts = watcher.feed_span(buffer, *run)
                 if watcher.done and not self._done:
                     rec.set_usage(watcher.usage)
                     self._finish(rec)  # before [DONE] goes out (see _finish)

@@ -32,6 +32,11 @@ INSPECT_LIMIT = 64 * 1024
 #: A partial line longer than this is forwarded as it is (too long to be inspected anyway).
 HOLD_LIMIT = INSPECT_LIMIT
 _FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
+#: A ``data:`` payload that does not start with ``{`` (anywhere, not only at a line start).
+_ODD = re.compile(rb"data:[ \t\r\x0b\x0c]*[^{ \t\r\n\x0b\x0c]")
+#: Complete lines up to this many bytes at once are first scanned for anything to look into
+#: (a read of many small events); bigger spans hold big lines, which are walked cheaply.
+FAST_LIMIT = 256 * 1024
 #: Bytes ``bytes.strip()`` removes around a ``data:`` payload.
 _WS = frozenset(b" \t\r\n\x0b\x0c")
 _LBRACE = ord("{")
@@ -99,7 +104,14 @@ class StreamWatcher:
                 out.append(line)
             pos = nl + 1
         end = data.rfind(b"\n", pos, size)
-        if end >= 0:
+        if end >= 0 and end - pos < FAST_LIMIT and self._plain(data, pos, end + 1):
+            # Many small lines, none of them one to look into: counted, not walked in Python.
+            self.data_lines += data.startswith(b"data:", pos, end + 1) + data.count(
+                b"\ndata:", pos, end + 1
+            )
+            out.append(view[pos : end + 1])
+            pos = end + 1
+        elif end >= 0:
             # Complete lines data[pos:end + 1]: look into the small data: lines only.
             start = line_start = pos
             while line_start <= end:
@@ -122,6 +134,19 @@ class StreamWatcher:
             else:
                 self._pending = bytes(view[pos:size])
         return out
+
+    def _plain(self, data: bytes | bytearray, start: int, end: int) -> bool:
+        """True when no line of ``data[start:end]`` (whole lines) can be one :meth:`_inspect`
+        would act on: no ``"error"`` or ``"usage"``, no ``finish_reason`` string while none was
+        seen, and every ``data:`` payload starts with ``{`` (an ``[DONE]`` does not). Found by a
+        few scans in C; a false alarm (say ``data: x`` inside a content string) only means the
+        lines are walked one by one."""
+        return (
+            data.find(b'"error"', start, end) < 0
+            and data.find(b'"usage"', start, end) < 0
+            and _ODD.search(data, start, end) is None
+            and (self.finished or _FINISH.search(data, start, end) is None)
+        )
 
     def _start_passthrough(self, head: bytes | bytearray) -> None:
         self._passthrough = True
