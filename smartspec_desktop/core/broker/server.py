@@ -10,9 +10,13 @@ token as its API key. The broker:
   certificate checked), dropping hop-by-hop headers, asking for an uncompressed answer, never
   following a redirect (a 3xx becomes a 502-free 400 error naming where it pointed);
 * streams ``text/event-stream`` answers piece by piece as they arrive (never whole), watching them
-  (``sse.py``: forwarded as slices of what was read, only small lines looked into): usage is
+  (``body.py``: each read lands in a reused buffer, the chunked framing squeezed out in place;
+  ``sse.py``: forwarded as slices of that buffer, only small lines looked into): usage is
   metered, and an error-only, malformed or cut-short stream becomes the one clean error of
   ``errors.py`` (a 400 JSON answer if nothing was sent yet, else one error chunk);
+* keeps its connection to the backend alive between calls (``keepalive_idle``, under 2 s), never
+  using one the server has closed; a call that meets the server closing it as it goes out is
+  sent again on a new connection (the server got no request);
 * buffers other answers up to ``max_response`` bytes within ``request_timeout`` seconds; status
   codes (401/402/429/5xx included) and bodies pass through unchanged;
 * refuses a call when a budget is used up (``budget.py``), and meters every call (``meter.py``);
