@@ -143,12 +143,14 @@ GATEWAY_MODES = ("scripted", "real", "demo")
 @dataclass(frozen=True)
 class Text:
     """A text answer: a role chunk, a few ``delta.content`` chunks, ``finish_reason: "stop"``,
-    a ``usage`` chunk, ``data: [DONE]``. ``chunk_delay`` waits between chunks (for aborts)."""
+    a ``usage`` chunk, ``data: [DONE]``. ``chunk_delay`` waits between chunks (for aborts);
+    ``pieces``: into how many ``delta.content`` chunks the text is split (about)."""
 
     text: str = DEFAULT_REPLY
     prompt_tokens: int = 100
     completion_tokens: int = 20
     chunk_delay: float = 0.0
+    pieces: int = 3
 
 
 @dataclass(frozen=True)
@@ -1550,7 +1552,7 @@ class _ChatRun:
         h = self.h
         h._start_sse()
         h._sse(self._chunk({"role": "assistant", "content": ""}))
-        for piece in _split_text(step.text, 3):
+        for piece in _split_text(step.text, step.pieces):
             self._wait(step.chunk_delay)
             h._sse(self._chunk({"content": piece}))
         self._wait(step.chunk_delay)

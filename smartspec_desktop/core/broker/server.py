@@ -10,9 +10,13 @@ token as its API key. The broker:
   certificate checked), dropping hop-by-hop headers, asking for an uncompressed answer, never
   following a redirect (a 3xx becomes a 502-free 400 error naming where it pointed);
 * streams ``text/event-stream`` answers piece by piece as they arrive (never whole), watching them
-  (``sse.py``: forwarded as slices of what was read, only small lines looked into): usage is
+  (``body.py``: each read lands in a reused buffer, the chunked framing squeezed out in place;
+  ``sse.py``: forwarded as slices of that buffer, only small lines looked into): usage is
   metered, and an error-only, malformed or cut-short stream becomes the one clean error of
   ``errors.py`` (a 400 JSON answer if nothing was sent yet, else one error chunk);
+* keeps its connection to the backend alive between calls (``keepalive_idle``, under 2 s), never
+  using one the server has closed; a call that meets the server closing it as it goes out is
+  sent again on a new connection (the server got no request);
 * buffers other answers up to ``max_response`` bytes within ``request_timeout`` seconds; status
   codes (401/402/429/5xx included) and bodies pass through unchanged;
 * refuses a call when a budget is used up (``budget.py``), and meters every call (``meter.py``);
@@ -40,6 +44,7 @@ import http.client
 import json
 import logging
 import re
+import select
 import socket
 import threading
 import time
@@ -52,6 +57,7 @@ from urllib.parse import unquote, urlsplit
 
 from smartspec_desktop.core import httpserve
 from smartspec_desktop.core.broker import errors
+from smartspec_desktop.core.broker.body import BufferPool, UpstreamBody
 from smartspec_desktop.core.broker.budget import Budgets
 from smartspec_desktop.core.broker.meter import CallRecord, Meter
 from smartspec_desktop.core.broker.sse import Parts, StreamWatcher
@@ -87,7 +93,7 @@ _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=/-]*")
 READ_SIZE = 64 * 1024
-#: Streams: read1 returns what has arrived (up to this), so a big size adds no latency.
+#: Streams: a read returns what has arrived (up to this), so a big size adds no latency.
 STREAM_READ_SIZE = 1024 * 1024
 TOO_LARGE = errors.TOO_LARGE
 
@@ -109,6 +115,12 @@ class BrokerConfig:
     request_timeout: float = 120.0
     max_request: int = 64 * 1024 * 1024
     max_response: int = 32 * 1024 * 1024
+    #: A connection to the backend is kept for the next call this long after its answer ended
+    #: (0: a new connection per call). Shorter than servers' own idle limits (uvicorn: 5 s,
+    #: gunicorn: 2 s), so the server rarely closes one just as a call goes out on it.
+    keepalive_idle: float = 1.5
+    #: At most this many idle connections are kept.
+    keepalive_max: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never show secrets
@@ -141,6 +153,11 @@ class Broker:
         self._control_token = config.control_token.encode("utf-8")
         self.meter = Meter(config.meter_file)
         self.budgets = Budgets(config.budget_file)
+        #: Read buffers of streamed answers, reused from call to call (``body.py``).
+        self.buffers = BufferPool(STREAM_READ_SIZE)
+        #: Idle kept-alive connections to the backend, oldest first: (connection, idle since).
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self._idle_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._ssl_context: Any = None
@@ -180,6 +197,10 @@ class Broker:
             server.server_close()
         if self._thread is not None:
             self._thread.join(2.0)
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
 
     @property
     def port(self) -> int:
@@ -216,6 +237,37 @@ class Broker:
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         return conn
+
+    def take_idle(self) -> http.client.HTTPConnection | None:
+        """A kept-alive connection to the backend that is still good, else None. One the server
+        has closed (or sent anything on while idle) is readable: it is dropped."""
+        now = time.monotonic()
+        while True:
+            with self._idle_lock:
+                if not self._idle:
+                    return None
+                conn, since = self._idle.pop()
+            sock = conn.sock
+            if sock is not None and now - since < self.config.keepalive_idle:
+                try:
+                    readable, _, _ = select.select([sock], [], [], 0)
+                except (OSError, ValueError):
+                    readable = [sock]
+                if not readable:
+                    return conn
+            conn.close()
+
+    def keep_idle(self, conn: http.client.HTTPConnection) -> None:
+        """Keep ``conn`` (its answer fully read) for a next call, or close it."""
+        if conn.sock is None or self.config.keepalive_idle <= 0 or self._server is None:
+            conn.close()
+            return
+        with self._idle_lock:
+            self._idle.append((conn, time.monotonic()))
+            drop = self._idle[: -self.config.keepalive_max]
+            del self._idle[: -self.config.keepalive_max]
+        for old, _ in drop:
+            old.close()
 
 
 def _bearer_ok(header: str | None, expected: bytes) -> bool:
@@ -440,21 +492,27 @@ class _Handler(httpserve.DispatchingHandler):
         if body or self.command in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = str(len(body))
         target = b._base_path + path + (f"?{query}" if query else "")
-        conn = b.connect(b.config.connect_timeout)
+        conn = b.take_idle()
+        reused = conn is not None
+        reusable = False
         try:
             try:
-                conn.connect()
-                assert conn.sock is not None
-                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn.request(self.command, target, body=body or None, headers=headers)
-                conn.sock.settimeout(b.config.idle_timeout)
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as e:
-                raise _Refused(
-                    400,
-                    errors.gateway_failure(f"it could not be reached ({e})", b.upstream),
-                    errors.BACKEND_UNREACHABLE,
-                ) from None
+                resp, conn = self._send_upstream(conn, target, body, headers)
+            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                if not reused:
+                    raise
+                # The server closed the kept-alive connection as the call went out (it got no
+                # request, so none was answered or charged): once more on a new connection.
+                assert conn is not None
+                conn.close()
+                resp, conn = self._send_upstream(None, target, body, headers)
+        except (OSError, http.client.HTTPException) as e:
+            raise _Refused(
+                400,
+                errors.gateway_failure(f"it could not be reached ({e})", b.upstream),
+                errors.BACKEND_UNREACHABLE,
+            ) from None
+        try:
             rec.status = resp.status
             if 300 <= resp.status < 400:
                 where = resp.getheader("Location", "?")
@@ -469,11 +527,44 @@ class _Handler(httpserve.DispatchingHandler):
             ctype = (resp.getheader("Content-Type") or "").lower()
             encoded = (resp.getheader("Content-Encoding") or "identity").lower() != "identity"
             if resp.status == 200 and ctype.startswith("text/event-stream") and not encoded:
-                self._stream(resp, rec)
+                reusable = self._stream(resp, rec)
             else:
-                self._buffered(resp, rec)
+                reusable = self._buffered(resp, rec)
         finally:
+            if reusable and not resp.will_close:
+                resp.close()  # (its file only: the socket stays open)
+                b.keep_idle(conn)
+            else:
+                conn.close()
+
+    def _send_upstream(
+        self,
+        conn: http.client.HTTPConnection | None,
+        target: str,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+        """Send the call on ``conn`` (kept alive) or on a new connection; its answer's head."""
+        b = self.broker
+        fresh = conn is None
+        if conn is None:
+            conn = b.connect(b.config.connect_timeout)
+        try:
+            if fresh:
+                conn.connect()
+                assert conn.sock is not None
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                assert conn.sock is not None
+                conn.sock.settimeout(b.config.connect_timeout)
+            conn.request(self.command, target, body=body or None, headers=headers)
+            assert conn.sock is not None
+            conn.sock.settimeout(b.config.idle_timeout)
+            resp = conn.getresponse()
+        except BaseException:
             conn.close()
+            raise
+        return resp, conn
 
     def _response_headers(self, resp: http.client.HTTPResponse) -> list[tuple[str, str]]:
         drop = set(_DROP_RESPONSE)
@@ -481,7 +572,8 @@ class _Handler(httpserve.DispatchingHandler):
             drop.add(token.strip().lower())
         return [(k, v) for k, v in resp.getheaders() if k.lower() not in drop]
 
-    def _buffered(self, resp: http.client.HTTPResponse, rec: CallRecord) -> None:
+    def _buffered(self, resp: http.client.HTTPResponse, rec: CallRecord) -> bool:
+        """Forward a whole answer; True when the backend connection may carry another call."""
         b = self.broker
         deadline = time.monotonic() + b.config.request_timeout
         parts: list[bytes] = []
@@ -534,13 +626,18 @@ class _Handler(httpserve.DispatchingHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+        return resp.isclosed() or resp.length == 0  # (read to its end)
 
-    def _stream(self, resp: http.client.HTTPResponse, rec: CallRecord) -> None:
+    def _stream(self, resp: http.client.HTTPResponse, rec: CallRecord) -> bool:
+        """Forward a stream as it comes; True when the backend connection may carry another
+        call (its answer was read to the end)."""
         b = self.broker
         watcher = StreamWatcher()
         started = False
         write = self.wfile.write
         sock = self.connection
+        buffer = b.buffers.get()
+        body = UpstreamBody(resp, buffer)
 
         def send_chunk(parts: Parts) -> None:
             # One chunk of the chunked encoding, scatter-gather: nothing big is copied.
@@ -559,7 +656,7 @@ class _Handler(httpserve.DispatchingHandler):
         try:
             while True:
                 try:
-                    chunk = resp.read1(STREAM_READ_SIZE)
+                    run = body.read_run()
                 except (OSError, http.client.HTTPException) as e:
                     watcher.error = watcher.error or (
                         f"its stream sent nothing for {b.config.idle_timeout:.0f} s"
@@ -567,10 +664,10 @@ class _Handler(httpserve.DispatchingHandler):
                         else f"its stream broke off ({e})"
                     )
                     break
-                if not chunk:
+                if run is None:
                     watcher.end()
                     break
-                parts = watcher.feed_parts(chunk)
+                parts = watcher.feed_span(buffer, *run)
                 if watcher.done and not self._done:
                     rec.set_usage(watcher.usage)
                     self._finish(rec)  # before [DONE] goes out (see _finish)
@@ -578,6 +675,7 @@ class _Handler(httpserve.DispatchingHandler):
                     if not started:
                         begin()
                     send_chunk(parts)
+                del parts  # (views of the buffer: gone before it is read into again)
                 if watcher.error is not None:
                     break
             rec.set_usage(watcher.usage)
@@ -589,15 +687,19 @@ class _Handler(httpserve.DispatchingHandler):
                     self.close_connection = True
                     self._finish(rec)
                     self._send_error(400, message, errors.GATEWAY_DEFECT)
-                    return
+                    return body.complete
                 send_chunk([errors.error_chunk(message, errors.GATEWAY_DEFECT)])
             if not started:
                 begin()
             self._finish(rec)
             write(b"0\r\n\r\n")
+            return body.complete
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             rec.error = rec.error or "OpenCode closed the connection"
             self.close_connection = True
+            return False
+        finally:
+            b.buffers.put(buffer)
 
 
 #: At most this many buffers per ``sendmsg`` (the OS limit, IOV_MAX, is 1024 on Linux).

@@ -11,11 +11,12 @@ small lines only (a big content chunk is forwarded unparsed):
   defect — or an object), or a ``data:`` line that is not JSON at all. Forwarding stops at the
   error; the caller turns it into a clean error (see ``errors.py``).
 
-The hot path is cheap: :meth:`StreamWatcher.feed_parts` hands back slices (memoryviews) of the
-bytes it was fed, copying only a line that straddles two reads; lines are found with
-``bytes.find`` (``memchr``), and a line is looked into with bounded ``find``/regex calls — it is
-JSON-decoded only when it holds ``"usage"`` or ``"error"``. A line longer than
-:data:`INSPECT_LIMIT` is not looked into at all (never usage or error lines).
+The hot path is cheap: :meth:`StreamWatcher.feed_parts` (and :meth:`~StreamWatcher.feed_span`, for
+a span of a reused buffer) hands back slices (memoryviews) of the bytes it was fed, copying only a
+line that straddles two reads; lines are found with ``bytes.find`` (``memchr``), and a line is
+looked into with bounded ``find``/regex calls — it is JSON-decoded only when it holds ``"usage"``
+or ``"error"``. A line longer than :data:`INSPECT_LIMIT` is not looked into at all (never usage
+or error lines).
 
 Standard library only.
 """
@@ -31,6 +32,11 @@ INSPECT_LIMIT = 64 * 1024
 #: A partial line longer than this is forwarded as it is (too long to be inspected anyway).
 HOLD_LIMIT = INSPECT_LIMIT
 _FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
+#: A ``data:`` payload that does not start with ``{`` (anywhere, not only at a line start).
+_ODD = re.compile(rb"data:[ \t\r\x0b\x0c]*[^{ \t\r\n\x0b\x0c]")
+#: Complete lines up to this many bytes at once are first scanned for anything to look into
+#: (a read of many small events); bigger spans hold big lines, which are walked cheaply.
+FAST_LIMIT = 256 * 1024
 #: Bytes ``bytes.strip()`` removes around a ``data:`` payload.
 _WS = frozenset(b" \t\r\n\x0b\x0c")
 _LBRACE = ord("{")
@@ -58,34 +64,37 @@ class StreamWatcher:
 
     def feed_parts(self, data: bytes) -> Parts:
         """Like :meth:`feed`, as pieces (mostly memoryviews of ``data``, not copies)."""
-        if self.error is not None or not data:
+        return self.feed_span(data, 0, len(data))
+
+    def feed_span(self, data: bytes | bytearray, pos: int, size: int) -> Parts:
+        """Like :meth:`feed_parts` for ``data[pos:size]``, without slicing it: the pieces are
+        memoryviews of ``data`` (valid until the caller reuses it) or copies of held lines."""
+        if self.error is not None or pos >= size:
             return []
         out: Parts = []
         view = memoryview(data)
-        size = len(data)
-        pos = 0
         if self._passthrough:  # (nothing is pending then)
-            nl = data.find(b"\n")
+            nl = data.find(b"\n", pos, size)
             if nl < 0:
-                return [data]
+                return [view[pos:size]]
             self._passthrough = False
+            out.append(view[pos : nl + 1])
             pos = nl + 1
-            out.append(view[:pos])
         if self._pending:
-            nl = data.find(b"\n", pos)
+            nl = data.find(b"\n", pos, size)
             held = self._pending
             if nl < 0:
                 if len(held) + size - pos > HOLD_LIMIT:
                     self._pending = b""
-                    self._start_passthrough(held[:5] + data[pos : pos + 5])
+                    self._start_passthrough(held[:5] + data[pos : min(pos + 5, size)])
                     out.append(held)
-                    out.append(view[pos:])
+                    out.append(view[pos:size])
                 else:
-                    self._pending = held + data[pos:]
+                    self._pending = held + data[pos:size]
                 return out
             self._pending = b""
             if len(held) + nl + 1 - pos > INSPECT_LIMIT:
-                self.data_lines += (held[:5] + data[pos : pos + 5]).startswith(b"data:")
+                self.data_lines += (held[:5] + data[pos : min(pos + 5, nl)]).startswith(b"data:")
                 out.append(held)
                 out.append(view[pos : nl + 1])
             else:
@@ -94,13 +103,20 @@ class StreamWatcher:
                     return out
                 out.append(line)
             pos = nl + 1
-        end = data.rfind(b"\n", pos)
-        if end >= 0:
+        end = data.rfind(b"\n", pos, size)
+        if end >= 0 and end - pos < FAST_LIMIT and self._plain(data, pos, end + 1):
+            # Many small lines, none of them one to look into: counted, not walked in Python.
+            self.data_lines += data.startswith(b"data:", pos, end + 1) + data.count(
+                b"\ndata:", pos, end + 1
+            )
+            out.append(view[pos : end + 1])
+            pos = end + 1
+        elif end >= 0:
             # Complete lines data[pos:end + 1]: look into the small data: lines only.
             start = line_start = pos
             while line_start <= end:
-                nl = data.find(b"\n", line_start)
-                if data.startswith(b"data:", line_start):
+                nl = data.find(b"\n", line_start, end + 1)
+                if data.startswith(b"data:", line_start, nl):
                     if nl - line_start < INSPECT_LIMIT:
                         if not self._inspect(data, line_start, nl):
                             if line_start > start:
@@ -113,17 +129,30 @@ class StreamWatcher:
             pos = end + 1
         if pos < size:
             if size - pos > HOLD_LIMIT:
-                self._start_passthrough(data, pos)
-                out.append(view[pos:])
+                self._start_passthrough(data[pos : pos + 5])
+                out.append(view[pos:size])
             else:
-                self._pending = data[pos:]
+                self._pending = bytes(view[pos:size])
         return out
 
-    def _start_passthrough(self, head: bytes, at: int = 0) -> None:
-        self._passthrough = True
-        self.data_lines += head.startswith(b"data:", at)
+    def _plain(self, data: bytes | bytearray, start: int, end: int) -> bool:
+        """True when no line of ``data[start:end]`` (whole lines) can be one :meth:`_inspect`
+        would act on: no ``"error"`` or ``"usage"``, no ``finish_reason`` string while none was
+        seen, and every ``data:`` payload starts with ``{`` (an ``[DONE]`` does not). Found by a
+        few scans in C; a false alarm (say ``data: x`` inside a content string) only means the
+        lines are walked one by one."""
+        return (
+            data.find(b'"error"', start, end) < 0
+            and data.find(b'"usage"', start, end) < 0
+            and _ODD.search(data, start, end) is None
+            and (self.finished or _FINISH.search(data, start, end) is None)
+        )
 
-    def _inspect(self, buf: bytes, start: int, nl: int) -> bool:
+    def _start_passthrough(self, head: bytes | bytearray) -> None:
+        self._passthrough = True
+        self.data_lines += head.startswith(b"data:")
+
+    def _inspect(self, buf: bytes | bytearray, start: int, nl: int) -> bool:
         """Look into the ``data:`` line ``buf[start:nl]`` (``nl``: its newline, or its end).
         False when it is an error (``self.error`` set)."""
         self.data_lines += 1
@@ -179,5 +208,5 @@ def error_text(error: object) -> str:
     return json.dumps(error)[:300]
 
 
-def _show(payload: bytes) -> str:
+def _show(payload: bytes | bytearray) -> str:
     return payload[:120].decode("utf-8", "replace")
