@@ -31,6 +31,7 @@ from pathlib import Path
 import psutil
 
 from smartspec_desktop.core.remote.scripts import REMOTE_INSTALL
+from tests import opencode_config
 from tests.throwaway import add_user, remove_user
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -117,6 +118,18 @@ class RemoteHost:
             subprocess.run(["cp", "-a", str(prefix), str(target / "node_modules")], check=True)
         for d in [self.home / ".local", self.home / ".local" / "share", target.parent, target]:
             os.chown(d, self.uid, self.uid)
+        self.seed_opencode_config(opencode_bin)
+
+    def seed_opencode_config(self, opencode_bin: str) -> None:
+        """The run's warm OpenCode config dir (tests/opencode_config.py), a copy the remote
+        user owns: as on a host where OpenCode ran before (no plugin install at each start)."""
+        template = opencode_config.template_for(opencode_bin)
+        target = self.home / ".config" / "opencode"
+        if template is None or target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", str(template), str(target)], check=True)
+        subprocess.run(["chown", "-R", f"{self.user}:{self.user}", str(target.parent)], check=True)
 
     def seed_npm_cache(self, cache: Path) -> None:
         """A copy of the tests' npm cache as the remote user's (``~/.npmrc``), so an install
