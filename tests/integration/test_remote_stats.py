@@ -128,7 +128,11 @@ def test_an_idle_remote_server_still_sleeps_after_a_reconnection(
         (row,) = sandbox.cli_json("status")
         return bool(row["status"] == "sleeping")
 
-    _wait(asleep, 120, "the reconnected idle server slept")
+    try:
+        _wait(asleep, 120, "the reconnected idle server slept")
+    except AssertionError as e:  # what the supervisor saw, for a failure on a loaded CI
+        log = sandbox.cli("logs", address).stdout[-4000:]
+        raise AssertionError(f"{e}\nstatus: {sandbox.cli_json('status')}\nlog:\n{log}") from None
     (row,) = sandbox.cli_json("status")
     assert row["server_id"] == started["server_id"] and row["rss_mb"] == 0
     assert _gone(second.pid)

@@ -78,6 +78,8 @@ def _choose_backend() -> None:
     import keyring
     import keyring.core
 
+    if getattr(keyring.core, "_keyring_backend", None) is not None:
+        return  # one was set already (keyring.set_keyring): that one
     if sys.platform in ("darwin", "win32") or keyring.core.load_env() or keyring.core.load_config():
         return  # nothing foreign to skip there, or the user's own choice: keyring's detection
     from importlib import metadata
