@@ -14,25 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from smartspec_desktop.core.broker.server import Broker, BrokerConfig
+from smartspec_desktop.core.broker.server import Broker
 from tests.backend_standin import BackendStandIn, Text
-
-EMAIL = "dev@example.com"
-MODEL = "openai/gpt-4o-mini"
-TOKEN = {"Authorization": "Bearer server-token-0123456789"}
-
-
-def make_broker(tmp_path: Path, upstream: str, key: str, **kw: Any) -> Broker:
-    config = BrokerConfig(
-        key=key,
-        token="server-token-0123456789",
-        control_token="control-token-0123456789",
-        upstream=upstream,
-        meter_file=tmp_path / "usage.jsonl",
-        budget_file=tmp_path / "budget.json",
-        **kw,
-    )
-    return Broker(config).start()
+from tests.unit.test_broker import EMAIL, MODEL, TOKEN, make_broker
 
 
 def count_connects(b: Broker) -> list[int]:
