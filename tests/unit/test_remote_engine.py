@@ -7,13 +7,16 @@ import json
 import shlex
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from smartspec_desktop.core.errors import SmartSpecError
+from smartspec_desktop.core.errors import PortInUse, ServerStartError, SmartSpecError
+from smartspec_desktop.core.process.supervised import EarlyExit, ExitRecord
 from smartspec_desktop.core.process.supervisor import _remote_handover
 from smartspec_desktop.core.remote import engine, reap, scripts
 from smartspec_desktop.core.remote.address import parse_remote
+from smartspec_desktop.core.remote.server import _wait_ready
 from smartspec_desktop.core.remote.ssh import (
     RemoteAuthError,
     RemoteError,
@@ -258,3 +261,35 @@ def test_a_remote_servers_sub_agents_are_looked_up_through_the_local_forward() -
     assert port_of(argv) == 0
     assert _forwarded_port(argv) == 3795
     assert _forwarded_port(["opencode", "serve", "--port", "4000"]) == 0
+
+
+class _ExitsAtOnce:
+    """A started server (as :func:`_wait_ready` sees it) that ended before it was ready."""
+
+    def __init__(self, tail: str) -> None:
+        self.tail = tail
+
+    def wait_ready(self, healthy: object, deadline: float) -> None:
+        raise EarlyExit("ssh", ExitRecord(exit_code=1), self.tail)
+
+
+@pytest.mark.parametrize(
+    ("tail", "kind"),
+    [
+        # OpenCode 1.18 on a busy --port says only this (anomalyco/opencode#46263).
+        ("Error: Unexpected error\nServeError\n[smartspec] ssh exited with code 1", PortInUse),
+        ("Warning: remote port forwarding failed for listen port 31000", PortInUse),
+        ("Error: Unexpected error\nConfigInvalidError", ServerStartError),
+    ],
+)
+def test_a_remote_start_that_meets_a_busy_port_is_retried_on_another(
+    tmp_path: Path, tail: str, kind: type[ServerStartError]
+) -> None:
+    """Only a port conflict is a :class:`PortInUse` (the manager retries it on new ports);
+    any other early exit is a plain start error naming the host and the log."""
+    manager = SimpleNamespace(settings=SimpleNamespace(start_timeout=5.0))
+    record = SimpleNamespace(url="http://127.0.0.1:9", log_path=tmp_path / "srv.log")
+    with pytest.raises(ServerStartError) as e:
+        _wait_ready(manager, _ExitsAtOnce(tail), record, "pw", ADDR)  # type: ignore[arg-type]
+    assert type(e.value) is kind
+    assert "devbox" in e.value.problem

@@ -49,8 +49,11 @@ log = logging.getLogger(__name__)
 #: Linux's ephemeral range and above the usual service ports. A port taken there makes the
 #: start fail with a port conflict, and it is retried with others.
 REMOTE_PORTS = (30000, 32767)
-#: ssh's and the remote server's words for "that port is taken".
+#: ssh's and the remote server's words for "that port is taken". OpenCode 1.18 says only
+#: "Error: Unexpected error" and "ServeError" for a busy ``--port`` (anomalyco/opencode#46263),
+#: as the local start knows (``PORT_CONFLICT_MARKERS``).
 REMOTE_PORT_MARKERS = (
+    "serveerror",
     "address already in use",
     "remote port forwarding failed",
     "could not request local forwarding",
