@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psutil
 
+from smartspec_desktop.core.remote.engine import RemoteVersions
 from smartspec_desktop.core.remote.scripts import REMOTE_INSTALL
 from tests import opencode_config
 from tests.throwaway import add_user, remove_user
@@ -130,6 +131,20 @@ class RemoteHost:
         target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", str(template), str(target)], check=True)
         subprocess.run(["chown", "-R", f"{self.user}:{self.user}", str(target.parent)], check=True)
+
+    def seed_known_version(self, state_dir: Path, version: str) -> None:
+        """The app's memory of this host's OpenCode version (``state/remote-opencode.json``),
+        keyed by the binary as the host's probe sees it: as after an earlier start, so a start
+        does not ask ``opencode --version`` (~1 CPU-s) again. A changed binary (another key)
+        is still asked."""
+        binary = self.install_dir() / "node_modules" / ".bin" / "opencode"
+        try:
+            st = binary.stat()
+        except OSError:
+            return
+        key = f"{binary}:{st.st_ino}:{int(st.st_mtime)}:{st.st_size}"
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        RemoteVersions(state_dir / "remote-opencode.json").put(self.alias, key, version)
 
     def seed_npm_cache(self, cache: Path) -> None:
         """A copy of the tests' npm cache as the remote user's (``~/.npmrc``), so an install

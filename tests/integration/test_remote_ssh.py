@@ -20,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import FileStore
 from tests.backend_standin import Text, ToolCall
 from tests.conftest import Sandbox
@@ -47,11 +48,14 @@ def remote_host(opencode_bin: str) -> Iterator[RemoteHost]:
 
 
 @pytest.fixture
-def remote(remote_host: RemoteHost, sandbox: Sandbox) -> Iterator[RemoteHost]:
-    """The host, with the sandbox's CLI pointed at its ssh config; no remote server may
-    outlive the test."""
+def remote(
+    remote_host: RemoteHost, sandbox: Sandbox, opencode_version: str
+) -> Iterator[RemoteHost]:
+    """The host, with the sandbox's CLI pointed at its ssh config (and knowing its OpenCode's
+    version, as after an earlier start); no remote server may outlive the test."""
     sandbox.env = remote_host.env(sandbox.env)
     remote_host.link_opencode(os.environ.get("SMARTSPEC_TEST_OPENCODE") or _which_opencode())
+    remote_host.seed_known_version(Paths.from_base(sandbox.data_dir).state_dir, opencode_version)
     yield remote_host
     sandbox.cli("stop", "--all")
     left = remote_host.wait_no_servers(timeout=15)
