@@ -182,18 +182,8 @@ def plant_stale_leftovers(box: Sandbox) -> list[Path]:
     return paths
 
 
-@pytest.mark.allow_log(
-    r".*: found the server of .* missing from the state file", reason="the damage is the input"
-)
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "deleted", "legacy-garbage"])
-def test_a_damaged_registry_loses_no_server(sandbox: Sandbox, damage: str) -> None:
-    ws = sandbox.workspace()
-    info = sandbox.cli_json("start", str(ws))
-    procs = tree_of(info["pid"])
-    secret = password_file(sandbox, info["server_id"])
-    assert secret.exists()
-    stale = plant_stale_leftovers(sandbox)
-    state_file = sandbox.data_dir / "state" / "servers.json"
+def damage_registry(box: Sandbox, damage: str) -> None:
+    state_file = box.data_dir / "state" / "servers.json"
     if damage == "truncated":
         state_file.write_bytes(state_file.read_bytes()[:57])
     elif damage == "garbage":
@@ -204,23 +194,39 @@ def test_a_damaged_registry_loses_no_server(sandbox: Sandbox, damage: str) -> No
         state_file.unlink()
         (state_file.parent / "sessions.json").write_text('{"version": 1, "sessions": {"srv_')
 
-    r = sandbox.cli("status", "--json")
-    assert r.returncode == 0, r.stderr
-    (found,) = json.loads(r.stdout)
-    assert (found["server_id"], found["pid"], found["port"]) == (
-        info["server_id"],
-        info["pid"],
-        info["port"],
-    )
-    assert found["status"] == "running" and found["workspace_path"] == str(ws)
-    assert "missing from the state file" in r.stderr, r.stderr
-    assert secret.exists(), "the live server's password was removed"
-    assert [p for p in stale if p.exists()] == [], "stale secrets or temp files were kept"
 
-    again = sandbox.cli_json("start", str(ws))
-    assert again["reused"] is True and again["pid"] == info["pid"]
-    assert [p.pid for p in server_processes(ws)] == [info["pid"]], "a second server was started"
-    assert len(supervisors_of(sandbox.root)) == 1
+@pytest.mark.allow_log(
+    r".*: found the server of .* missing from the state file", reason="the damage is the input"
+)
+def test_a_damaged_registry_loses_no_server(sandbox: Sandbox) -> None:
+    """Each damage in turn, to the registry of one running server: it is found again each time,
+    with its secret, and the stale leftovers of an old one go."""
+    ws = sandbox.workspace()
+    info = sandbox.cli_json("start", str(ws))
+    procs = tree_of(info["pid"])
+    secret = password_file(sandbox, info["server_id"])
+    assert secret.exists()
+    for damage in ["truncated", "garbage", "deleted", "legacy-garbage"]:
+        stale = plant_stale_leftovers(sandbox)
+        damage_registry(sandbox, damage)
+
+        r = sandbox.cli("status", "--json")
+        assert r.returncode == 0, (damage, r.stderr)
+        (found,) = json.loads(r.stdout)
+        assert (found["server_id"], found["pid"], found["port"]) == (
+            info["server_id"],
+            info["pid"],
+            info["port"],
+        ), damage
+        assert found["status"] == "running" and found["workspace_path"] == str(ws), damage
+        assert "missing from the state file" in r.stderr, (damage, r.stderr)
+        assert secret.exists(), f"{damage}: the live server's password was removed"
+        assert [p for p in stale if p.exists()] == [], f"{damage}: stale secrets or files kept"
+
+        again = sandbox.cli_json("start", str(ws))
+        assert again["reused"] is True and again["pid"] == info["pid"], damage
+        assert [p.pid for p in server_processes(ws)] == [info["pid"]], f"{damage}: a second server"
+        assert len(supervisors_of(sandbox.root)) == 1, damage
 
     r = sandbox.cli("stop", str(ws))
     assert r.returncode == 0 and r.stdout == f"Stopped the server for {ws}.\n", r.stderr
