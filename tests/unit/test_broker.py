@@ -291,12 +291,31 @@ def test_task_budget_refuses_then_continue_raises_it(
     assert r.json()["tasks"]["task-1"]["cap"] == 1120
     assert r.json()["tasks"]["task-1"]["paused"] is None
     assert chat(broker, session="ses_t").status_code == 200
-    # Persisted (0600): a new broker on the same file knows the task and what it used.
+    # Persisted (0600): a new broker on the same file knows the task and what it used. (The
+    # file is written just after each answer's last byte, so it is read after the stop.)
+    broker.stop()
     path = tmp_path / "budget.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     again = Budgets(path).state()
     assert again["tasks"]["task-1"]["used"] == 240
     assert again["day"]["used"] == 360
+
+
+def test_a_charge_counts_at_once_and_reaches_the_file_on_flush_or_stop(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # The broker charges a call before its answer's last byte and writes the file after it.
+    path = tmp_path / "budget.json"
+    control(broker, "PUT", "/budget/day", {"cap": 100})  # (a change: written at once)
+    b = broker.budgets
+    b.charge(None, 150, save=False)
+    assert b.check(None) is not None, "the charge must count before it is written"
+    assert Budgets(path).state()["day"]["used"] == 0
+    b.flush()
+    assert Budgets(path).state()["day"]["used"] == 150
+    b.charge(None, 7, save=False)
+    broker.stop()
+    assert Budgets(path).state()["day"]["used"] == 157, "stop() must write what is left"
 
 
 def test_day_budget(broker: Broker, backend: BackendStandIn) -> None:

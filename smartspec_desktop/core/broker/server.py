@@ -197,6 +197,7 @@ class Broker:
             server.server_close()
         if self._thread is not None:
             self._thread.join(2.0)
+        self.budgets.flush()
         with self._idle_lock:
             idle, self._idle = self._idle, []
         for conn, _ in idle:
@@ -423,10 +424,15 @@ class _Handler(httpserve.DispatchingHandler):
             self._send_error(e.status, e.message, e.code)
         finally:
             self._finish(rec)
+            # The charge's file write, after the answer's last byte (the charge itself counted
+            # before it): it is off the answer's time, and done before this connection's next
+            # call is read; Broker.stop() writes what a call still running leaves.
+            self.broker.budgets.flush()
 
     def _finish(self, rec: CallRecord) -> None:
         """Meter and charge the call: once, and *before* its last byte goes out, so the next
-        call OpenCode makes is checked against a budget that already counts this one."""
+        call OpenCode makes is checked against a budget that already counts this one (the
+        budget file is written after that byte: see _forward)."""
         if self._done:
             return
         self._done = True
@@ -435,7 +441,7 @@ class _Handler(httpserve.DispatchingHandler):
         rec.duration = b.last_call - self._t0
         if rec.refused != "auth":
             b.meter.record(rec)
-            b.budgets.charge(rec.session, rec.total_tokens, root=rec.root)
+            b.budgets.charge(rec.session, rec.total_tokens, root=rec.root, save=False)
         log.info(
             "broker: %s %s → %s in %.2f s%s%s",
             self.command,
