@@ -6,6 +6,7 @@ import json
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -314,8 +315,22 @@ def test_a_charge_counts_at_once_and_reaches_the_file_on_flush_or_stop(
     b.flush()
     assert Budgets(path).state()["day"]["used"] == 150
     b.charge(None, 7, save=False)
+    b.flush_soon(3600)  # (not due before the stop)
     broker.stop()
     assert Budgets(path).state()["day"]["used"] == 157, "stop() must write what is left"
+
+
+def test_charges_reach_the_file_soon_after_the_calls(broker: Broker, tmp_path: Path) -> None:
+    path = tmp_path / "budget.json"
+    for _ in range(3):
+        assert chat(broker).status_code == 200
+    used = broker.budgets.state()["day"]["used"]
+    assert used > 0
+    # Written within BUDGET_WRITE_DELAY of the calls, while the broker runs (generous bound).
+    deadline = time.monotonic() + 30
+    while not (path.exists() and Budgets(path).state()["day"]["used"] == used):
+        assert time.monotonic() < deadline, "the charges never reached the budget file"
+        time.sleep(0.05)
 
 
 def test_day_budget(broker: Broker, backend: BackendStandIn) -> None:

@@ -96,6 +96,7 @@ class Budgets:
         self._session_task: dict[str, str] = {}
         #: Charges not written to the file yet (``charge(..., save=False)``; see :meth:`flush`).
         self._dirty = False
+        self._timer: threading.Timer | None = None  # a write due (:meth:`flush_soon`)
         if path is not None:
             self._load(path)
 
@@ -210,8 +211,29 @@ class Budgets:
                 self._dirty = True
 
     def flush(self) -> None:
-        """Write the charges made with ``save=False`` (nothing when there are none)."""
+        """Write the charges made with ``save=False`` now (nothing when there are none)."""
         with self._lock:
+            timer, self._timer = self._timer, None
+            if self._dirty:
+                self._save(durable=False)
+        if timer is not None:
+            timer.cancel()
+
+    def flush_soon(self, delay: float) -> None:
+        """Write the charges made with ``save=False`` within ``delay`` seconds, in one write for
+        all the calls of that time (a write took ~0.2 ms quiet, up to ~1 ms while other processes
+        write files: 40 % of the broker's time per small call). A process killed before it
+        loses those charges from the file (not from a running broker's budget)."""
+        with self._lock:
+            if not self._dirty or self._timer is not None:
+                return
+            timer = self._timer = threading.Timer(delay, self._flush_due)
+            timer.daemon = True
+        timer.start()
+
+    def _flush_due(self) -> None:
+        with self._lock:
+            self._timer = None
             if self._dirty:
                 self._save(durable=False)
 

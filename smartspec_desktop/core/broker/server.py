@@ -95,6 +95,8 @@ _SAFE_PATH = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=/-]*")
 READ_SIZE = 64 * 1024
 #: Streams: a read returns what has arrived (up to this), so a big size adds no latency.
 STREAM_READ_SIZE = 1024 * 1024
+#: The budget file is written at most this long after a call's charge (``Budgets.flush_soon``).
+BUDGET_WRITE_DELAY = 0.5
 TOO_LARGE = errors.TOO_LARGE
 
 
@@ -425,9 +427,9 @@ class _Handler(httpserve.DispatchingHandler):
         finally:
             self._finish(rec)
             # The charge's file write, after the answer's last byte (the charge itself counted
-            # before it): it is off the answer's time, and done before this connection's next
-            # call is read; Broker.stop() writes what a call still running leaves.
-            self.broker.budgets.flush()
+            # before it), for all the calls of BUDGET_WRITE_DELAY at once; Broker.stop() writes
+            # what is left.
+            self.broker.budgets.flush_soon(BUDGET_WRITE_DELAY)
 
     def _finish(self, rec: CallRecord) -> None:
         """Meter and charge the call: once, and *before* its last byte goes out, so the next
