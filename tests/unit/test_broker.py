@@ -293,7 +293,7 @@ def test_task_budget_refuses_then_continue_raises_it(
     assert r.json()["tasks"]["task-1"]["paused"] is None
     assert chat(broker, session="ses_t").status_code == 200
     # Persisted (0600): a new broker on the same file knows the task and what it used. (The
-    # file is written just after each answer's last byte, so it is read after the stop.)
+    # file is written within BUDGET_WRITE_DELAY of an answer, and at the stop: read after it.)
     broker.stop()
     path = tmp_path / "budget.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
