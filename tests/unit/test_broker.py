@@ -6,6 +6,7 @@ import json
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -291,12 +292,45 @@ def test_task_budget_refuses_then_continue_raises_it(
     assert r.json()["tasks"]["task-1"]["cap"] == 1120
     assert r.json()["tasks"]["task-1"]["paused"] is None
     assert chat(broker, session="ses_t").status_code == 200
-    # Persisted (0600): a new broker on the same file knows the task and what it used.
+    # Persisted (0600): a new broker on the same file knows the task and what it used. (The
+    # file is written within BUDGET_WRITE_DELAY of an answer, and at the stop: read after it.)
+    broker.stop()
     path = tmp_path / "budget.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     again = Budgets(path).state()
     assert again["tasks"]["task-1"]["used"] == 240
     assert again["day"]["used"] == 360
+
+
+def test_a_charge_counts_at_once_and_reaches_the_file_on_flush_or_stop(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # The broker charges a call before its answer's last byte and writes the file after it.
+    path = tmp_path / "budget.json"
+    control(broker, "PUT", "/budget/day", {"cap": 100})  # (a change: written at once)
+    b = broker.budgets
+    b.charge(None, 150, save=False)
+    assert b.check(None) is not None, "the charge must count before it is written"
+    assert Budgets(path).state()["day"]["used"] == 0
+    b.flush()
+    assert Budgets(path).state()["day"]["used"] == 150
+    b.charge(None, 7, save=False)
+    b.flush_soon(3600)  # (not due before the stop)
+    broker.stop()
+    assert Budgets(path).state()["day"]["used"] == 157, "stop() must write what is left"
+
+
+def test_charges_reach_the_file_soon_after_the_calls(broker: Broker, tmp_path: Path) -> None:
+    path = tmp_path / "budget.json"
+    for _ in range(3):
+        assert chat(broker).status_code == 200
+    used = broker.budgets.state()["day"]["used"]
+    assert used > 0
+    # Written within BUDGET_WRITE_DELAY of the calls, while the broker runs (generous bound).
+    deadline = time.monotonic() + 30
+    while not (path.exists() and Budgets(path).state()["day"]["used"] == used):
+        assert time.monotonic() < deadline, "the charges never reached the budget file"
+        time.sleep(0.05)
 
 
 def test_day_budget(broker: Broker, backend: BackendStandIn) -> None:

@@ -94,6 +94,9 @@ class Budgets:
         self.days: dict[str, int] = {}
         self.tasks: dict[str, dict[str, Any]] = {}
         self._session_task: dict[str, str] = {}
+        #: Charges not written to the file yet (``charge(..., save=False)``; see :meth:`flush`).
+        self._dirty = False
+        self._timer: threading.Timer | None = None  # a write due (:meth:`flush_soon`)
         if path is not None:
             self._load(path)
 
@@ -124,6 +127,7 @@ class Budgets:
         """Write the state atomically. ``durable=False`` (a call's charge, on every call) skips
         the fsync: the file is still never half-written (temp file + rename), and the call's
         answer does not wait for the disk; a power cut may lose the last charges, not a cap."""
+        self._dirty = False
         if self.path is None:
             return
         keep = sorted(self.days)[-KEEP_DAYS:]
@@ -187,7 +191,12 @@ class Budgets:
             return {"day": day, "tasks": tasks}
 
     # -- changes -----------------------------------------------------------------------------
-    def charge(self, session: str | None, tokens: int, *, root: str | None = None) -> None:
+    def charge(
+        self, session: str | None, tokens: int, *, root: str | None = None, save: bool = True
+    ) -> None:
+        """Count ``tokens`` (at once for :meth:`check`). ``save=False``: the file is written by
+        the next :meth:`flush` (or any change), so a caller can answer first (the broker's
+        write took ~0.2 ms quiet, ~0.7 ms under load, at the end of every streamed answer)."""
         if tokens <= 0:
             return
         with self._lock:
@@ -196,7 +205,37 @@ class Budgets:
             tid = self._task(session, root)
             if tid is not None:
                 self.tasks[tid]["used"] += tokens
-            self._save(durable=False)
+            if save:
+                self._save(durable=False)
+            else:
+                self._dirty = True
+
+    def flush(self) -> None:
+        """Write the charges made with ``save=False`` now (nothing when there are none)."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+            if self._dirty:
+                self._save(durable=False)
+        if timer is not None:
+            timer.cancel()
+
+    def flush_soon(self, delay: float) -> None:
+        """Write the charges made with ``save=False`` within ``delay`` seconds, in one write for
+        all the calls of that time (a write took ~0.2 ms quiet, up to ~1 ms while other processes
+        write files: 40 % of the broker's time per small call). A process killed before it
+        loses those charges from the file (not from a running broker's budget)."""
+        with self._lock:
+            if not self._dirty or self._timer is not None:
+                return
+            timer = self._timer = threading.Timer(delay, self._flush_due)
+            timer.daemon = True
+        timer.start()
+
+    def _flush_due(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._dirty:
+                self._save(durable=False)
 
     def set_day_cap(self, cap: int | None) -> None:
         with self._lock:

@@ -95,6 +95,8 @@ _SAFE_PATH = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,;=/-]*")
 READ_SIZE = 64 * 1024
 #: Streams: a read returns what has arrived (up to this), so a big size adds no latency.
 STREAM_READ_SIZE = 1024 * 1024
+#: The budget file is written at most this long after a call's charge (``Budgets.flush_soon``).
+BUDGET_WRITE_DELAY = 0.5
 TOO_LARGE = errors.TOO_LARGE
 
 
@@ -197,6 +199,7 @@ class Broker:
             server.server_close()
         if self._thread is not None:
             self._thread.join(2.0)
+        self.budgets.flush()
         with self._idle_lock:
             idle, self._idle = self._idle, []
         for conn, _ in idle:
@@ -423,10 +426,15 @@ class _Handler(httpserve.DispatchingHandler):
             self._send_error(e.status, e.message, e.code)
         finally:
             self._finish(rec)
+            # The charge's file write, after the answer's last byte (the charge itself counted
+            # before it), for all the calls of BUDGET_WRITE_DELAY at once; Broker.stop() writes
+            # what is left.
+            self.broker.budgets.flush_soon(BUDGET_WRITE_DELAY)
 
     def _finish(self, rec: CallRecord) -> None:
         """Meter and charge the call: once, and *before* its last byte goes out, so the next
-        call OpenCode makes is checked against a budget that already counts this one."""
+        call OpenCode makes is checked against a budget that already counts this one (the
+        budget file is written after that byte: see _forward)."""
         if self._done:
             return
         self._done = True
@@ -435,7 +443,7 @@ class _Handler(httpserve.DispatchingHandler):
         rec.duration = b.last_call - self._t0
         if rec.refused != "auth":
             b.meter.record(rec)
-            b.budgets.charge(rec.session, rec.total_tokens, root=rec.root)
+            b.budgets.charge(rec.session, rec.total_tokens, root=rec.root, save=False)
         log.info(
             "broker: %s %s → %s in %.2f s%s%s",
             self.command,
