@@ -12,6 +12,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,27 @@ def _as_remote(host: RemoteHost, path: Path, text: str, mode: int = 0o644) -> No
 
 def _owner(path: Path) -> int:
     return os.stat(path, follow_symlinks=False).st_uid
+
+
+def _in_process(
+    sandbox: Sandbox, remote: RemoteHost, monkeypatch: pytest.MonkeyPatch, *local_io: str
+) -> tuple[dict[str, Any], str]:
+    """The one running server's record and password, for core code run in this process (with
+    the host's ssh config); ``local_io`` names core.review's file functions that must not run
+    here: calling one fails the test."""
+    (info,) = sandbox.cli_json("status")
+    password = FileStore(sandbox.data_dir / "state" / "secrets").get(
+        f"server-password:{info['server_id']}"
+    )
+    assert password
+    monkeypatch.setenv("SMARTSPEC_SSH_CONFIG", str(remote.ssh_config))
+
+    def here(*_a: object, **_k: object) -> None:
+        raise AssertionError("a remote folder's file was read or written on this machine")
+
+    for name in local_io:
+        monkeypatch.setattr(review, name, here)
+    return info, password
 
 
 def _plain_folder(remote: RemoteHost, name: str) -> tuple[Path, str]:
@@ -160,18 +182,7 @@ def test_review_core_and_the_window_service_work_on_the_host_not_here(  # type: 
 
     folder, address = _plain_folder(remote, "inproc")
     sid = _two_turns(sandbox, address)
-    (info,) = sandbox.cli_json("status")
-    password = FileStore(sandbox.data_dir / "state" / "secrets").get(
-        f"server-password:{info['server_id']}"
-    )
-    assert password
-    monkeypatch.setenv("SMARTSPEC_SSH_CONFIG", str(remote.ssh_config))
-
-    def here(*_a: object, **_k: object) -> None:
-        raise AssertionError("a remote folder's file was read or written on this machine")
-
-    monkeypatch.setattr(review, "_read", here)
-    monkeypatch.setattr(review, "_write_plan", here)
+    info, password = _in_process(sandbox, remote, monkeypatch, "_read", "_write_plan")
 
     with OpenCodeClient(info["url"], password, timeout=60) as client:
         client.remote_host, client.remote_workspace = "alias", address
@@ -303,17 +314,7 @@ def test_a_remote_git_folder_checks_the_hosts_files_before_undo(
     remote.run_as(*git, "add", ".")
     remote.run_as(*git, "commit", "-qm", "initial")
     sid = _two_turns(sandbox, address)
-    (info,) = sandbox.cli_json("status")
-    password = FileStore(sandbox.data_dir / "state" / "secrets").get(
-        f"server-password:{info['server_id']}"
-    )
-    assert password
-    monkeypatch.setenv("SMARTSPEC_SSH_CONFIG", str(remote.ssh_config))
-
-    def here(*_a: object, **_k: object) -> None:
-        raise AssertionError("a remote folder's file was read or written on this machine")
-
-    monkeypatch.setattr(review, "_read", here)
+    info, password = _in_process(sandbox, remote, monkeypatch, "_read")
     with OpenCodeClient(info["url"], password, timeout=60) as client:
         client.remote_host, client.remote_workspace = "alias", address
         _as_remote(remote, folder / "sub" / "second.txt", "my own edit\n")
