@@ -193,6 +193,22 @@ def test_the_sampling_interval(value: str, expected: str) -> None:
     assert engine.usage_seconds(None) == "5"
 
 
+def _serve_wrapper(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The host's wrapper (:data:`scripts.SERVE`) with ``args``, given its handshake on stdin,
+    which stays open as the ssh channel does."""
+    proc = subprocess.Popen(
+        ["sh", "-c", scripts.SERVE, "smartspec", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b"OPENCODE_SERVER_PASSWORD=pw\nSMARTSPEC_BROKER_TOKEN=t\n\n")
+    proc.stdin.flush()
+    return proc
+
+
 def test_the_wrapper_samples_while_the_server_runs_and_ends_with_it(tmp_path: Path) -> None:
     """The real wrapper with a stand-in server: its first sample comes at once, and when the
     server ends the wrapper's output closes at once too, although the sampler was asleep for
@@ -211,17 +227,9 @@ def test_the_wrapper_samples_while_the_server_runs_and_ends_with_it(tmp_path: Pa
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
     }
     args = [str(folder), "31000", "31001", str(fake), "srv_t", "20"]
-    proc = subprocess.Popen(
-        ["sh", "-c", scripts.SERVE, "smartspec", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    proc = _serve_wrapper(args, env)
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        proc.stdin.write(b"OPENCODE_SERVER_PASSWORD=pw\nSMARTSPEC_BROKER_TOKEN=t\n\n")
-        proc.stdin.flush()  # and it stays open, as the ssh channel does
         began = time.monotonic()
         out = proc.stdout.read().decode()  # to EOF
         took = time.monotonic() - began
@@ -246,17 +254,9 @@ def test_a_wrapper_ended_by_a_signal_takes_its_sampler_along(tmp_path: Path) -> 
     (tmp_path / "ws").mkdir()
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     args = [str(tmp_path / "ws"), "31000", "31001", str(fake), "srv_s", "20"]
-    proc = subprocess.Popen(
-        ["sh", "-c", scripts.SERVE, "smartspec", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    proc = _serve_wrapper(args, env)
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        proc.stdin.write(b"OPENCODE_SERVER_PASSWORD=pw\nSMARTSPEC_BROKER_TOKEN=t\n\n")
-        proc.stdin.flush()
         seen = b""
         while b" usage " not in seen:  # the sampler took its first sample and sleeps now
             line = proc.stdout.readline()
