@@ -246,7 +246,6 @@ def rows(
 
 
 if __name__ == "__main__":
-    print("| measure | through the broker | straight to the stand-in | note |")
-    print("|---|---|---|---|")
-    for r in rows():
-        print("| " + " | ".join(r) + " |")
+    from tests.bench.run import print_table
+
+    print_table(["measure", "through the broker", "straight to the stand-in", "note"], rows())

@@ -19,7 +19,7 @@ import time
 from smartspec_desktop.core.process.idle import IDLE_ENV
 from smartspec_desktop.core.servers.registry import SLEEPING
 from smartspec_desktop.core.servers.usage import UsageSampler
-from tests.bench.run import Bench, fmt_s, sandbox_dir
+from tests.bench.run import Bench, fmt_s, print_table, sandbox_dir
 from tests.conftest import find_test_opencode
 
 
@@ -144,7 +144,4 @@ def rows(runs: int = 5, n: int = 5) -> list[tuple[str, str, str, str]]:
 
 if __name__ == "__main__":
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    print("| measure | SmartSpec Desktop | compared with | note |")
-    print("|---|---|---|---|")
-    for r in rows(runs):
-        print("| " + " | ".join(r) + " |")
+    print_table(["measure", "SmartSpec Desktop", "compared with", "note"], rows(runs))

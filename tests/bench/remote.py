@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 
-from tests.bench.run import Bench, fmt_s, sandbox_dir
+from tests.bench.run import Bench, fmt_s, print_table, sandbox_dir
 from tests.conftest import find_test_opencode
 from tests.remote_host import skip_reason, start_host
 
@@ -81,7 +81,4 @@ def rows(runs: int = 5) -> list[tuple[str, str, str, str]]:
 
 if __name__ == "__main__":
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    print("| measure | SmartSpec Desktop | compared with | note |")
-    print("|---|---|---|---|")
-    for r in rows(runs):
-        print("| " + " | ".join(r) + " |")
+    print_table(["measure", "SmartSpec Desktop", "compared with", "note"], rows(runs))

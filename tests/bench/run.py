@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,6 +344,14 @@ def fmt_s(values: list[float]) -> str:
     )
 
 
+def print_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A Markdown table, as the README's benchmark table has it."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
 @contextlib.contextmanager
 def sandbox_dir() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="smartspec-bench-"))
@@ -462,10 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     for measure, mine, other, note in remote_bench.rows(args.runs):
         rows.append(Row("8", measure, mine, other, note))
     print()
-    print("| # | measure | SmartSpec Desktop | bare `opencode serve` | note |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row.number} | {row.measure} | {row.ours} | {row.bare} | {row.note} |")
+    print_table(
+        ["#", "measure", "SmartSpec Desktop", "bare `opencode serve`", "note"],
+        [(r.number, r.measure, r.ours, r.bare, r.note) for r in rows],
+    )
     return 0
 
 
