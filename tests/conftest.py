@@ -34,6 +34,27 @@ ROOT = Path(__file__).resolve().parent.parent
 OPENCODE_ENV = "SMARTSPEC_TEST_OPENCODE"
 IN_CI = os.environ.get("CI") == "true"
 
+# ------------------------------------------------------------------------------ slow tests
+
+#: The timeout of a test marked ``slow`` (pyproject's default, 180 s, is for the others).
+SLOW_TIMEOUT = 600
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (a minute or more under load) come first, in their order, so the
+    workers start them early and the run never ends waiting on one started last (pytest-xdist's
+    loadgroup deals the tests out in this order, a few at a time); each gets SLOW_TIMEOUT unless
+    it names its own."""
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if not slow:
+        return
+    for item in slow:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+    chosen = {id(item) for item in slow}
+    items[:] = slow + [item for item in items if id(item) not in chosen]
+
+
 # ------------------------------------------------------------------------------ the real HOME
 
 #: tests/run-tests gives the whole run a throw-away HOME and names the real one here.

@@ -15,6 +15,7 @@ def _settings(box: Sandbox) -> dict[str, object]:
     return dict(json.loads((box.data_dir / "config" / "settings.json").read_text()))
 
 
+@pytest.mark.slow
 def test_bad_input_says_what_is_wrong(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
     for value, words in (("-5", "cannot be negative"), ("lots", "not a whole number of tokens")):
@@ -53,6 +54,7 @@ def test_set_show_and_clear_without_a_server(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_running_servers_broker_takes_the_cap_at_once(sandbox: Sandbox) -> None:
     ws = str(sandbox.workspace().resolve())
     info = sandbox.cli_json("start", ws)

@@ -198,6 +198,7 @@ def damage_registry(box: Sandbox, damage: str) -> None:
 @pytest.mark.allow_log(
     r".*: found the server of .* missing from the state file", reason="the damage is the input"
 )
+@pytest.mark.slow
 def test_a_damaged_registry_loses_no_server(sandbox: Sandbox) -> None:
     """Each damage in turn, to the registry of one running server: it is found again each time,
     with its secret, and the stale leftovers of an old one go."""

@@ -47,6 +47,7 @@ def _ok(r: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.parametrize("git", [True, False], ids=["git", "plain"])
+@pytest.mark.slow
 def test_changes_undo_redo(sandbox: Sandbox, git: bool) -> None:
     ws = _workspace(sandbox, git)
     none = sandbox.cli("changes", str(ws))
@@ -112,6 +113,7 @@ class _WriteWhatIsAsked(DemoScript):
         return ToolCall("write", {"filePath": m.group(1), "content": m.group(1).upper() + "\n"})
 
 
+@pytest.mark.slow
 def test_worktree_tasks_merge_conflict_and_discard(sandbox: Sandbox) -> None:
     box, env = sandbox, sandbox.env
     repo = _workspace(box, git=True)

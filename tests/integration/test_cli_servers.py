@@ -29,6 +29,7 @@ def password_of(box: Sandbox, server_id: str) -> str:
     return path.read_text()
 
 
+@pytest.mark.slow
 def test_start_run_stop_end_to_end(sandbox: Sandbox, opencode_version: str) -> None:
     ws = sandbox.workspace()
     # The first start on this machine: no version of OpenCode known yet (the other tests find
@@ -130,6 +131,7 @@ def test_concurrent_starts_yield_one_server(sandbox: Sandbox) -> None:
     assert len(server_processes(ws)) == 1
 
 
+@pytest.mark.slow
 def test_two_workspaces_run_side_by_side(sandbox: Sandbox) -> None:
     a = sandbox.cli_json("start", str(sandbox.workspace("a")))
     b = sandbox.cli_json("start", str(sandbox.workspace("b")))
@@ -177,6 +179,7 @@ def hold_free_block(n: int) -> list[socket.socket]:
 
 
 @pytest.mark.faults
+@pytest.mark.slow
 def test_crashed_server_is_reported_with_its_exit_code(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
     info = sandbox.cli_json("start", str(ws))

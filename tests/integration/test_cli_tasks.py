@@ -10,6 +10,7 @@ from tests.conftest import Sandbox
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_run_shows_progress_and_sessions_lists_and_continues(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
     r = sandbox.cli("sessions", str(ws))

@@ -26,6 +26,7 @@ def gateways(root: Path) -> list[psutil.Process]:
     return out
 
 
+@pytest.mark.slow
 def test_demo_start_and_run_write_hello_txt_and_leave_the_real_setup_alone(
     sandbox: Sandbox,
 ) -> None:

@@ -61,6 +61,7 @@ def box(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
+@pytest.mark.slow
 def test_idle_server_sleeps_wakes_with_its_sessions_and_stops(box: Sandbox) -> None:
     ws = box.workspace()
     info = box.cli_json("start", str(ws))
@@ -118,6 +119,7 @@ def test_idle_server_sleeps_wakes_with_its_sessions_and_stops(box: Sandbox) -> N
     assert not server_processes(ws)
 
 
+@pytest.mark.slow
 def test_a_connected_client_keeps_it_awake(box: Sandbox) -> None:
     ws = box.workspace()
     info = box.cli_json("start", str(ws))
@@ -153,6 +155,7 @@ def test_a_connected_client_keeps_it_awake(box: Sandbox) -> None:
     assert not server_processes(ws)
 
 
+@pytest.mark.slow
 def test_open_cli_wakes_a_sleeping_server(box: Sandbox, tmp_path: Path) -> None:
     # A "terminal" that only records what it was asked to run (the TUI itself is tested in
     # test_launchers): what matters here is that the sleeping server is woken first.

@@ -116,6 +116,7 @@ def test_the_key_never_reaches_opencode_and_every_call_is_metered(sandbox: Sandb
     assert text.returncode == 0 and "2 calls · 427 tokens" in text.stdout
 
 
+@pytest.mark.slow
 def test_a_budget_stops_a_looping_task_and_continue_resumes_it(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
     sandbox.cli_json("start", str(ws))

@@ -60,6 +60,7 @@ def test_key_set_stores_in_keyring_and_start_uses_it(
     assert r.returncode == 1 and "No SmartSpecPro API key" in r.stderr
 
 
+@pytest.mark.slow
 def test_key_set_rejects_a_key_the_backend_refuses(
     sandbox: Sandbox, keyring_env: dict[str, str]
 ) -> None:
@@ -79,6 +80,7 @@ def test_without_a_keyring_key_set_says_what_to_do(sandbox: Sandbox) -> None:
     assert "No OS keyring is available" in r.stderr and "SMARTSPEC_API_KEY" in r.stderr
 
 
+@pytest.mark.slow
 def test_key_delete_says_removed_only_when_something_was_stored(
     sandbox: Sandbox, keyring_env: dict[str, str]
 ) -> None:

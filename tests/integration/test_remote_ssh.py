@@ -94,6 +94,7 @@ def _secret_scan(host: RemoteHost, secret: str) -> list[str]:
     return hits
 
 
+@pytest.mark.slow
 def test_a_remote_workspace_starts_runs_through_the_broker_and_stops(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:
@@ -266,6 +267,7 @@ def test_a_remote_server_is_found_again_after_the_state_file_is_lost(
 
 
 @pytest.mark.timeout(600)  # a real npm install on the "remote" (~20-60 s)
+@pytest.mark.slow
 def test_missing_remote_opencode_names_the_install_command_which_works(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:
@@ -349,6 +351,7 @@ def test_open_cli_attaches_the_local_tui_through_the_forward(
                     p.kill()
 
 
+@pytest.mark.slow
 def test_an_idle_remote_server_sleeps_leaves_nothing_on_the_host_and_wakes(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:

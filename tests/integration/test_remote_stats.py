@@ -11,6 +11,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import psutil
+import pytest
 
 from smartspec_desktop.core.servers.trust import look_for_project_code
 from tests.conftest import Sandbox
@@ -45,6 +46,7 @@ def _tree_rss_mb(pid: int) -> float:
     return total / MB
 
 
+@pytest.mark.slow
 def test_status_shows_the_memory_and_cpu_of_the_remote_servers_tree_on_its_host(
     sandbox: Sandbox,
     remote: RemoteHost,  # noqa: F811 - the fixture
@@ -84,6 +86,7 @@ def test_status_shows_the_memory_and_cpu_of_the_remote_servers_tree_on_its_host(
     assert remote.wait_no_servers(timeout=10) == []
 
 
+@pytest.mark.slow
 def test_an_idle_remote_server_still_sleeps_after_a_reconnection(
     sandbox: Sandbox,
     remote: RemoteHost,  # noqa: F811 - the fixture

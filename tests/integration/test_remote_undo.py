@@ -92,6 +92,7 @@ def _two_turns(sandbox: Sandbox, address: str) -> str:
     return sid
 
 
+@pytest.mark.slow
 def test_cli_undo_and_redo_restore_a_plain_remote_folder_on_the_host(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:
@@ -149,6 +150,7 @@ def test_cli_undo_and_redo_restore_a_plain_remote_folder_on_the_host(
     assert stat.S_IMODE(os.stat(folder / "keep.txt").st_mode) == 0o750
 
 
+@pytest.mark.slow
 def test_undo_never_follows_a_link_out_of_the_remote_folder(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:
@@ -171,6 +173,7 @@ def test_undo_never_follows_a_link_out_of_the_remote_folder(
     assert (folder / "sub").is_symlink()
 
 
+@pytest.mark.slow
 def test_review_core_and_the_window_service_work_on_the_host_not_here(  # type: ignore[no-untyped-def]
     sandbox: Sandbox, remote: RemoteHost, monkeypatch: pytest.MonkeyPatch, qtbot
 ) -> None:
@@ -303,6 +306,7 @@ def test_remote_files_refuse_links_and_write_nothing_then(
         files.write({"a-dir": "x"})
 
 
+@pytest.mark.slow
 def test_a_remote_git_folder_checks_the_hosts_files_before_undo(
     sandbox: Sandbox, remote: RemoteHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:

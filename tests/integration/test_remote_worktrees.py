@@ -41,6 +41,7 @@ def _repo(remote: RemoteHost, name: str) -> Path:
 
 
 @pytest.mark.timeout(600)  # two tasks with their servers, each git call an ssh connection
+@pytest.mark.slow
 def test_remote_tasks_run_in_their_own_worktrees_on_the_host(
     sandbox: Sandbox, remote: RemoteHost
 ) -> None:
@@ -114,6 +115,7 @@ def test_a_plain_remote_folder_offers_git_init_for_worktrees(
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_the_windows_worktree_service_runs_lists_and_discards_on_the_host(  # type: ignore[no-untyped-def]
     sandbox: Sandbox, remote: RemoteHost, monkeypatch: pytest.MonkeyPatch, qtbot
 ) -> None:

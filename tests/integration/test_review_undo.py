@@ -316,6 +316,7 @@ def test_plain_folder_changes_undo_redo(plain_server: Server) -> None:
         review.undo_last_turn(srv.client, sid)
 
 
+@pytest.mark.slow
 def test_two_worktree_tasks_stay_apart_and_one_merges(
     tmp_path: Path, backend: BackendStandIn, opencode_bin: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,6 +95,7 @@ def agent_names(box: Sandbox, info: dict[str, object]) -> set[str]:
     return {a["name"] for a in r.json()}
 
 
+@pytest.mark.slow
 def test_untrusted_workspace_runs_none_of_its_code(sandbox: Sandbox) -> None:
     ws, plugin_marker, mcp_marker = project_with_code(sandbox)
     r = sandbox.cli("start", str(ws))
@@ -117,6 +118,7 @@ def test_untrusted_workspace_runs_none_of_its_code(sandbox: Sandbox) -> None:
     assert not plugin_marker.exists() and not mcp_marker.exists()
 
 
+@pytest.mark.slow
 def test_trusted_workspace_runs_its_plugin_and_mcp_server(sandbox: Sandbox) -> None:
     ws, plugin_marker, mcp_marker = project_with_code(sandbox)
     r = sandbox.cli("start", "--trust", str(ws))
@@ -135,6 +137,7 @@ def test_trusted_workspace_runs_its_plugin_and_mcp_server(sandbox: Sandbox) -> N
         assert "OPENCODE_DISABLE_PROJECT_CONFIG" not in env
 
 
+@pytest.mark.slow
 def test_trust_untrust_messages_and_restart_note(sandbox: Sandbox) -> None:
     ws, _plugin_marker, _mcp_marker = project_with_code(sandbox)
     assert sandbox.cli("trust").stdout == "No trusted workspaces.\n"
@@ -160,6 +163,7 @@ def test_trust_untrust_messages_and_restart_note(sandbox: Sandbox) -> None:
     assert sandbox.cli("stop", str(ws)).returncode == 0
 
 
+@pytest.mark.slow
 def test_trusted_code_does_not_see_the_key(sandbox: Sandbox) -> None:
     ws, plugin_marker, mcp_marker = project_with_code(sandbox)
     assert sandbox.cli("start", "--trust", str(ws)).returncode == 0

@@ -11,6 +11,7 @@ from tests.conftest import Sandbox
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_sessions_list_only_this_workspace_with_two_plain_folders(sandbox: Sandbox) -> None:
     a, b = sandbox.workspace("alpha"), sandbox.workspace("beta")
     (a / "sub").mkdir()

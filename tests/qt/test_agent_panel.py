@@ -138,6 +138,7 @@ def todos(*statuses: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
 def test_tool_call_todos_and_completion_show_in_the_activity_view(rig: Rig, qtbot: object) -> None:
     backend = rig.box.backend
     before = backend.balance(rig.box.email)

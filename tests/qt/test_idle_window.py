@@ -20,6 +20,7 @@ IDLE_MINUTES = "0.1"
 SLEEP_MS = 90_000
 
 
+@pytest.mark.slow
 def test_a_sleeping_workspace_shows_sleeping_and_a_task_wakes_it(  # type: ignore[no-untyped-def]
     gui: Gui, qtbot, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -83,6 +83,7 @@ def _start(gui: Gui, qtbot: QtBot, ws: Path) -> None:
     qtbot.waitUntil(lambda: devmode.status_label.text() == "Running", timeout=WAIT)
 
 
+@pytest.mark.slow
 def test_changes_view_undo_redo_and_a_worktree_task(gui: Gui, qtbot: QtBot) -> None:
     gui.box.backend.gateway = "demo"
     gui.box.backend.demo = _WriteWhatIsAsked()

@@ -249,6 +249,7 @@ def test_second_launch_raises_the_first(gui: Gui, tmp_path) -> None:  # type: ig
 REAL_NPM_CACHE = os.environ.get("npm_config_cache") or os.path.expanduser("~/.npm")  # noqa: SIM112
 
 
+@pytest.mark.slow
 def test_missing_opencode_is_installed_from_the_banner(gui: Gui, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """No opencode anywhere → the banner offers Install; a real `npm install` (offline, from the
     tests' npm cache scripts/setup-tests filled) puts the pinned OpenCode in the app's data dir;
@@ -361,6 +362,7 @@ def test_open_cli_without_a_terminal_points_to_settings(gui: Gui, qtbot, monkeyp
     assert gui.window.tabs.currentWidget() is gui.window.settings_page
 
 
+@pytest.mark.slow
 def test_a_task_run_from_the_agent_tab_refreshes_the_balance_once(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
     gui.account.sign_in(gui.box.email, "correct horse")
     qtbot.waitUntil(lambda: "10,000 credits" in gui.window.account_chip.text(), timeout=5000)
