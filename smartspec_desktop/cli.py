@@ -1009,7 +1009,7 @@ def run_cli(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
                 f"({e.strerror or e}).",
                 "Make that folder writable, or pass --data-dir with a writable folder.",
             ) from None
-        setup_logging(paths.log_dir, core.servers.redactor(), verbose=args.verbose)
+        setup_logging(paths.log_dir, core.servers.lazy_redactor(), verbose=args.verbose)
         _warn(core.warnings, err)
         core.settings.validate()
         return COMMANDS[args.command](core, args, out, err)

@@ -6,10 +6,16 @@ No timing here: each cut is checked by what it avoids."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+
+from tests.conftest import ROOT, sandbox_env
 
 
 def _imported_after(statement: str) -> set[str]:
@@ -40,3 +46,95 @@ def test_the_broker_package_still_exports_its_names() -> None:
     assert broker.broker_payload is payload.broker_payload
     assert broker.new_token is payload.new_token
     assert sorted(broker.__all__) == sorted(broker._LAZY)
+
+
+# ------------------------------------------------------------------ the keyring, the state file
+
+TRIPWIRE = '''
+import os
+from pathlib import Path
+
+from keyring.backend import KeyringBackend
+
+
+def _mark(what: str) -> None:
+    with Path(os.environ["TRIPWIRE_FILE"]).open("a", encoding="utf-8") as f:
+        f.write(what + "\\n")
+
+
+class Keyring(KeyringBackend):
+    """A keyring that notes every use (its creation included) in $TRIPWIRE_FILE."""
+
+    priority = 1
+
+    def __init__(self):
+        super().__init__()
+        _mark("created")
+
+    def get_password(self, service, username):
+        _mark(f"get {username}")
+        return os.environ.get("TRIPWIRE_KEY") if username == "api-key" else None
+
+    def set_password(self, service, username, password):
+        _mark(f"set {username}")
+
+    def delete_password(self, service, username):
+        _mark(f"delete {username}")
+'''
+
+
+@dataclass
+class Cli:
+    root: Path
+    data_dir: Path
+    env: dict[str, str]
+    tripwire: Path
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "smartspec_desktop", "--data-dir", str(self.data_dir)]
+        return subprocess.run(
+            [*cmd, *args], env=self.env, capture_output=True, text=True, cwd=self.root, timeout=120
+        )
+
+    def keyring_uses(self) -> list[str]:
+        return self.tripwire.read_text().split("\n")[:-1] if self.tripwire.exists() else []
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    """The CLI in a sandboxed HOME and data dir, with a keyring that notes every use."""
+    (tmp_path / "tripwire_keyring.py").write_text(TRIPWIRE)
+    env = sandbox_env(tmp_path, None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(tmp_path)])
+    env["PYTHON_KEYRING_BACKEND"] = "tripwire_keyring.Keyring"
+    env["TRIPWIRE_FILE"] = str(tmp_path / "keyring-uses.txt")
+    env["TRIPWIRE_KEY"] = "sk-smartspec-" + secrets.token_urlsafe(32)
+    return Cli(tmp_path, tmp_path / "data", env, tmp_path / "keyring-uses.txt")
+
+
+def test_status_without_servers_does_not_touch_the_keyring(cli: Cli) -> None:
+    r = cli("status")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "No servers.\n", "")
+    assert cli.keyring_uses() == []
+    r = cli("status", "--json")
+    assert (r.returncode, r.stdout.strip()) == (0, "[]")
+    assert cli.keyring_uses() == []
+    # The tripwire works: a command that needs the key asks the keyring for it.
+    r = cli("key", "show")
+    assert r.returncode == 0, r.stderr
+    assert "get api-key" in cli.keyring_uses()
+
+
+def test_a_command_that_logs_still_redacts_the_keyring_key(cli: Cli) -> None:
+    """The key is asked for once a text is logged, and never reaches the log in clear: here a
+    failing command's error (logged at INFO) that quotes the stored key."""
+    key = cli.env["TRIPWIRE_KEY"]
+    odd = "not-shaped-like-a-key-" + secrets.token_hex(8)  # only known as a secret, by value
+    for stored in (key, odd):
+        cli.env["TRIPWIRE_KEY"] = stored
+        r = cli("stop", f"/nowhere/{stored}")  # no server there: an error, logged
+        assert r.returncode != 0 and stored in r.stderr  # the user's own input, on their screen
+        log = (cli.data_dir / "log" / "smartspec-desktop.log").read_text()
+        assert "command stop failed" in log
+        assert stored not in log
+    assert "get api-key" in cli.keyring_uses()

@@ -49,7 +49,7 @@ from smartspec_desktop.core.opencode.client import OpenCodeClient
 from smartspec_desktop.core.process import idle
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
-from smartspec_desktop.core.redact import Redactor
+from smartspec_desktop.core.redact import LazyRedactor, Redactor
 from smartspec_desktop.core.remote import engine as remote_engine
 from smartspec_desktop.core.remote.address import is_remote, parse_remote
 from smartspec_desktop.core.remote.reap import ReapQueue
@@ -789,6 +789,11 @@ class ServerManager:
 
     def redactor(self) -> Redactor:
         return Redactor([self.redactor_key()])
+
+    def lazy_redactor(self) -> Redactor:
+        """:meth:`redactor`, asking for the key only once there is a text to redact: a command
+        that logs nothing (a plain ``status``) never touches the keyring (issue 11)."""
+        return LazyRedactor(lambda: [self.redactor_key()])
 
     # ------------------------------------------------------------------ gateway broker (issue 9)
 
