@@ -119,6 +119,14 @@ def test_status_without_servers_does_not_touch_the_keyring(cli: Cli) -> None:
     r = cli("status", "--json")
     assert (r.returncode, r.stdout.strip()) == (0, "[]")
     assert cli.keyring_uses() == []
+    state = cli.data_dir / "state" / "servers.json"
+    assert not state.exists()  # nothing to save: not written
+    state.write_text('{"servers": {}, "version": 2}\n', encoding="utf-8")
+    before = state.stat()
+    r = cli("status")
+    assert (r.returncode, r.stdout) == (0, "No servers.\n")
+    after = state.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     # The tripwire works: a command that needs the key asks the keyring for it.
     r = cli("key", "show")
     assert r.returncode == 0, r.stderr
