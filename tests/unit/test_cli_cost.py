@@ -133,6 +133,41 @@ def test_status_without_servers_does_not_touch_the_keyring(cli: Cli) -> None:
     assert "get api-key" in cli.keyring_uses()
 
 
+def test_status_imports_neither_httpx_nor_keyring(cli: Cli) -> None:
+    """status talks no HTTP and needs no key: httpx and keyring stay unimported."""
+    code = (
+        "import sys\n"
+        "from smartspec_desktop.__main__ import main\n"
+        f"assert main(['--data-dir', {str(cli.data_dir)!r}, 'status']) == 0\n"
+        "print(' '.join(m for m in ('httpx', 'keyring', 'secretstorage') if m in sys.modules))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=cli.env, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "No servers.\n\n"
+    assert cli.keyring_uses() == []
+
+
+def test_httpx_is_imported_at_its_first_use() -> None:
+    code = (
+        "import sys\n"
+        "from smartspec_desktop.core import backend\n"
+        "assert 'httpx' not in sys.modules\n"
+        "c = backend.BackendClient('http://127.0.0.1:9')\n"
+        "import httpx\n"
+        "assert isinstance(c._timeout, httpx.Timeout) and c._timeout.connect == 5.0\n"
+        "assert c._timeout.read == 10.0\n"
+        "c.close()\n"
+        "print(backend.httpx)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "<lazy module 'httpx' (imported)>\n"
+
+
 def test_a_command_that_logs_still_redacts_the_keyring_key(cli: Cli) -> None:
     """The key is asked for once a text is logged, and never reaches the log in clear: here a
     failing command's error (logged at INFO) that quotes the stored key."""

@@ -20,12 +20,16 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from smartspec_desktop.core.errors import NotFound, ServerNotRunning, SmartSpecError, TaskError
+from smartspec_desktop.core.lazy import lazy_module
 from smartspec_desktop.core.remote.address import SCHEME, parse_remote
+
+if TYPE_CHECKING:
+    import httpx
+else:  # imported when first used (issue 11)
+    httpx = lazy_module("httpx")
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import psutil
 from filelock import Timeout
 
@@ -44,6 +44,7 @@ from smartspec_desktop.core.errors import (
     StartBusy,
     StateError,
 )
+from smartspec_desktop.core.lazy import lazy_module
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary, VersionCache, find_opencode
 from smartspec_desktop.core.opencode.client import OpenCodeClient
 from smartspec_desktop.core.process import idle
@@ -82,6 +83,11 @@ from smartspec_desktop.core.servers.trust import TAKES_EFFECT, TrustStore, apply
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials
+
+if TYPE_CHECKING:
+    import httpx
+else:  # imported when first used (issue 11)
+    httpx = lazy_module("httpx")
 
 PORT_CONFLICT_MARKERS = ("ServeError", "EADDRINUSE", "address already in use", "port in use")
 #: OpenCode's own SQLite database (in its data dir, shared by every server) is busy: two servers
