@@ -34,6 +34,10 @@ def test_the_cli_does_not_import_the_broker_server() -> None:
     assert "smartspec_desktop.core.broker.meter" in mods  # the check sees the package
     assert "smartspec_desktop.core.broker.server" not in mods
     assert "smartspec_desktop.core.broker.body" not in mods
+    # Nor what only HTTP talk, the supervisor's probes or a launch hand-off need.
+    assert "smartspec_desktop.core.launch.launchers" in mods
+    assert "smartspec_desktop.core.process.idle" in mods
+    assert not {"httpx", "http.client", "http.server", "ssl", "keyring"} & mods
 
 
 def test_the_broker_package_still_exports_its_names() -> None:

@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.server
 import ipaddress
 import logging
 import os
@@ -106,6 +105,8 @@ from smartspec_desktop.core.servers.trust import apply_trust
 from smartspec_desktop.core.storage.paths import check_trusted_program, make_private_dir
 
 if TYPE_CHECKING:
+    import http.server
+
     import httpx
 else:  # imported when first used (issue 11)
     httpx = lazy_module("httpx")
@@ -988,6 +989,7 @@ class Handoff:
         self._peer_owner = peer_owner or socket_owner
         self._lock = threading.Lock()
         handoff = self
+        import http.server  # here: only a hand-off serves a page (issue 11)
 
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = HANDOFF_CONNECTION_TIMEOUT  # per read: a silent client loses its turn
