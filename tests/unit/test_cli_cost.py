@@ -38,6 +38,8 @@ def test_the_cli_does_not_import_the_broker_server() -> None:
     assert "smartspec_desktop.core.launch.launchers" in mods
     assert "smartspec_desktop.core.process.idle" in mods
     assert not {"httpx", "http.client", "http.server", "ssl", "keyring"} & mods
+    # Nor the review and worktree commands' modules.
+    assert not {"smartspec_desktop.core.review", "smartspec_desktop.core.worktrees"} & mods
 
 
 def test_the_broker_package_still_exports_its_names() -> None:
