@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
+from smartspec_desktop.core.loopback import verify_for
+from smartspec_desktop.core.opencode.client import OpenCodeClient
 from tests.conftest import ROOT, sandbox_env
 
 
@@ -187,3 +191,32 @@ def test_a_command_that_logs_still_redacts_the_keyring_key(cli: Cli) -> None:
         assert "command stop failed" in log
         assert stored not in log
     assert "get api-key" in cli.keyring_uses()
+
+
+# ----------------------------------------------------------------------------- loopback clients
+
+
+def test_plain_http_clients_skip_the_ca_bundle_but_never_go_unverified() -> None:
+    context = verify_for("http://127.0.0.1:4096")
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0  # trusts no CA: TLS would fail, closed
+    assert verify_for("HTTP://localhost:1") is not True
+    assert verify_for("https://backend.example.com") is True  # httpx's own, with certifi
+    assert verify_for("ssh://host/ws") is True
+
+
+def test_an_opencode_client_uses_the_no_ca_context_for_its_http_url() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"healthy": True, "version": "1.18.33"})
+
+    with OpenCodeClient("http://127.0.0.1:9", "pw") as client:
+        pool = client._http._transport._pool  # type: ignore[attr-defined]
+        assert pool._ssl_context.cert_store_stats()["x509_ca"] == 0
+        for c in (client, client.clone(timeout=2.0)):
+            c._http._transport = httpx.MockTransport(handler)
+            assert c._http.get("/global/health").json()["healthy"] is True
+    assert [r.headers["authorization"].startswith("Basic ") for r in seen] == [True, True]

@@ -22,6 +22,7 @@ from smartspec_desktop.core.errors import (
     SmartSpecError,
 )
 from smartspec_desktop.core.lazy import lazy_module
+from smartspec_desktop.core.loopback import verify_for
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary
 from smartspec_desktop.core.process import idle
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
@@ -176,7 +177,10 @@ def _wait_ready(
 
     timeout = manager.settings.start_timeout
     with httpx.Client(
-        auth=("opencode", password), timeout=httpx.Timeout(2.0), trust_env=False
+        auth=("opencode", password),
+        timeout=httpx.Timeout(2.0),
+        trust_env=False,
+        verify=verify_for(record.url),
     ) as http:
 
         def healthy() -> bool:

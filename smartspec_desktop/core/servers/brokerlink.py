@@ -30,6 +30,7 @@ from urllib.parse import quote
 from smartspec_desktop.core.broker.meter import Counts, read_records
 from smartspec_desktop.core.errors import BrokerUnavailable
 from smartspec_desktop.core.lazy import lazy_module
+from smartspec_desktop.core.loopback import verify_for
 from smartspec_desktop.core.storage.paths import Paths
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ class BrokerControl:
                 headers={"Authorization": f"Bearer {self._token}"},
                 timeout=self.timeout,
                 trust_env=False,
+                verify=verify_for(self.base),
             )
         except httpx.HTTPError as e:
             raise BrokerUnavailable(

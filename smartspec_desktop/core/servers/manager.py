@@ -45,6 +45,7 @@ from smartspec_desktop.core.errors import (
     StateError,
 )
 from smartspec_desktop.core.lazy import lazy_module
+from smartspec_desktop.core.loopback import verify_for
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary, VersionCache, find_opencode
 from smartspec_desktop.core.opencode.client import OpenCodeClient
 from smartspec_desktop.core.process import idle
@@ -565,7 +566,10 @@ class ServerManager:
         timeout = self.settings.start_timeout
         # Requests sent while the server initialises can hang: short timeouts, many tries.
         with httpx.Client(
-            auth=("opencode", password), timeout=httpx.Timeout(1.0), trust_env=False
+            auth=("opencode", password),
+            timeout=httpx.Timeout(1.0),
+            trust_env=False,
+            verify=verify_for(record.url),
         ) as http:
 
             def healthy() -> bool:
