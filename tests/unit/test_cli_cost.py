@@ -220,3 +220,32 @@ def test_an_opencode_client_uses_the_no_ca_context_for_its_http_url() -> None:
             c._http._transport = httpx.MockTransport(handler)
             assert c._http.get("/global/health").json()["healthy"] is True
     assert [r.headers["authorization"].startswith("Basic ") for r in seen] == [True, True]
+
+
+def test_the_fail_backend_named_in_the_environment_is_known_without_keyring() -> None:
+    code = """
+import os, sys
+os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+from smartspec_desktop.core.storage.secrets import Credentials, KeyringStore, MemoryStore
+store = KeyringStore()
+assert store.available() is False
+creds = Credentials(store, MemoryStore(), environ={"SMARTSPEC_API_KEY": "sk-smartspec-" + "k" * 40})
+assert creds.api_key() == ("sk-smartspec-" + "k" * 40, "SMARTSPEC_API_KEY")
+assert creds.save_server_password("srv_1", "pw-123456") == "file"
+assert "keyring" not in sys.modules
+# Once keyring is loaded, keyring decides (here: a backend set by the program wins).
+import keyring
+from keyring.backend import KeyringBackend
+class Ring(KeyringBackend):
+    priority = 1
+    def get_password(self, service, username): return None
+    def set_password(self, service, username, password): pass
+    def delete_password(self, service, username): pass
+keyring.set_keyring(Ring())
+assert store.available() is True
+print("ok")
+"""
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
