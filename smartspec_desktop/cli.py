@@ -16,11 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from smartspec_desktop import __version__
 from smartspec_desktop.cli_budget import add_budget_parser, cmd_budget
-from smartspec_desktop.core import review, worktrees
 from smartspec_desktop.core.backend import BackendClient
 from smartspec_desktop.core.broker.meter import read_records
 from smartspec_desktop.core.errors import (
@@ -36,6 +35,7 @@ from smartspec_desktop.core.launch.launchers import (
     open_cli,
     open_openwork,
 )
+from smartspec_desktop.core.lazy import lazy_module
 from smartspec_desktop.core.opencode.binary import PINNED_VERSION, install_opencode
 from smartspec_desktop.core.opencode.events import TaskState
 from smartspec_desktop.core.opencode.tasks import check_prompt, run_task, title_for
@@ -63,6 +63,12 @@ from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import API_KEY_ENV, check_api_key_format
 from smartspec_desktop.core.wiring import Core, build_core
 from smartspec_desktop.logsetup import setup_logging
+
+if TYPE_CHECKING:
+    from smartspec_desktop.core import review, worktrees
+else:  # only the review and worktree commands need them (issue 11)
+    review = lazy_module("smartspec_desktop.core.review")
+    worktrees = lazy_module("smartspec_desktop.core.worktrees")
 
 log = logging.getLogger(__name__)
 
@@ -1009,7 +1015,7 @@ def run_cli(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
                 f"({e.strerror or e}).",
                 "Make that folder writable, or pass --data-dir with a writable folder.",
             ) from None
-        setup_logging(paths.log_dir, core.servers.redactor(), verbose=args.verbose)
+        setup_logging(paths.log_dir, core.servers.lazy_redactor(), verbose=args.verbose)
         _warn(core.warnings, err)
         core.settings.validate()
         return COMMANDS[args.command](core, args, out, err)

@@ -15,9 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from smartspec_desktop.core.errors import (
     ApiKeyInvalid,
@@ -29,11 +27,18 @@ from smartspec_desktop.core.errors import (
     InsufficientCredits,
     RateLimited,
 )
+from smartspec_desktop.core.lazy import lazy_module
 from smartspec_desktop.core.storage.secrets import key_fix, source_text
+
+if TYPE_CHECKING:
+    import httpx
+else:  # imported when first used (issue 11)
+    httpx = lazy_module("httpx")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+#: Per read, and to connect (s); an ``httpx.Timeout`` made when a client is (httpx is lazy).
+DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = 10.0, 5.0
 #: Total time one call may take, whatever the per-read timeout (F9: a slow drip must not hang).
 DEFAULT_DEADLINE = 20.0
 #: The largest answer read (F9: a 600 MiB models answer once took 8.6 GB of memory).
@@ -115,7 +120,7 @@ class BackendClient:
         self,
         base_url: str,
         *,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        timeout: httpx.Timeout | float | None = None,
         deadline: float = DEFAULT_DEADLINE,
         max_bytes: int = MAX_ANSWER_BYTES,
         rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT,
@@ -129,6 +134,8 @@ class BackendClient:
         #: Told (one line) each time a 429 is waited out, before the retry.
         self.on_wait = on_wait
         self._sleep = sleep
+        if timeout is None:
+            timeout = httpx.Timeout(DEFAULT_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT)
         t = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(float(timeout))
         # No single read may outlast the whole deadline.
         cap = self.deadline

@@ -66,6 +66,27 @@ def test_saved_file_is_plain_json_with_every_field(tmp_path: Path) -> None:
     assert set(data) == {f.name for f in dataclasses.fields(Settings)}
 
 
+def test_a_save_that_changes_nothing_does_not_rewrite_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    saved = save_settings(path, Settings())
+    before = path.stat()
+    again = save_settings(path, saved, base=saved)
+    after = path.stat()
+    assert again == saved
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # A value of the wrong type that compares equal (1.0 == 1) is rewritten, and so is an open
+    # file mode.
+    data = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(data | {"port_range_end": float(data["port_range_end"])}))
+    path.chmod(0o600)
+    save_settings(path, saved)
+    assert json.loads(path.read_text(encoding="utf-8")) == data
+    assert isinstance(json.loads(path.read_text())["port_range_end"], int)
+    path.chmod(0o644)
+    save_settings(path, saved)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 @pytest.mark.parametrize(
     ("key", "bad"),
     [

@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from smartspec_desktop.core.errors import (
     SmartSpecError,
     WorkspaceError,
 )
-from smartspec_desktop.core.redact import MASK, Redactor, mask_key
+from smartspec_desktop.core.redact import MASK, LazyRedactor, Redactor, mask_key
 from smartspec_desktop.core.storage.atomic import (
     atomic_write_json,
     atomic_write_text,
@@ -84,6 +85,68 @@ def test_redactor_ignores_short_and_empty_secrets() -> None:
 def test_redactor_leaves_ordinary_text_and_bare_prefix_alone() -> None:
     text = "keys look like sk-smartspec-… (see docs); sk-smartspec-short"
     assert Redactor()(text) == text
+
+
+def test_lazy_redactor_asks_for_its_secrets_once_at_the_first_text() -> None:
+    secret = "odd-secret-" + secrets.token_hex(8)  # not shaped like a key: known by value only
+    asked: list[int] = []
+
+    def fetch() -> list[str | None]:
+        asked.append(1)
+        return [secret, None, ""]
+
+    red = LazyRedactor(fetch)
+    assert asked == [] and not red.fetched
+    key = make_key()
+    assert red(f"a {secret} b {key}") == f"a {MASK} b {MASK}"
+    assert red(f"again {secret}") == f"again {MASK}"
+    assert asked == [1] and red.fetched
+
+
+def test_lazy_redactor_cleans_a_text_logged_while_it_fetches_and_retries_a_failed_fetch() -> None:
+    secret = "odd-secret-" + secrets.token_hex(8)
+    key = make_key()
+    inner: list[str] = []
+    calls: list[int] = []
+
+    def fetch() -> list[str]:
+        calls.append(1)
+        # The keyring logs while it is asked (a record that comes back to this redactor).
+        inner.append(red(f"keyring said {key}"))
+        if len(calls) == 1:
+            raise RuntimeError("the keyring broke")
+        return [secret]
+
+    red = LazyRedactor(fetch)
+    with pytest.raises(RuntimeError):
+        red(f"text with {secret}")  # never handed back unredacted
+    assert not red.fetched
+    assert red(f"text with {secret}") == f"text with {MASK}"
+    assert inner == [f"keyring said {MASK}"] * 2 and len(calls) == 2
+
+
+def test_lazy_redactor_makes_another_thread_wait_for_the_secrets() -> None:
+    secret = "odd-secret-" + secrets.token_hex(8)
+    started, release = threading.Event(), threading.Event()
+
+    def fetch() -> list[str]:
+        started.set()
+        assert release.wait(30)
+        return [secret]
+
+    red = LazyRedactor(fetch)
+    first = threading.Thread(target=red, args=("first",))
+    first.start()
+    assert started.wait(30)
+    out: list[str] = []
+    second = threading.Thread(target=lambda: out.append(red(f"second {secret}")))
+    second.start()
+    second.join(0.2)  # (no bound on time: it may only wait longer, never return early)
+    assert out == []  # still waiting for the secrets
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert out == [f"second {MASK}"]
 
 
 def test_mask_key_shows_a_recognisable_prefix_and_suffix_only() -> None:

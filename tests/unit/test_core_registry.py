@@ -90,6 +90,48 @@ def test_a_transaction_without_changes_does_not_rewrite_the_file(registry: Regis
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
+def test_a_transaction_without_servers_or_file_writes_nothing(registry: Registry) -> None:
+    """A `status` on a fresh data dir: nothing to save, so no file (an fsync'd write less)."""
+    with registry.transaction() as records:
+        assert records == {}
+    assert not registry.file.exists()
+    assert registry.snapshot() == {}
+    with registry.transaction() as records:  # the first change is saved as always
+        records["s1"] = record()
+    assert list(Registry(registry.file).snapshot()) == ["s1"]
+
+
+@pytest.mark.allow_log(
+    r"core\.storage\.atomic: .*servers\.json was unreadable", reason="the damage is the input"
+)
+def test_a_damaged_file_is_saved_anew_by_a_transaction_that_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    reg = Registry(tmp_path / "servers.json", lock_timeout=2.0)
+    reg.file.write_text('{"servers": {', encoding="utf-8")
+    with reg.transaction() as records:
+        assert records == {}
+    assert json.loads(reg.file.read_text(encoding="utf-8")) == {
+        "version": STATE_VERSION,
+        "servers": {},
+    }
+    assert len(reg.drain_warnings()) == 1
+
+
+def test_a_legacy_file_is_migrated_by_a_transaction_that_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    legacy = tmp_path / "sessions.json"
+    data = record().__dict__ | {"status": "running", "session_id": "s1", "children": []}
+    del data["server_id"]
+    legacy.write_text(json.dumps({"sessions": {"s1": data}}), encoding="utf-8")
+    reg = Registry(tmp_path / "servers.json", legacy_file=legacy, lock_timeout=2.0)
+    with reg.transaction() as records:
+        assert list(records) == ["s1"]
+    assert not legacy.exists()
+    assert list(json.loads(reg.file.read_text(encoding="utf-8"))["servers"]) == ["s1"]
+
+
 def test_an_exception_inside_a_transaction_saves_nothing(registry: Registry) -> None:
     with registry.transaction() as records:
         records["s1"] = record()

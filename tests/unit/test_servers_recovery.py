@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from smartspec_desktop.core.servers.privacy import (
 )
 from smartspec_desktop.core.servers.recovery import (
     FoundServer,
+    find_our_servers,
     parse_supervisor,
     recover_lost,
     tidy_leftovers,
@@ -55,6 +57,26 @@ def test_a_supervisor_argv_names_its_server(tmp_path: Path) -> None:
     assert parse_supervisor(argv(exits, f"{SID}.openwork.json"), exits) is None
     assert parse_supervisor(argv(exits, program=["/bin/sleep", "9"]), exits) is None
     assert parse_supervisor(["python", "-m", "x", "--exit-file", str(exits / SID)], exits) is None
+
+
+def test_a_live_process_with_a_supervisor_argv_is_found(tmp_path: Path) -> None:
+    """The process-table scan (on Linux a pre-filter of /proc's argv) finds a live process whose
+    argv is our supervisor's for this data folder, and only for this one."""
+    exits = tmp_path / "state" / "exits"
+    cmd = argv(exits)
+    flags = next(i for i, a in enumerate(cmd) if a.startswith("--"))
+    # Not a supervisor, just its argv: Python ignores what follows -c's code.
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)", *cmd[flags:]]
+    proc = subprocess.Popen(sleeper)  # returns once exec'd: the argv is in place
+    try:
+        mine = [f for f in find_our_servers(exits) if f.supervisor.pid == proc.pid]
+        assert [(f.server_id, f.workspace, f.port, f.program) for f in mine] == [
+            (SID, "/work/my ws", 3797, None)
+        ]
+        assert not [f for f in find_our_servers(tmp_path / "other") if f.supervisor.pid == proc.pid]
+    finally:
+        proc.kill()
+        proc.wait(30)
 
 
 def found(sid: str = SID, *, program: bool = True) -> FoundServer:

@@ -31,7 +31,30 @@ OpenCode's config then says ``"baseURL": "{env:SMARTSPEC_BROKER_URL}"`` and ``"a
 Standard library only.
 """
 
-from smartspec_desktop.core.broker.payload import broker_payload, new_token, read_payload
-from smartspec_desktop.core.broker.server import Broker, BrokerConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from smartspec_desktop.core.broker.payload import broker_payload, new_token, read_payload
+    from smartspec_desktop.core.broker.server import Broker, BrokerConfig
 
 __all__ = ["Broker", "BrokerConfig", "broker_payload", "new_token", "read_payload"]
+
+#: Imported when first used: every CLI run imports ``broker.meter`` or ``broker.modelids``, and
+#: the broker itself (``server``: http.server, email parsing, ~40 ms) is the supervisor's.
+_LAZY = {
+    "Broker": "server",
+    "BrokerConfig": "server",
+    "broker_payload": "payload",
+    "new_token": "payload",
+    "read_payload": "payload",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -23,9 +23,10 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from smartspec_desktop.core.broker.server import BrokerConfig
+if TYPE_CHECKING:  # imported where parsed: the parent side (broker_payload) needs no HTTP server
+    from smartspec_desktop.core.broker.server import BrokerConfig
 
 #: A payload line longer than this is refused (a real one is well under 2 KiB).
 MAX_PAYLOAD = 64 * 1024
@@ -107,6 +108,8 @@ def parse_payload(line: bytes) -> Payload:
     def path(name: str) -> Path | None:
         value = broker.get(name)
         return Path(value) if isinstance(value, str) and value else None
+
+    from smartspec_desktop.core.broker.server import BrokerConfig
 
     config = BrokerConfig(
         key=broker["key"],

@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.server
 import ipaddress
 import logging
 import os
@@ -82,15 +81,15 @@ import webbrowser
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
-import httpx
 import psutil
 
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.errors import LaunchCancelled, LaunchError, PortInUse, SmartSpecError
 from smartspec_desktop.core.launch.terminals import build_terminal_launch
+from smartspec_desktop.core.lazy import lazy_module
 from smartspec_desktop.core.opencode.client import (
     USERNAME,
     OpenCodeClient,
@@ -104,6 +103,13 @@ from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.servers.registry import ChildRecord, ServerRecord
 from smartspec_desktop.core.servers.trust import apply_trust
 from smartspec_desktop.core.storage.paths import check_trusted_program, make_private_dir
+
+if TYPE_CHECKING:
+    import http.server
+
+    import httpx
+else:  # imported when first used (issue 11)
+    httpx = lazy_module("httpx")
 
 log = logging.getLogger(__name__)
 
@@ -983,6 +989,7 @@ class Handoff:
         self._peer_owner = peer_owner or socket_owner
         self._lock = threading.Lock()
         handoff = self
+        import http.server  # here: only a hand-off serves a page (issue 11)
 
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = HANDOFF_CONNECTION_TIMEOUT  # per read: a silent client loses its turn

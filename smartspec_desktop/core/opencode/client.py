@@ -20,12 +20,17 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from smartspec_desktop.core.errors import NotFound, ServerNotRunning, SmartSpecError, TaskError
+from smartspec_desktop.core.lazy import lazy_module
+from smartspec_desktop.core.loopback import verify_for
 from smartspec_desktop.core.remote.address import SCHEME, parse_remote
+
+if TYPE_CHECKING:
+    import httpx
+else:  # imported when first used (issue 11)
+    httpx = lazy_module("httpx")
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +169,11 @@ class OpenCodeClient:
         self.base_url = base_url.rstrip("/")
         self._auth = httpx.BasicAuth(USERNAME, password)
         self._http = httpx.Client(
-            base_url=self.base_url, auth=self._auth, timeout=timeout, trust_env=False
+            base_url=self.base_url,
+            auth=self._auth,
+            timeout=timeout,
+            trust_env=False,
+            verify=verify_for(self.base_url),
         )
 
     def clone(self, *, timeout: float | None = None) -> OpenCodeClient:
@@ -179,6 +188,7 @@ class OpenCodeClient:
             auth=self._auth,
             timeout=self._http.timeout if timeout is None else timeout,
             trust_env=False,
+            verify=verify_for(self.base_url),
         )
         return c
 

@@ -26,9 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from smartspec_desktop.core.errors import (
     ApiKeyMissing,
@@ -41,7 +39,13 @@ from smartspec_desktop.core.errors import (
     SmartSpecError,
     TaskAborted,
 )
+from smartspec_desktop.core.lazy import lazy_module
 from smartspec_desktop.core.opencode.client import Event, OpenCodeClient, Unauthorized
+
+if TYPE_CHECKING:
+    import httpx
+else:  # imported when first used (issue 11)
+    httpx = lazy_module("httpx")
 
 log = logging.getLogger(__name__)
 

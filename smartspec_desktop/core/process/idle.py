@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import json
 import logging
 import math
@@ -185,6 +184,8 @@ class IdleClock:
 def busy_sessions(port: int, password: str, *, timeout: float = 5.0) -> tuple[int | None, int]:
     """(number of non-idle OpenCode sessions, or None when the server did not answer; the local
     port the probe used, 0 if none)."""
+    import http.client  # here: the supervisor probes, a CLI run does not (issue 11)
+
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     local_port = 0
     try:

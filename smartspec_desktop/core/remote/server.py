@@ -15,14 +15,14 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-import httpx
-
 from smartspec_desktop.core import ports
 from smartspec_desktop.core.errors import (
     PortInUse,
     ServerStartError,
     SmartSpecError,
 )
+from smartspec_desktop.core.lazy import lazy_module
+from smartspec_desktop.core.loopback import verify_for
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary
 from smartspec_desktop.core.process import idle
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
@@ -34,8 +34,12 @@ from smartspec_desktop.core.servers.registry import ServerRecord, ServerStatus
 from smartspec_desktop.core.servers.trust import apply_trust
 
 if TYPE_CHECKING:
+    import httpx
+
     from smartspec_desktop.core.servers.manager import ServerManager
     from smartspec_desktop.core.servers.preflight import Preflight
+else:  # imported when first used (issue 11)
+    httpx = lazy_module("httpx")
 
 SERVER_ID_ENV = "SMARTSPEC_SERVER_ID"
 #: How often the supervisor connects again after a lost connection (pauses 1, 2, 4 … 30 s).
@@ -173,7 +177,10 @@ def _wait_ready(
 
     timeout = manager.settings.start_timeout
     with httpx.Client(
-        auth=("opencode", password), timeout=httpx.Timeout(2.0), trust_env=False
+        auth=("opencode", password),
+        timeout=httpx.Timeout(2.0),
+        trust_env=False,
+        verify=verify_for(record.url),
     ) as http:
 
         def healthy() -> bool:

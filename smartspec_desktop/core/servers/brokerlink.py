@@ -24,14 +24,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import httpx
 
 from smartspec_desktop.core.broker.meter import Counts, read_records
 from smartspec_desktop.core.errors import BrokerUnavailable
+from smartspec_desktop.core.lazy import lazy_module
+from smartspec_desktop.core.loopback import verify_for
 from smartspec_desktop.core.storage.paths import Paths
+
+if TYPE_CHECKING:
+    import httpx
+else:  # imported when first used (issue 11)
+    httpx = lazy_module("httpx")
 
 
 def new_task_id() -> str:
@@ -168,6 +173,7 @@ class BrokerControl:
                 headers={"Authorization": f"Bearer {self._token}"},
                 timeout=self.timeout,
                 trust_env=False,
+                verify=verify_for(self.base),
             )
         except httpx.HTTPError as e:
             raise BrokerUnavailable(

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import psutil
 from filelock import Timeout
 
@@ -44,12 +44,14 @@ from smartspec_desktop.core.errors import (
     StartBusy,
     StateError,
 )
+from smartspec_desktop.core.lazy import lazy_module
+from smartspec_desktop.core.loopback import verify_for
 from smartspec_desktop.core.opencode.binary import OpenCodeBinary, VersionCache, find_opencode
 from smartspec_desktop.core.opencode.client import OpenCodeClient
 from smartspec_desktop.core.process import idle
 from smartspec_desktop.core.process.procs import ProcIdentity, kill_recorded
 from smartspec_desktop.core.process.supervised import EarlyExit, NotReady, Supervised
-from smartspec_desktop.core.redact import Redactor
+from smartspec_desktop.core.redact import LazyRedactor, Redactor
 from smartspec_desktop.core.remote import engine as remote_engine
 from smartspec_desktop.core.remote.address import is_remote, parse_remote
 from smartspec_desktop.core.remote.reap import ReapQueue
@@ -82,6 +84,11 @@ from smartspec_desktop.core.servers.trust import TAKES_EFFECT, TrustStore, apply
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials
+
+if TYPE_CHECKING:
+    import httpx
+else:  # imported when first used (issue 11)
+    httpx = lazy_module("httpx")
 
 PORT_CONFLICT_MARKERS = ("ServeError", "EADDRINUSE", "address already in use", "port in use")
 #: OpenCode's own SQLite database (in its data dir, shared by every server) is busy: two servers
@@ -559,7 +566,10 @@ class ServerManager:
         timeout = self.settings.start_timeout
         # Requests sent while the server initialises can hang: short timeouts, many tries.
         with httpx.Client(
-            auth=("opencode", password), timeout=httpx.Timeout(1.0), trust_env=False
+            auth=("opencode", password),
+            timeout=httpx.Timeout(1.0),
+            trust_env=False,
+            verify=verify_for(record.url),
         ) as http:
 
             def healthy() -> bool:
@@ -789,6 +799,11 @@ class ServerManager:
 
     def redactor(self) -> Redactor:
         return Redactor([self.redactor_key()])
+
+    def lazy_redactor(self) -> Redactor:
+        """:meth:`redactor`, asking for the key only once there is a text to redact: a command
+        that logs nothing (a plain ``status``) never touches the keyring (issue 11)."""
+        return LazyRedactor(lambda: [self.redactor_key()])
 
     # ------------------------------------------------------------------ gateway broker (issue 9)
 

@@ -251,11 +251,14 @@ class Registry:
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with self.lock:
+                existed, source = self.file.exists(), self._source()
                 records = self._load()
                 before = {k: _to_json(v) for k, v in records.items()}
                 yield records
                 after = {k: _to_json(v) for k, v in records.items()}
-                if after != before or not self.file.exists():
+                # A damaged file (moved aside by the load) or the legacy one is saved anew; an
+                # unchanged state, also "no servers" with no file yet, is not written (issue 11).
+                if after != before or (not self.file.exists() and (existed or source != self.file)):
                     self._save(records)
         except Timeout:
             raise StateError(

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import math
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -191,6 +193,18 @@ def _parse(data: dict[str, Any], path: Path) -> tuple[Settings, list[str]]:
     return Settings(**values), warnings
 
 
+def _holds(path: Path, data: dict[str, Any], out: dict[str, Any]) -> bool:
+    """Whether the file (read as ``data``) holds ``out`` already, private: then a save (each CLI
+    ``start``) does not write it again (issue 11). Compared as JSON: ``1``, ``1.0`` and ``true``
+    differ there, and a value of the wrong type is rewritten."""
+    if json.dumps(data, sort_keys=True) != json.dumps(out, sort_keys=True):
+        return False
+    try:
+        return stat.S_IMODE(path.stat().st_mode) == 0o600
+    except OSError:
+        return False
+
+
 def save_settings(path: Path, settings: Settings, *, base: Settings | None = None) -> Settings:
     """Write ``settings`` to ``path``: the one writer of the settings file. Returns what the file
     holds now (the writer's next ``base``).
@@ -222,7 +236,8 @@ def save_settings(path: Path, settings: Settings, *, base: Settings | None = Non
                 )
             out = {k: v for k, v in data.items() if k not in _FIELDS}
             out.update(dataclasses.asdict(merged))
-            atomic_write_json(path, out)
+            if not _holds(path, data, out):
+                atomic_write_json(path, out)
     except Timeout:
         raise ConfigError(
             f"Could not save the settings: another SmartSpec Desktop process has been writing "
