@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,7 @@ def test_read_version_of_a_missing_binary(tmp_path: Path) -> None:
 def test_read_version_of_a_hanging_binary_times_out(tmp_path: Path) -> None:
     oc = script(tmp_path / "opencode", "exec sleep 30")
     with pytest.raises(OpenCodeVersionError, match="did not finish within"):
-        read_version(str(oc), timeout=0.3)
+        read_version(str(oc), timeout=1.0)
 
 
 def test_supported_series_has_no_warning() -> None:
@@ -355,3 +356,20 @@ def test_scripts_written_here_really_are_not_executable(tmp_path: Path) -> None:
     oc = script(tmp_path / "opencode", "echo 1.18.33", executable=False)
     assert not stat.S_IMODE(oc.stat().st_mode) & 0o111
     assert not os.access(oc, os.X_OK)
+
+
+def test_read_version_waits_for_a_binary_that_is_busy_starting(tmp_path: Path) -> None:
+    """Past its timeout a probe still using CPU (OpenCode starting on a loaded machine) is
+    waited for; one that sits idle is not (the test above)."""
+    oc = script(
+        tmp_path / "opencode",
+        f'"{sys.executable}" -c "import time\nend = time.process_time() + 1.5\n'
+        'while time.process_time() < end: pass"\necho 1.18.33',
+    )
+    assert read_version(str(oc), timeout=0.3, busy_timeout=600) == "1.18.33"
+
+
+def test_read_version_of_a_busy_binary_stops_at_the_busy_timeout(tmp_path: Path) -> None:
+    oc = script(tmp_path / "opencode", f'exec "{sys.executable}" -c "while True: pass"')
+    with pytest.raises(OpenCodeVersionError, match="did not finish within"):
+        read_version(str(oc), timeout=0.3, busy_timeout=1.0)

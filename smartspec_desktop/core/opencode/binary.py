@@ -7,6 +7,7 @@ answer is cached per (real path, mtime, size).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -14,9 +15,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from smartspec_desktop.core.errors import (
     OpenCodeInstallError,
@@ -90,18 +94,37 @@ class VersionCache:
             log.debug("could not cache the opencode version: %s", e)
 
 
-def read_version(binary: str, *, timeout: float = 15.0) -> str:
+#: ``opencode --version`` is given this long (it needs ~1 CPU-s: well under it on any machine)…
+VERSION_TIMEOUT = 15.0
+#: …and, while it is still using CPU (starved on a loaded machine, not hung), up to this long.
+VERSION_BUSY_TIMEOUT = 120.0
+
+
+def read_version(
+    binary: str, *, timeout: float = VERSION_TIMEOUT, busy_timeout: float = VERSION_BUSY_TIMEOUT
+) -> str:
+    """The version ``binary --version`` prints. A program still running after ``timeout`` is
+    waited for only while it keeps using CPU (OpenCode starting on a busy machine), at most
+    ``busy_timeout`` in all; one that sits idle (hung) fails at ``timeout``."""
     try:
         # Its temp files (OpenCode makes $TMPDIR/opencode) go with the probe (F15).
-        with tempfile.TemporaryDirectory(prefix="smartspec-probe-") as tmp:
-            p = subprocess.run(
+        with (
+            tempfile.TemporaryDirectory(prefix="smartspec-probe-") as tmp,
+            subprocess.Popen(
                 [binary, "--version"],
                 env={**external_env(), "TMPDIR": tmp, "TMP": tmp, "TEMP": tmp},
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=timeout,
                 stdin=subprocess.DEVNULL,
-            )
+            ) as proc,
+        ):
+            try:
+                stdout, stderr = _communicate(proc, timeout, max(busy_timeout, timeout))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise
     except PermissionError:
         raise OpenCodeNotFound(
             f"{binary} is not executable.", f"Make it executable (chmod +x) or {INSTALL_HINT}"
@@ -110,11 +133,12 @@ def read_version(binary: str, *, timeout: float = 15.0) -> str:
         raise OpenCodeNotFound(
             f"{binary} cannot be run ({e.strerror or e}).", INSTALL_HINT
         ) from None
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
         raise OpenCodeVersionError(
-            f"`{binary} --version` did not finish within {timeout:.0f} s.",
+            f"`{binary} --version` did not finish within {e.timeout:.0f} s.",
             f"That program does not behave like OpenCode. {INSTALL_HINT}",
         ) from None
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     version = parse_version(p.stdout) if p.returncode == 0 else None
     if version is None:
         tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -123,6 +147,45 @@ def read_version(binary: str, *, timeout: float = 15.0) -> str:
             f"Reinstall OpenCode: {INSTALL_HINT}",
         )
     return ".".join(map(str, version))
+
+
+#: A program waited for past its timeout must have used at least this share of a CPU meanwhile.
+BUSY_SHARE = 0.02
+
+
+def _communicate(
+    proc: subprocess.Popen[str], timeout: float, busy_timeout: float
+) -> tuple[str, str]:
+    """``proc.communicate()`` within ``timeout``, then on while ``proc`` keeps using CPU (at
+    least BUSY_SHARE of the time, checked every few seconds), up to ``busy_timeout``;
+    TimeoutExpired (with the time waited) when it sits idle or runs out of time."""
+    began = time.monotonic()
+    step = timeout
+    cpu = 0.0
+    while True:
+        try:
+            return proc.communicate(timeout=step)
+        except subprocess.TimeoutExpired:
+            waited = time.monotonic() - began
+            used = _cpu_seconds(proc.pid)
+            if used is None or used - cpu < BUSY_SHARE * step or waited >= busy_timeout:
+                raise subprocess.TimeoutExpired(proc.args, waited) from None
+            cpu = used
+            step = max(0.1, min(5.0, timeout, busy_timeout - waited))
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` and its children so far (None once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.Error:
+        return None
 
 
 def check_supported(binary: str, version: str, environ: dict[str, str] | None = None) -> str:
