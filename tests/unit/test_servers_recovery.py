@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from smartspec_desktop.core.process.procs import ProcIdentity
@@ -67,8 +68,12 @@ def test_a_live_process_with_a_supervisor_argv_is_found(tmp_path: Path) -> None:
     flags = next(i for i, a in enumerate(cmd) if a.startswith("--"))
     # Not a supervisor, just its argv: Python ignores what follows -c's code.
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)", *cmd[flags:]]
-    proc = subprocess.Popen(sleeper)  # returns once exec'd: the argv is in place
+    proc = subprocess.Popen(sleeper)
     try:
+        # Popen may return before the new argv shows in /proc (seen: empty for a moment).
+        deadline = time.monotonic() + 30
+        while psutil.Process(proc.pid).cmdline() != sleeper and time.monotonic() < deadline:
+            time.sleep(0.01)
         mine = [f for f in find_our_servers(exits) if f.supervisor.pid == proc.pid]
         assert [(f.server_id, f.workspace, f.port, f.program) for f in mine] == [
             (SID, "/work/my ws", 3797, None)
