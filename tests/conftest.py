@@ -45,14 +45,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     workers start them early and the run never ends waiting on one started last (pytest-xdist's
     loadgroup deals the tests out in this order, a few at a time); each gets SLOW_TIMEOUT unless
     it names its own."""
-    slow = [item for item in items if item.get_closest_marker("slow") is not None]
-    if not slow:
-        return
-    for item in slow:
-        if item.get_closest_marker("timeout") is None:
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
-    chosen = {id(item) for item in slow}
-    items[:] = slow + [item for item in items if id(item) not in chosen]
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # (a stable sort)
 
 
 # ------------------------------------------------------------------------------ the real HOME

@@ -282,7 +282,7 @@ class _ExitsAtOnce:
         ("Error: Unexpected error\nConfigInvalidError", ServerStartError),
     ],
 )
-def test_a_remote_start_that_meets_a_busy_port_is_retried_on_another(
+def test_a_remote_start_that_meets_a_busy_port_is_a_port_conflict(
     tmp_path: Path, tail: str, kind: type[ServerStartError]
 ) -> None:
     """Only a port conflict is a :class:`PortInUse` (the manager retries it on new ports);
