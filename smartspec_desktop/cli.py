@@ -357,6 +357,10 @@ def cmd_stop(core: Core, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 
             mode.stop_gateway(core.paths.state_dir)
             out.write("Stopped the demo backend.\n")
+        from smartspec_desktop.core.remote.ssh import close_shared
+
+        if shared := close_shared():
+            out.write(f"Closed {shared} shared ssh connection(s).\n")
         _warn(core.servers.registry.drain_warnings(), err)  # e.g. a stop that was not recorded
         return EXIT_OK
     if not args.workspace:

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -209,8 +210,8 @@ def backend() -> Iterator[BackendStandIn]:
         b.stop()
 
 
-def processes_under(marker: str) -> list[psutil.Process]:
-    """Processes whose command line or cwd mentions ``marker`` (a test's tmp dir)."""
+def processes_under(*markers: str) -> list[psutil.Process]:
+    """Processes whose command line or cwd mentions one of ``markers`` (a test's tmp dir)."""
     found = []
     me = os.getpid()
     for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
@@ -221,14 +222,14 @@ def processes_under(marker: str) -> list[psutil.Process]:
             cwd = p.info["cwd"] or ""
         except (psutil.Error, TypeError):
             continue
-        if marker in cmd or cwd.startswith(marker):
+        if any(m in cmd or cwd.startswith(m) for m in markers):
             found.append(p)
     return found
 
 
-def reap(marker: str) -> list[str]:
-    """Kill whatever is left under ``marker``; return a description of it."""
-    left = processes_under(marker)
+def reap(*markers: str) -> list[str]:
+    """Kill whatever is left under ``markers``; return a description of it."""
+    left = processes_under(*markers)
     desc = []
     for p in left:
         try:
@@ -340,6 +341,10 @@ def sandbox(
 ) -> Iterator[Sandbox]:
     root = tmp_path
     env = sandbox_env(root, opencode_bin)
+    # A runtime directory of its own, as a desktop session has (shared ssh connections keep
+    # their sockets there), outside tmp_path: a socket's path must stay short.
+    runtime = Path(tempfile.mkdtemp(prefix="ssrt-"))
+    env["XDG_RUNTIME_DIR"] = str(runtime)
     backend.add_user("dev@example.com", "correct horse")
     key = backend.issue_api_key("dev@example.com")
     env["SMARTSPEC_API_KEY"] = key
@@ -352,9 +357,10 @@ def sandbox(
         # Stop through the product first (the normal path), then reap anything left over. When
         # nothing of the test runs any more there is nothing to stop (and a CLI start is ~0.4 s
         # of CPU, for each of hundreds of tests).
-        if processes_under(str(root)):
+        if processes_under(str(root), str(runtime)):
             stop_all(box)
-        leftovers = reap(str(root))
+        leftovers = reap(str(root), str(runtime))
+        shutil.rmtree(runtime, ignore_errors=True)
         assert not leftovers, f"processes outlived the test: {leftovers}"
 
 

@@ -20,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from smartspec_desktop.core.remote.ssh import close_shared
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import FileStore
 from tests.backend_standin import Text, ToolCall
@@ -58,6 +59,7 @@ def remote(
     remote_host.seed_known_version(Paths.from_base(sandbox.data_dir).state_dir, opencode_version)
     yield remote_host
     sandbox.cli("stop", "--all")
+    close_shared()  # what the test itself ran over ssh (in this process's runtime directory)
     left = remote_host.wait_no_servers(timeout=15)
     for p in left:
         with contextlib.suppress(psutil.Error):

@@ -324,12 +324,12 @@ def install_remote(
     import subprocess
 
     from smartspec_desktop.core.errors import OpenCodeInstallError
-    from smartspec_desktop.core.remote.ssh import SSH_FAILED, ssh_error
+    from smartspec_desktop.core.remote.ssh import SSH_FAILED, command_options, ssh_error
 
     argv = ssh_argv(
         addr,
         sh_command(scripts.INSTALL, version),
-        extra=["-o", "ClearAllForwardings=yes"],
+        extra=command_options(addr, environ),
         environ=environ,
     )
     progress(f"Installing {NPM_PACKAGE}@{version} on {addr.display_host} …")
