@@ -63,7 +63,9 @@ def test_start_run_stop_end_to_end(sandbox: Sandbox, opencode_version: str) -> N
     health = httpx.get(info["url"] + "/global/health", auth=("opencode", pw), timeout=5)
     assert health.status_code == 200 and health.json()["healthy"] is True
     assert httpx.get(info["url"] + "/global/health", timeout=5).status_code == 401
-    providers = httpx.get(info["url"] + "/config/providers", auth=("opencode", pw), timeout=10)
+    # The first request naming the workspace makes OpenCode install its plugin package first
+    # (~5 CPU-s; under load it took more than 10 s).
+    providers = httpx.get(info["url"] + "/config/providers", auth=("opencode", pw), timeout=120)
     assert [p["id"] for p in providers.json()["providers"]] == ["smartspec"]
 
     before = sandbox.backend.balance(sandbox.email)
@@ -329,7 +331,9 @@ def test_workspace_config_cannot_route_around_the_gateway(sandbox: Sandbox) -> N
     info = sandbox.cli_json("start", "--trust", str(ws))
     assert info["trusted"] is True
     pw = password_of(sandbox, info["server_id"])
-    providers = httpx.get(info["url"] + "/config/providers", auth=("opencode", pw), timeout=10)
+    # The first request naming the workspace makes OpenCode install its plugin package first
+    # (~5 CPU-s; under load it took more than 10 s).
+    providers = httpx.get(info["url"] + "/config/providers", auth=("opencode", pw), timeout=120)
     assert [p["id"] for p in providers.json()["providers"]] == ["smartspec"]
     r = sandbox.cli("run", str(ws), "hello")
     assert r.returncode == 0, r.stderr
