@@ -5,10 +5,12 @@ without a runtime directory every command still works on a connection of its own
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +37,20 @@ def _sockets(runtime: str) -> list[Path]:
     if not folder.is_dir():
         return []
     return [p for p in folder.iterdir() if stat.S_ISSOCK(p.lstat().st_mode)]
+
+
+def _wait_for_sleep(host: RemoteHost) -> None:
+    end = time.monotonic() + 60
+    while not any(_cmd(p)[:1] == ["sleep"] for p in host.processes()):
+        assert time.monotonic() < end, "the command never started on the host"
+        time.sleep(0.05)
+
+
+def _cmd(p: psutil.Process) -> list[str]:
+    try:
+        return list(p.cmdline())
+    except psutil.Error:
+        return []
 
 
 @pytest.fixture
@@ -82,8 +98,13 @@ def test_commands_share_one_connection_that_no_other_user_can_use(
     took = subprocess.run(hijack, capture_output=True, text=True, timeout=30)
     assert took.returncode == 255 and remote.user not in took.stdout, took
 
-    # `stop --all` ends it: the master is gone and so is its socket; the next command connects.
-    out = sandbox.cli("stop", "--all")
+    # `stop --all` closes it: a command still running on it finishes first (another window's,
+    # say), then the master is gone and so is its socket; the next command connects anew.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run_remote, addr, 'sleep 2; printf "%s\\n" "$1"', "done", environ=env)
+        _wait_for_sleep(remote)  # it runs on the host
+        out = sandbox.cli("stop", "--all")
+        assert running.result(timeout=60).stdout == "done\n"
     assert "Closed 1 shared ssh connection(s)." in out.stdout, out
     assert not master.is_running() or master.status() == psutil.STATUS_ZOMBIE
     assert _sockets(env["XDG_RUNTIME_DIR"]) == []

@@ -32,12 +32,12 @@ import logging
 import os
 import re
 import shlex
-import signal
 import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.process.childenv import external_env
@@ -139,9 +139,13 @@ def shared_options(addr: RemoteAddress, environ: Mapping[str, str] | None = None
 
 
 def close_shared(environ: Mapping[str, str] | None = None, timeout: float = 5.0) -> int:
-    """End the shared connections (``stop --all``) and wait until they are gone; how many.
-    Each master is asked over its own socket for its pid (so the pid is provably the master's),
-    then sent SIGTERM, on which ssh removes its socket; a socket nobody answers on is removed."""
+    """Close the shared connections (``stop --all``); how many. Each master is asked over its own
+    socket for its pid, then to stop (``-O stop``): it removes its socket at once, so the next
+    command makes a new connection, and ends when the commands still running on it are done
+    (another window's, say). That end is waited for up to ``timeout``. A socket nobody answers
+    on is removed."""
+    import time
+
     import psutil
 
     folder = shared_dir(environ)
@@ -152,35 +156,44 @@ def close_shared(environ: Mapping[str, str] | None = None, timeout: float = 5.0)
         with contextlib.suppress(OSError):
             if not stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
                 continue
-        argv = [
-            "ssh",
-            "-F",
-            os.devnull,
-            "-o",
-            f"ControlPath={entry.path}",
-            "-O",
-            "check",
-            "smartspec",
-        ]
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            log.info("could not ask the shared ssh connection %s: %s", entry.path, e)
-            continue
-        m = re.search(r"Master running \(pid=(\d+)\)", r.stderr)
+        answer = _control(entry.path, "check", timeout)
+        m = re.search(r"Master running \(pid=(\d+)\)", answer or "")
         if m is None:
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)  # a socket left by a master that is gone
+            if answer is not None:  # nobody there: a master that is gone left it
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
             continue
-        with contextlib.suppress(psutil.Error, OSError):
-            proc = psutil.Process(int(m.group(1)))
-            proc.send_signal(signal.SIGTERM)
-            masters.append(proc)
-    _gone, alive = psutil.wait_procs(masters, timeout=timeout)
-    for proc in alive:
         with contextlib.suppress(psutil.Error):
-            proc.kill()
-    return len(masters)
+            masters.append(psutil.Process(int(m.group(1))))
+        _control(entry.path, "stop", timeout)
+    closed = len(masters)
+    end = time.monotonic() + timeout
+    while masters and time.monotonic() < end:
+        masters = [p for p in masters if _running(p)]
+        if masters:
+            time.sleep(0.05)
+    return closed
+
+
+def _control(socket: str, command: str, timeout: float) -> str | None:
+    """``ssh -O COMMAND`` to the master on ``socket``: its answer (stderr), None if ssh failed."""
+    argv = ["ssh", "-F", os.devnull, "-o", f"ControlPath={socket}", "-O", command, "smartspec"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.info("could not reach the shared ssh connection %s: %s", socket, e)
+        return None
+    return r.stderr
+
+
+def _running(proc: Any) -> bool:
+    """Still running (an ended process nobody has reaped yet counts as ended)."""
+    import psutil
+
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def sh_command(script: str, *args: str) -> str:
