@@ -177,6 +177,8 @@ def test_other_paths_are_refused(broker: Broker, backend: BackendStandIn, path: 
         while chunk := s.recv(65536):
             answer += chunk
     assert answer.split(b" ", 2)[1] == b"404", answer[:200]
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"\r\nconnection: close" in head, "a connection it closes is said to close"
     assert backend.requests == []
 
 
@@ -406,6 +408,8 @@ def test_error_only_stream_becomes_one_clean_400(
     server.body = body
     r = chat(b)
     assert r.status_code == 400
+    # It closes this connection, and says so: OpenCode must not send its next call on it.
+    assert r.headers["connection"] == "close"
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error"
     assert err["code"] == errors.GATEWAY_DEFECT

@@ -319,6 +319,11 @@ class _Handler(httpserve.DispatchingHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            # Said, not only done: a client that pools connections (OpenCode's) would otherwise
+            # send its next call on this one as it closes, fail it with a network error, and
+            # retry the turn (seen under load: "retry" after a gateway defect's one clean 400).
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
