@@ -341,16 +341,17 @@ def sandbox(
 ) -> Iterator[Sandbox]:
     root = tmp_path
     env = sandbox_env(root, opencode_bin)
-    # A runtime directory of its own, as a desktop session has (shared ssh connections keep
-    # their sockets there), outside tmp_path: a socket's path must stay short.
-    runtime = Path(tempfile.mkdtemp(prefix="ssrt-"))
-    env["XDG_RUNTIME_DIR"] = str(runtime)
     backend.add_user("dev@example.com", "correct horse")
     key = backend.issue_api_key("dev@example.com")
     env["SMARTSPEC_API_KEY"] = key
     box = Sandbox(root, root / "data", env, backend, ports=private_port_range(), api_key=key)
     box.write_settings()
     seed_version_cache(box.data_dir, opencode_bin, opencode_version)
+    # A runtime directory of its own, as a desktop session has (shared ssh connections keep
+    # their sockets there), outside tmp_path: a socket's path must stay short. Made last, so
+    # a set-up step that fails leaves none behind.
+    runtime = Path(tempfile.mkdtemp(prefix="ssrt-"))
+    box.env["XDG_RUNTIME_DIR"] = str(runtime)
     try:
         yield box
     finally:

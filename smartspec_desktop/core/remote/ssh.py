@@ -37,7 +37,6 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from smartspec_desktop.core.errors import SmartSpecError
 from smartspec_desktop.core.process.childenv import external_env
@@ -53,6 +52,8 @@ SSH_FAILED = 255
 SHARED_DIR_NAME = "smartspec-ssh"
 #: Seconds a shared connection stays open after its last command.
 SHARED_IDLE_S = 60
+#: A socket's name in that folder: this many hex digits of a hash of the host.
+_SOCKET_NAME_LEN = 16
 #: A Unix socket's path holds 107 bytes, and ssh first binds the control path plus "." and 16
 #: random characters; a longer path would make every command fail, so it is not shared then.
 _MAX_CONTROL_PATH = 107 - 17
@@ -110,7 +111,8 @@ def shared_dir(environ: Mapping[str, str] | None = None) -> Path | None:
     if os.name != "posix" or not os.path.isabs(runtime):
         return None
     folder = Path(runtime, SHARED_DIR_NAME)
-    if len(os.fsencode(folder)) + 17 > _MAX_CONTROL_PATH or re.search(r"[\s\"'%]", str(folder)):
+    control_path = len(os.fsencode(folder)) + 1 + _SOCKET_NAME_LEN
+    if control_path > _MAX_CONTROL_PATH or re.search(r"[\s\"'%]", str(folder)):
         return None
     try:
         return make_private_dir(folder)
@@ -127,7 +129,7 @@ def shared_options(addr: RemoteAddress, environ: Mapping[str, str] | None = None
         return []
     env = os.environ if environ is None else environ
     key = "\0".join([addr.destination, str(addr.port or ""), env.get(SSH_CONFIG_ENV, "")])
-    socket = folder / hashlib.sha256(key.encode()).hexdigest()[:16]
+    socket = folder / hashlib.sha256(key.encode()).hexdigest()[:_SOCKET_NAME_LEN]
     return [
         "-o",
         "ControlMaster=auto",
@@ -146,30 +148,34 @@ def close_shared(environ: Mapping[str, str] | None = None, timeout: float = 5.0)
     on is removed."""
     import time
 
-    import psutil
+    from smartspec_desktop.core.process.procs import ProcIdentity
 
     folder = shared_dir(environ)
     if folder is None:
         return 0
-    masters: list[psutil.Process] = []
-    for entry in os.scandir(folder):
-        with contextlib.suppress(OSError):
-            if not stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
-                continue
-        answer = _control(entry.path, "check", timeout)
+    sockets = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):  # (one that went meanwhile)
+                if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+                    sockets.append(entry.path)
+    masters: list[ProcIdentity] = []
+    for socket in sockets:
+        answer = _control(socket, "check", timeout)
         m = re.search(r"Master running \(pid=(\d+)\)", answer or "")
         if m is None:
             if answer is not None:  # nobody there: a master that is gone left it
                 with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                    os.unlink(socket)
             continue
-        with contextlib.suppress(psutil.Error):
-            masters.append(psutil.Process(int(m.group(1))))
-        _control(entry.path, "stop", timeout)
+        master = ProcIdentity.of(int(m.group(1)))
+        if master is not None:
+            masters.append(master)
+        _control(socket, "stop", timeout)
     closed = len(masters)
     end = time.monotonic() + timeout
     while masters and time.monotonic() < end:
-        masters = [p for p in masters if _running(p)]
+        masters = [p for p in masters if p.alive()]
         if masters:
             time.sleep(0.05)
     return closed
@@ -184,16 +190,6 @@ def _control(socket: str, command: str, timeout: float) -> str | None:
         log.info("could not reach the shared ssh connection %s: %s", socket, e)
         return None
     return r.stderr
-
-
-def _running(proc: Any) -> bool:
-    """Still running (an ended process nobody has reaped yet counts as ended)."""
-    import psutil
-
-    try:
-        return bool(proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
 
 
 def sh_command(script: str, *args: str) -> str:
