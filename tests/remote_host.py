@@ -119,7 +119,27 @@ class RemoteHost:
             subprocess.run(["cp", "-a", str(prefix), str(target / "node_modules")], check=True)
         for d in [self.home / ".local", self.home / ".local" / "share", target.parent, target]:
             os.chown(d, self.uid, self.uid)
+        self._own_copy(target / "node_modules")
         self.seed_opencode_config(opencode_bin)
+
+    def _own_copy(self, root: Path) -> None:
+        """Make the linked copy the remote user's, as an install by that user would be. The
+        app installs OpenCode under umask 077 (its folders 0700, most files 0600/0700): the
+        copy's folders are new, so they are handed over; a small file only the owner may read
+        is a link to the tests' cache, so it is replaced by the remote user's own copy. The
+        binary (0755) stays a link, and so does the unused baseline build (it would be 180 MB
+        to copy): nothing of the cache changes."""
+        for dirpath, _dirs, files in os.walk(root):
+            os.chown(dirpath, self.uid, self.uid)
+            for name in files:
+                path = Path(dirpath) / name
+                st = path.lstat()
+                if path.is_symlink() or st.st_mode & 0o004 or st.st_size > 1 << 20:
+                    continue
+                copy = path.with_name(f".{name}.copy")
+                shutil.copy2(path, copy)
+                os.chown(copy, self.uid, self.uid)
+                os.replace(copy, path)
 
     def seed_opencode_config(self, opencode_bin: str) -> None:
         """The run's warm OpenCode config dir (tests/opencode_config.py), a copy the remote
