@@ -115,6 +115,19 @@ def test_the_key_never_reaches_opencode_and_every_call_is_metered(sandbox: Sandb
     text = sandbox.cli("usage", str(ws))
     assert text.returncode == 0 and "2 calls · 427 tokens" in text.stdout
 
+    # The real backend's error chunk (its chat route is broken today) gives one clean line,
+    # and no retry.
+    sandbox.backend.gateway = "real"
+    t0 = time.monotonic()
+    r = sandbox.cli("run", str(ws), "hello")
+    assert r.returncode == 1
+    expected = gateway_failure(REAL_STREAM_ERROR, sandbox.backend.url)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: {expected}"], r.stderr
+    assert "ZodError" not in r.stderr and "invalid_union" not in r.stderr
+    assert len(sandbox.backend.chat_requests()) == 3, "no retry"
+    assert time.monotonic() - t0 < 60
+
 
 @pytest.mark.slow
 def test_a_budget_stops_a_looping_task_and_continue_resumes_it(sandbox: Sandbox) -> None:
@@ -157,10 +170,22 @@ def test_a_budget_stops_a_looping_task_and_continue_resumes_it(sandbox: Sandbox)
     assert new_task_id() != task_id
 
 
-def test_a_workspace_day_cap_from_settings_reaches_the_broker(sandbox: Sandbox) -> None:
+def test_5000_models_and_a_workspace_day_cap_reach_the_normal_start(sandbox: Sandbox) -> None:
     ws = sandbox.workspace()
+    sandbox.backend.models = [f"vendor/model-{i:05d}" for i in range(5000)] + [
+        "{file:/etc/hostname}"
+    ]
     sandbox.write_settings(workspace_day_caps={str(ws.resolve()): 100})
-    sandbox.cli_json("start", str(ws))
+    started = sandbox.cli_json("start", str(ws))
+    assert started["status"] == "running" and started["model"] == "vendor/model-00000"
+    models_file = sandbox.data_dir / "state" / "models" / f"{started['server_id']}.json"
+    listed = json.loads(models_file.read_text())["provider"]["smartspec"]["models"]
+    assert len(listed) == 5000 and "{file:/etc/hostname}" not in listed
+    assert models_file.stat().st_mode & 0o077 == 0
+    log = Path(started["log_path"]).read_text()
+    assert "gateway broker on http://127.0.0.1:" in log
+
+    # The day cap from settings reached the broker: the second run is refused.
     sandbox.backend.script(Text("one"), Text("two"))
     assert sandbox.cli("run", str(ws), "first").returncode == 0
     r = sandbox.cli("run", str(ws), "second")
@@ -193,33 +218,3 @@ def test_key_rotation_reaches_a_running_server(sandbox: Sandbox) -> None:
     r = sandbox.cli("run", str(ws), "hello again")
     assert r.returncode == 1
     assert "has no API key" in r.stderr and len(sandbox.backend.chat_requests()) == before
-
-
-def test_the_real_backend_error_chunk_gives_one_clean_line(sandbox: Sandbox) -> None:
-    ws = sandbox.workspace()
-    sandbox.cli_json("start", str(ws))
-    sandbox.backend.gateway = "real"
-    t0 = time.monotonic()
-    r = sandbox.cli("run", str(ws), "hello")
-    assert r.returncode == 1
-    expected = gateway_failure(REAL_STREAM_ERROR, sandbox.backend.url)
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert errors == [f"error: {expected}"], r.stderr
-    assert "ZodError" not in r.stderr and "invalid_union" not in r.stderr
-    assert len(sandbox.backend.chat_requests()) == 1, "no retry"
-    assert time.monotonic() - t0 < 60
-
-
-def test_5000_models_start_through_the_normal_start(sandbox: Sandbox) -> None:
-    ws = sandbox.workspace()
-    sandbox.backend.models = [f"vendor/model-{i:05d}" for i in range(5000)] + [
-        "{file:/etc/hostname}"
-    ]
-    started = sandbox.cli_json("start", str(ws))
-    assert started["status"] == "running" and started["model"] == "vendor/model-00000"
-    models_file = sandbox.data_dir / "state" / "models" / f"{started['server_id']}.json"
-    listed = json.loads(models_file.read_text())["provider"]["smartspec"]["models"]
-    assert len(listed) == 5000 and "{file:/etc/hostname}" not in listed
-    assert models_file.stat().st_mode & 0o077 == 0
-    log = Path(started["log_path"]).read_text()
-    assert "gateway broker on http://127.0.0.1:" in log

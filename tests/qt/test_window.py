@@ -30,12 +30,20 @@ def status_text(gui: Gui) -> str:
     return gui.window.devmode.status_label.text()
 
 
-def test_start_and_stop_from_the_window_never_freeze_it(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.slow
+def test_start_a_task_and_stop_from_the_window_never_freeze_it(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    """Start, a task from the Agent tab (the balance refreshed once after it), Stop: one
+    server for the window's whole main path."""
+    gui.account.sign_in(gui.box.email, "correct horse")
+    qtbot.waitUntil(lambda: "10,000 credits" in gui.window.account_chip.text(), timeout=5000)
     panel = gui.window.devmode
+    agent = panel.agent_panel
+    assert agent is not None
     ws = gui.box.workspace("alpha")
     assert panel.add_workspace(str(ws))
     assert panel.current == str(ws.resolve())
     assert panel.start_button.isEnabled() and not panel.stop_button.isEnabled()
+    assert not agent.send_btn.isEnabled()  # no server yet
     settings_file = gui.core.paths.settings_file
     # Saved off the GUI thread (the file holds the sandbox's port range from the start).
     qtbot.waitUntil(
@@ -61,6 +69,18 @@ def test_start_and_stop_from_the_window_never_freeze_it(gui: Gui, qtbot) -> None
 
     assert QGuiApplication.clipboard().text() == rec.url
     gui.screenshot("window-running")
+
+    gui.box.backend.default_step = Text("Done.", prompt_tokens=2000, completion_tokens=1000)
+    panel.tabs.setCurrentWidget(agent)
+    agent.prompt.setPlainText("say done")
+    balance_calls = len([r for r in gui.box.backend.requests if r.path == "/api/credits/balance"])
+    with qtbot.waitSignal(agent.task_finished, timeout=START_MS) as done:
+        qtbot.mouseClick(agent.send_btn, Qt.MouseButton.LeftButton)
+    assert done.args[0] is True
+    assert "Task finished" in gui.window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: "10,000 credits" not in gui.window.account_chip.text(), timeout=5000)
+    after = [r for r in gui.box.backend.requests if r.path == "/api/credits/balance"]
+    assert len(after) == balance_calls + 1
 
     with Heartbeat() as beat:
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
@@ -115,22 +135,6 @@ def test_a_missing_workspace_is_refused_with_a_message(gui: Gui) -> None:
     assert not panel.add_workspace(str(gui.box.root / "nope"))
     assert panel.banner.isVisible() and "does not exist" in panel.banner.text.text()
     assert panel.list.count() == 0
-
-
-def test_servers_started_from_the_cli_appear(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
-    ws = gui.box.workspace("from-cli")
-    info = gui.box.cli_json("start", str(ws))
-    panel = gui.window.devmode
-    qtbot.waitUntil(lambda: panel.list.count() == 1, timeout=3000)
-    panel.select_workspace(info["workspace_path"])
-    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=3000)
-    assert panel.port_label.text() == f"Port {info['port']}"
-    # A second Start from the window reuses it (one workspace = one session)
-    assert not panel.start_button.isEnabled()
-    with qtbot.waitSignal(gui.servers.started, timeout=20_000) as blocker:
-        gui.servers.start(info["workspace_path"])
-    assert blocker.args[1].reused is True
-    assert len(server_processes(ws)) == 1
 
 
 def test_account_sign_in_balance_and_keys(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
@@ -362,34 +366,21 @@ def test_open_cli_without_a_terminal_points_to_settings(gui: Gui, qtbot, monkeyp
     assert gui.window.tabs.currentWidget() is gui.window.settings_page
 
 
-@pytest.mark.slow
-def test_a_task_run_from_the_agent_tab_refreshes_the_balance_once(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
-    gui.account.sign_in(gui.box.email, "correct horse")
-    qtbot.waitUntil(lambda: "10,000 credits" in gui.window.account_chip.text(), timeout=5000)
-    gui.box.backend.default_step = Text("Done.", prompt_tokens=2000, completion_tokens=1000)
+def test_a_server_started_from_the_cli_appears_and_takes_budgets_and_keys(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
+    ws = gui.box.workspace("from-cli")
+    info = gui.box.cli_json("start", str(ws))
     panel = gui.window.devmode
-    agent = gui.window.devmode.agent_panel
-    assert agent is not None
-    ws = gui.box.workspace("agent")
-    panel.add_workspace(str(ws))
-    assert not agent.send_btn.isEnabled()  # no server yet
-    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=START_MS)
-    panel.tabs.setCurrentWidget(agent)
-    agent.prompt.setPlainText("say done")
-    balance_calls = len([r for r in gui.box.backend.requests if r.path == "/api/credits/balance"])
-    with qtbot.waitSignal(agent.task_finished, timeout=START_MS) as done:
-        qtbot.mouseClick(agent.send_btn, Qt.MouseButton.LeftButton)
-    assert done.args[0] is True
-    assert "Task finished" in gui.window.statusBar().currentMessage()
-    qtbot.waitUntil(lambda: "10,000 credits" not in gui.window.account_chip.text(), timeout=5000)
-    after = [r for r in gui.box.backend.requests if r.path == "/api/credits/balance"]
-    assert len(after) == balance_calls + 1
+    qtbot.waitUntil(lambda: panel.list.count() == 1, timeout=3000)
+    panel.select_workspace(info["workspace_path"])
+    qtbot.waitUntil(lambda: status_text(gui) == "Running", timeout=3000)
+    assert panel.port_label.text() == f"Port {info['port']}"
+    # A second Start from the window reuses it (one workspace = one session)
+    assert not panel.start_button.isEnabled()
+    with qtbot.waitSignal(gui.servers.started, timeout=20_000) as blocker:
+        gui.servers.start(info["workspace_path"])
+    assert blocker.args[1].reused is True
+    assert len(server_processes(ws)) == 1
 
-
-def test_budgets_and_key_changes_reach_a_running_server(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]
-    ws = gui.box.workspace("brokered")
-    gui.box.cli_json("start", str(ws))
     path = str(ws.resolve())
     gui.core.settings.remember_workspace(path)
     rec = gui.core.servers.get(path)
