@@ -38,19 +38,53 @@ def setup(box: Sandbox, tmp_path: Path, stop: list[ServerManager]) -> tuple[Serv
     return sm, box.workspace()
 
 
-def test_an_openwork_server_older_than_0_18_50_is_refused_with_the_install_routes(
-    sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path
+def test_each_openwork_server_failure_is_an_error_with_its_fix(
+    sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # openwork.md: 0.18.0–0.18.49 ignore `web`: /health is 200, then `/` is a JSON 404.
-    sandbox.env["OPENWORK_STANDIN_VERSION"] = "0.18.13"
+    """A too old openwork-server, a wrong OpenCode password, a wrong OpenCode URL: in turn, on
+    one OpenCode server (a start is ~4 CPU-s), which each failure leaves untouched."""
     sm, ws = setup(sandbox, tmp_path, sm_stop)
-    with pytest.raises(LaunchError) as e:
-        open_openwork(sm, str(ws), opener=lambda _u: pytest.fail("nothing to open"))
-    assert "openwork-server 0.18.13" in e.value.problem and "too old" in e.value.problem
-    assert "0.18.50 or newer" in e.value.problem
-    assert "OpenWork desktop app" in e.value.fix and "openwork-orchestrator" in e.value.fix
+
+    def refused() -> LaunchError:
+        with pytest.raises(LaunchError) as e:
+            open_openwork(sm, str(ws), opener=lambda _u: pytest.fail("nothing to open"))
+        rec = sm.get(str(ws))
+        assert rec is not None and rec.status == "running"
+        assert rec.children == [], "the failed one is killed, not recorded"
+        return e.value
+
+    # openwork.md: 0.18.0–0.18.49 ignore `web`: /health is 200, then `/` is a JSON 404.
+    with monkeypatch.context() as m:
+        m.setitem(sandbox.env, "OPENWORK_STANDIN_VERSION", "0.18.13")
+        old = refused()
+    assert "openwork-server 0.18.13" in old.problem and "too old" in old.problem
+    assert "0.18.50 or newer" in old.problem
+    assert "OpenWork desktop app" in old.fix and "openwork-orchestrator" in old.fix
+
+    # What openwork-server is given as OpenCode's password (nothing checks it at its start).
+    real = sm.password
+    with monkeypatch.context() as m:
+        m.setattr(sm, "password", lambda rec: "not-the-password")
+        wrong_password = refused()
+    assert "refused the password" in wrong_password.problem
+    assert "(401)" in wrong_password.problem and "start it again" in wrong_password.fix
     rec = sm.get(str(ws))
-    assert rec is not None and rec.children == [], "the old one is killed, not recorded"
+    assert rec is not None and real(rec)  # the server itself is untouched
+
+    dead = ports.os_assigned_port()
+    original = launchers.openwork_command
+
+    def command(binary: str, rec: object, port: int) -> list[str]:
+        argv = original(binary, rec, port)  # type: ignore[arg-type]
+        i = argv.index("--opencode-base-url")
+        argv[i + 1] = f"http://127.0.0.1:{dead}"
+        return argv
+
+    with monkeypatch.context() as m:
+        m.setattr(launchers, "openwork_command", command)
+        wrong_url = refused()
+    assert "cannot reach the workspace's OpenCode server" in wrong_url.problem
+    assert "502" in wrong_url.problem and "start it again" in wrong_url.fix
 
 
 def test_it_uses_the_port_openwork_server_really_bound_when_the_asked_one_is_taken(
@@ -82,42 +116,6 @@ def test_it_uses_the_port_openwork_server_really_bound_when_the_asked_one_is_tak
     assert f"listening on http://127.0.0.1:{child.port}" in Path(child.log_path).read_text()
 
 
-def test_a_wrong_opencode_password_is_an_error_with_its_fix(
-    sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sm, ws = setup(sandbox, tmp_path, sm_stop)
-    real = sm.password
-    # What openwork-server is given as OpenCode's password (nothing checks it at its start).
-    monkeypatch.setattr(sm, "password", lambda rec: "not-the-password")
-    with pytest.raises(LaunchError) as e:
-        open_openwork(sm, str(ws), opener=lambda _u: pytest.fail("nothing to open"))
-    assert "refused the password" in e.value.problem and "(401)" in e.value.problem
-    assert "start it again" in e.value.fix
-    rec = sm.get(str(ws))
-    assert rec is not None and rec.children == []
-    assert real(rec)  # the server itself is untouched
-
-
-def test_a_wrong_opencode_url_is_an_error_with_its_fix(
-    sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sm, ws = setup(sandbox, tmp_path, sm_stop)
-    dead = ports.os_assigned_port()
-    original = launchers.openwork_command
-
-    def command(binary: str, rec: object, port: int) -> list[str]:
-        argv = original(binary, rec, port)  # type: ignore[arg-type]
-        i = argv.index("--opencode-base-url")
-        argv[i + 1] = f"http://127.0.0.1:{dead}"
-        return argv
-
-    monkeypatch.setattr(launchers, "openwork_command", command)
-    with pytest.raises(LaunchError) as e:
-        open_openwork(sm, str(ws), opener=lambda _u: pytest.fail("nothing to open"))
-    assert "cannot reach the workspace's OpenCode server" in e.value.problem
-    assert "502" in e.value.problem and "start it again" in e.value.fix
-
-
 def test_the_selected_session_is_deep_linked_on_start_and_on_reuse(
     sandbox: Sandbox, sm_stop: list[ServerManager], tmp_path: Path
 ) -> None:
@@ -142,18 +140,12 @@ def test_the_selected_session_is_deep_linked_on_start_and_on_reuse(
     assert opened[-1] == child.url + "/" and plain.url == child.url
 
 
-@pytest.mark.parametrize(
-    "where",
-    [
-        # OpenWork's orchestrator downloads it into its sidecar cache on its first run.
-        ".openwork/openwork-orchestrator/sidecars/0.18.50/openwork-server",
-        # The OpenWork desktop app ships it in its resources (here an unpacked Linux build).
-        "Applications/OpenWork/resources/sidecars/openwork-server-x86_64-unknown-linux-gnu",
-    ],
-)
 def test_an_installed_openwork_server_is_found_where_openworks_routes_put_it(
-    sandbox: Sandbox, tmp_path: Path, where: str
+    sandbox: Sandbox, tmp_path: Path
 ) -> None:
+    """The CLI finds and runs the one OpenWork's orchestrator downloaded into its sidecar cache
+    on its first run (every other place it searches: tests/unit/test_openwork_discovery.py)."""
+    where = ".openwork/openwork-orchestrator/sidecars/0.18.50/openwork-server"
     home = Path(sandbox.env["HOME"])
     target = home / where
     target.parent.mkdir(parents=True)

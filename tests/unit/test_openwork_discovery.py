@@ -58,6 +58,15 @@ def test_the_sidecar_dir_variables_and_the_desktop_apps_resources_are_searched(
         "", none, locations=openwork_locations({"HOME": str(home)}, "darwin")
     )
     assert found == str(app)
+    # The desktop app's Linux build unpacked into ~/Applications, its sidecar named by target.
+    home = tmp_path / "linux"
+    unpacked = executable(
+        home / "Applications/OpenWork/resources/sidecars/openwork-server-x86_64-unknown-linux-gnu"
+    )
+    found = find_openwork_server(
+        "", none, locations=openwork_locations({"HOME": str(home)}, "linux")
+    )
+    assert found == str(unpacked)
     local = tmp_path / "local"
     exe = executable(local / "Programs/OpenWork/resources/sidecars/openwork-server.exe")
     locs = openwork_locations({"LOCALAPPDATA": str(local)}, "win32")
