@@ -101,7 +101,9 @@ def test_another_user_gets_nothing_while_real_chromium_signs_in(
         sm.stop_all(grace=3.0)
     # The victim got in, signed in, within seconds of the browser's start, and was told.
     assert "victim's session" in visible_text(doms[0])
-    assert took < 45, f"the page was kept busy for {took:.0f} s"
+    # "Within seconds" here, ~3 s; a loaded run took 49 s, most of it Chromium's own start. The
+    # bound is one load cannot reach but the attack would: the thief holds on for 170 s.
+    assert took < 120, f"the page was kept busy for {took:.0f} s"
     assert outcome.warning and "Another user on this machine tried to open your server" in (
         outcome.warning
     )

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from smartspec_desktop.core.storage.secrets import MemoryStore
 from tests.backend_standin import Text
-from tests.conftest import server_processes
+from tests.conftest import seed_version_cache, server_processes
 from tests.qt.conftest import Gui, Heartbeat
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
@@ -208,9 +208,12 @@ def test_quitting_stops_the_servers_the_window_started(gui: Gui, qtbot) -> None:
     assert len(server_processes(other)) == 1  # not ours: left running
 
 
-def test_second_launch_raises_the_first(gui: Gui, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_second_launch_raises_the_first(gui: Gui, tmp_path, opencode_bin, opencode_version) -> None:  # type: ignore[no-untyped-def]
     """Two real app processes on one data folder: the second one hands over and exits."""
     data = tmp_path / "single"
+    # As after an earlier run: the first launch's readiness check finds OpenCode's version
+    # known, instead of asking `opencode --version` (~1 CPU-s, which quitting waits for).
+    seed_version_cache(data, opencode_bin, opencode_version)
     env = dict(gui.box.env, QT_QPA_PLATFORM="offscreen")
     cmd = [
         sys.executable,
@@ -240,7 +243,7 @@ def test_second_launch_raises_the_first(gui: Gui, tmp_path) -> None:  # type: ig
     finally:
         first.send_signal(signal.SIGTERM)
         try:
-            first.communicate(timeout=15)
+            first.communicate(timeout=90)  # ~0.2 s; a bound no load reaches
         except subprocess.TimeoutExpired:
             first.kill()
             first.communicate()
