@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -134,7 +135,7 @@ class RemoteHost:
             for name in files:
                 path = Path(dirpath) / name
                 st = path.lstat()
-                if path.is_symlink() or st.st_mode & 0o004 or st.st_size > 1 << 20:
+                if stat.S_ISLNK(st.st_mode) or st.st_mode & 0o004 or st.st_size > 1 << 20:
                     continue
                 copy = path.with_name(f".{name}.copy")
                 shutil.copy2(path, copy)

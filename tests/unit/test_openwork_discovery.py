@@ -25,18 +25,22 @@ def none(_name: str) -> str | None:
     return None
 
 
+def found_with(env: dict[str, str], platform: str) -> str | None:
+    """What is found with nothing on PATH and nothing in Settings."""
+    return find_openwork_server("", none, locations=openwork_locations(env, platform))
+
+
 def test_the_orchestrators_sidecar_cache_is_searched_highest_version_first(
     tmp_path: Path,
 ) -> None:
     env = {"HOME": str(tmp_path)}
     cache = tmp_path / ".openwork" / "openwork-orchestrator" / "sidecars"
-    assert find_openwork_server("", none, locations=openwork_locations(env, "linux")) is None
+    assert found_with(env, "linux") is None
     executable(cache / "0.18.9" / "openwork-server")
     newest = executable(cache / "0.18.50" / "x86_64-linux" / "openwork-server")
     (cache / "0.18.60").mkdir()
     (cache / "0.18.60" / "openwork-server").write_text("not executable")
-    found = find_openwork_server("", none, locations=openwork_locations(env, "linux"))
-    assert found == str(newest)
+    assert found_with(env, "linux") == str(newest)
     # PATH wins over the cache, Settings over both.
     assert find_openwork_server("", lambda n: f"/usr/bin/{n}") == "/usr/bin/openwork-server"
 
@@ -46,31 +50,24 @@ def test_the_sidecar_dir_variables_and_the_desktop_apps_resources_are_searched(
 ) -> None:
     side = executable(tmp_path / "side" / "openwork-server")
     env = {"HOME": str(tmp_path / "h"), "OPENWORK_SIDECAR_DIR": str(tmp_path / "side")}
-    assert find_openwork_server("", none, locations=openwork_locations(env, "linux")) == str(side)
+    assert found_with(env, "linux") == str(side)
     data = executable(tmp_path / "data" / "sidecars" / "openwork-server")
     env = {"HOME": str(tmp_path / "h"), "OPENWORK_DATA_DIR": str(tmp_path / "data")}
-    assert find_openwork_server("", none, locations=openwork_locations(env, "linux")) == str(data)
+    assert found_with(env, "linux") == str(data)
     home = tmp_path / "mac"
     app = executable(
         home / "Applications/OpenWork.app/Contents/Resources/sidecars/openwork-server-aarch64"
     )
-    found = find_openwork_server(
-        "", none, locations=openwork_locations({"HOME": str(home)}, "darwin")
-    )
-    assert found == str(app)
+    assert found_with({"HOME": str(home)}, "darwin") == str(app)
     # The desktop app's Linux build unpacked into ~/Applications, its sidecar named by target.
     home = tmp_path / "linux"
     unpacked = executable(
         home / "Applications/OpenWork/resources/sidecars/openwork-server-x86_64-unknown-linux-gnu"
     )
-    found = find_openwork_server(
-        "", none, locations=openwork_locations({"HOME": str(home)}, "linux")
-    )
-    assert found == str(unpacked)
+    assert found_with({"HOME": str(home)}, "linux") == str(unpacked)
     local = tmp_path / "local"
     exe = executable(local / "Programs/OpenWork/resources/sidecars/openwork-server.exe")
-    locs = openwork_locations({"LOCALAPPDATA": str(local)}, "win32")
-    assert find_openwork_server("", none, locations=locs) == str(exe)
+    assert found_with({"LOCALAPPDATA": str(local)}, "win32") == str(exe)
     assert openwork_locations({}, "linux") == [
         (Path("/opt/OpenWork/resources"), "the OpenWork desktop app"),
         (Path("/opt/OpenWork"), "the OpenWork desktop app"),
