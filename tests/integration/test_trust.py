@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Sandbox
+from tests import opencode_config
+from tests.conftest import Sandbox, find_test_opencode
 from tests.integration.test_cli_servers import password_of
 
 pytestmark = pytest.mark.integration
@@ -29,12 +30,16 @@ with open(sys.argv[1], "w") as f:
 
 
 def project_with_code(box: Sandbox) -> tuple[Path, Path, Path]:
-    """A workspace whose plugin and MCP server would each write a marker (their env)."""
+    """A workspace whose plugin and MCP server would each write a marker (their env), opened
+    before (OpenCode's plugin kit in its .opencode)."""
     ws = box.workspace("project")
+    opencode = find_test_opencode()
+    if opencode:
+        opencode_config.seed_project(ws, opencode)
     markers = box.root / "markers"
     markers.mkdir(exist_ok=True)
     plugin_marker, mcp_marker = markers / "plugin.json", markers / "mcp.json"
-    (ws / ".opencode" / "plugin").mkdir(parents=True)
+    (ws / ".opencode" / "plugin").mkdir(parents=True, exist_ok=True)
     (ws / ".opencode" / "plugin" / "marker.js").write_text(
         'import { writeFileSync } from "node:fs";\n'
         "export const Marker = async () => {\n"
@@ -75,9 +80,9 @@ def mcp_status(box: Sandbox, info: dict[str, object]) -> dict[str, object]:
 
 
 def first_request(box: Sandbox, ws: Path) -> dict[str, object]:
-    """The first request of a workspace with plugins waits while OpenCode npm-installs its plugin
-    kit into .opencode/ (slow on a cold cache): make it here, with more patience than `sessions`.
-    Returns the server's `status --json` entry."""
+    """The first request of a workspace with plugins waits while OpenCode loads them (and would
+    npm-install its plugin kit into .opencode/, were it not there): make it here, with more
+    patience than `sessions`. Returns the server's `status --json` entry."""
     info: dict[str, object] = box.cli_json("status", "--json")[0]
     first = httpx.get(
         f"{info['url']}/session",
