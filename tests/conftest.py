@@ -165,10 +165,19 @@ def find_test_opencode() -> str | None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _opencode_config_root(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Where this run's workers share their warm OpenCode config dir (tests/opencode_config.py):
-    the folder above each xdist worker's own."""
+    """Where the warm OpenCode config dir is kept (tests/opencode_config.py): the tests' cache
+    when tests/run-tests names it, else the folder this run's workers share (above each xdist
+    worker's own). The cache only on the temp folders' file system: sandboxes hard-link its
+    node_modules (a copy would be 64 MB for each)."""
     base = tmp_path_factory.getbasetemp()
-    opencode_config.shared_root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    run_root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    opencode_config.run_root = opencode_config.shared_root = run_root
+    cache = os.environ.get(opencode_config.CACHE_ENV)
+    if cache:
+        with contextlib.suppress(OSError):
+            Path(cache).mkdir(parents=True, exist_ok=True)
+            if os.stat(cache).st_dev == os.stat(run_root).st_dev:
+                opencode_config.shared_root = Path(cache)
 
 
 @pytest.fixture(scope="session")

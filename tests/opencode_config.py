@@ -3,9 +3,16 @@
 On the first directory request a server makes in a fresh ``$XDG_CONFIG_HOME/opencode``, OpenCode
 installs its plugin package there from the npm registry (~64 MB of node_modules, ~5 CPU-s of the
 server's in the 15 s after its start, measured). A user pays that once per machine; the suite paid
-it for each of its ~130 servers, one fresh HOME each. So the run makes it once, with the real
-OpenCode, and every sandbox HOME starts from a copy (node_modules hard-linked, the files OpenCode
-writes itself copied): as on a machine where OpenCode ran before.
+it for each of its ~130 servers, one fresh HOME each. So it is made once, with the real OpenCode,
+and every sandbox HOME starts from a copy (node_modules hard-linked, the files OpenCode writes
+itself copied): as on a machine where OpenCode ran before.
+
+It is made in the tests' cache (``$SMARTSPEC_TESTS_CONFIG_CACHE``, set by tests/run-tests; one
+per OpenCode binary), by scripts/setup-tests or else by the first run that needs it, and kept
+there like the tests' OpenCode install: otherwise each run waited ~30 s for it before its first
+server test could start. Without that variable it is made in the run's own temp folder.
+
+``python -m tests.opencode_config OPENCODE DIR`` makes it in DIR (scripts/setup-tests).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,24 +32,35 @@ import filelock
 import httpx
 import psutil
 
-#: Set by the session fixture in conftest: the folder this run's workers share.
+#: tests/run-tests names the tests' cache for it here.
+CACHE_ENV = "SMARTSPEC_TESTS_CONFIG_CACHE"
+#: Set by the session fixture in conftest: where the warm config dirs are kept, and the folder
+#: this run's workers share (a failure to make one is noted there, for this run only).
 shared_root: Path | None = None
+run_root: Path | None = None
 
 
 def template_for(opencode: str) -> Path | None:
-    """This run's warm config dir for ``opencode`` (built by the first worker that asks), or
-    None outside a pytest session or when it could not be built (sandboxes then start cold)."""
+    """The warm config dir for ``opencode`` (built by the first worker that asks, unless kept
+    from an earlier run), or None outside a pytest session or when it could not be built
+    (sandboxes then start cold)."""
     if shared_root is None:
         return None
-    st = os.stat(opencode)
-    dest = shared_root / f"opencode-config-{st.st_ino}-{st.st_size}-{int(st.st_mtime)}"
+    dest = shared_root / template_name(opencode)
+    failed = (run_root or shared_root) / (dest.name + ".failed")
     with filelock.FileLock(str(dest) + ".lock", timeout=300):
-        if not dest.is_dir() and not Path(str(dest) + ".failed").exists():
+        if not dest.is_dir() and not failed.exists():
             try:
                 build(dest, opencode)
             except Exception as e:  # noted once; every sandbox then installs for itself
-                Path(str(dest) + ".failed").write_text(f"{type(e).__name__}: {e}\n")
+                failed.write_text(f"{type(e).__name__}: {e}\n")
     return dest if dest.is_dir() else None
+
+
+def template_name(opencode: str) -> str:
+    """One per binary: a reinstalled OpenCode is a new file, and gets a config dir of its own."""
+    st = os.stat(opencode)
+    return f"opencode-config-{st.st_ino}-{st.st_size}-{int(st.st_mtime)}"
 
 
 def _place(src: str, dst: str) -> None:
@@ -149,3 +168,32 @@ def build(dest: Path, opencode: str) -> None:
         log.close()
     config.rename(dest)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    """Make the warm config dir for OPENCODE in DIR, and drop those of other binaries there."""
+    if len(argv) != 2:
+        print("usage: python -m tests.opencode_config OPENCODE DIR")
+        return 2
+    opencode, folder = argv[0], Path(argv[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    global shared_root, run_root
+    shared_root = run_root = folder
+    keep = template_name(opencode)
+    for old in folder.glob("opencode-config-*"):
+        if old.name.startswith(keep):
+            continue
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+    made = template_for(opencode)
+    if made is None:
+        print(f"could not make OpenCode's warm config dir in {folder}", file=sys.stderr)
+        return 1
+    print(f"tests' warm OpenCode config: {made}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

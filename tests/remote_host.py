@@ -143,7 +143,7 @@ class RemoteHost:
                 os.replace(copy, path)
 
     def seed_opencode_config(self, opencode_bin: str) -> None:
-        """The run's warm OpenCode config dir (tests/opencode_config.py), a copy the remote
+        """The tests' warm OpenCode config dir (tests/opencode_config.py), a copy the remote
         user owns: as on a host where OpenCode ran before (no plugin install at each start)."""
         template = opencode_config.template_for(opencode_bin)
         target = self.home / ".config" / "opencode"
