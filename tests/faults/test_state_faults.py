@@ -37,6 +37,7 @@ import httpx
 import psutil
 import pytest
 
+from tests import opencode_config
 from tests.conftest import Sandbox, server_processes
 from tests.faults.conftest import Attacker
 from tests.faults.test_faults import cli_start_proc, supervisors_of, wait_for
@@ -305,41 +306,7 @@ def test_a_start_whose_cli_was_killed_never_stays_starting(sandbox: Sandbox, mom
     assert_all_gone(sandbox, ws, procs)
 
 
-# ------------------------------------------------------------------------- F15: no litter
-
-
-def test_a_servers_temp_files_are_private_and_go_with_it(sandbox: Sandbox) -> None:
-    system_tmp = sandbox.root / "system-tmp"
-    system_tmp.mkdir(mode=0o1777)
-    sandbox.env = dict(sandbox.env, TMPDIR=str(system_tmp), TMP=str(system_tmp))
-    ws = sandbox.workspace()
-    info = sandbox.cli_json("start", str(ws))
-    procs = tree_of(info["pid"])
-    password = password_file(sandbox, info["server_id"]).read_text()
-    # The terminal API (the web UI and the TUI use it) makes Bun extract its native library.
-    r = httpx.get(
-        info["url"] + "/pty",
-        params={"directory": str(ws)},
-        auth=("opencode", password),
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
-    maps = Path(f"/proc/{info['pid']}/maps").read_text()
-    extracted = {ln.split()[-1] for ln in maps.splitlines() if ln.rstrip().endswith(".so")}
-    extracted = {p for p in extracted if not p.startswith(("/usr/", "/lib"))}
-    assert extracted, "the native library was not loaded: the test no longer covers F15"
-    assert list(system_tmp.iterdir()) == [], "the server wrote into the system's temp folder"
-    private = sandbox.data_dir / "state" / "tmp" / info["server_id"]
-    assert all(Path(p).parent == private for p in extracted), extracted
-    assert stat.S_IMODE(private.stat().st_mode) == 0o700
-
-    assert sandbox.cli("stop", str(ws)).returncode == 0
-    assert_all_gone(sandbox, ws, procs)
-    assert not private.exists(), "the server's temp folder outlived it"
-    assert list(system_tmp.iterdir()) == []
-
-
-# ------------------------------------------------------------- F11: private conversations
+# ------------------------------------------- F15: no litter; F11: private conversations
 
 
 READ_OPENCODE_DATA = r"""
@@ -358,9 +325,15 @@ print(json.dumps(out))
 """
 
 
-def test_opencode_data_is_private_even_with_an_open_home(
-    sandbox: Sandbox, attacker: Attacker
+def test_a_servers_files_are_private_even_with_an_open_home_and_temp_folder(
+    sandbox: Sandbox, attacker: Attacker, opencode_bin: str
 ) -> None:
+    """F15: the server's temp files (Bun extracts a native library for the terminal API) are
+    in a private folder of its own, gone with it, none in the system's temp folder. F11:
+    OpenCode's data (the conversations) is the user's alone, even in a HOME other users can
+    enter and a data folder an earlier run made 0755."""
+    system_tmp = sandbox.root / "system-tmp"
+    system_tmp.mkdir(mode=0o1777)
     home = Path(tempfile.mkdtemp(prefix="ssf11-home-"))
     try:
         home.chmod(0o755)  # Debian's useradd default
@@ -374,12 +347,36 @@ def test_opencode_data_is_private_even_with_an_open_home(
             folder.mkdir(parents=True, mode=0o755)
         # An earlier OpenCode run made its data folder with the umask's 0755.
         (xdg["XDG_DATA_HOME"] / "opencode").mkdir(mode=0o755)
-        sandbox.env = dict(sandbox.env, HOME=str(home), **{k: str(v) for k, v in xdg.items()})
+        opencode_config.seed(home, opencode_bin)  # and installed its plugin package
+        sandbox.env = dict(
+            sandbox.env,
+            HOME=str(home),
+            TMPDIR=str(system_tmp),
+            TMP=str(system_tmp),
+            **{k: str(v) for k, v in xdg.items()},
+        )
         ws = sandbox.workspace()
         info = sandbox.cli_json("start", str(ws))
         procs = tree_of(info["pid"])
+        private = sandbox.data_dir / "state" / "tmp" / info["server_id"]
         try:
             password = password_file(sandbox, info["server_id"]).read_text()
+            # The terminal API (the web UI and the TUI use it) makes Bun extract its library.
+            r = httpx.get(
+                info["url"] + "/pty",
+                params={"directory": str(ws)},
+                auth=("opencode", password),
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            maps = Path(f"/proc/{info['pid']}/maps").read_text()
+            extracted = {ln.split()[-1] for ln in maps.splitlines() if ln.rstrip().endswith(".so")}
+            extracted = {p for p in extracted if not p.startswith(("/usr/", "/lib"))}
+            assert extracted, "the native library was not loaded: the test no longer covers F15"
+            assert list(system_tmp.iterdir()) == [], "the server wrote into the system's temp"
+            assert all(Path(p).parent == private for p in extracted), extracted
+            assert stat.S_IMODE(private.stat().st_mode) == 0o700
+
             r = httpx.post(
                 info["url"] + "/session",
                 params={"directory": str(ws)},
@@ -409,5 +406,7 @@ def test_opencode_data_is_private_even_with_an_open_home(
         finally:
             assert sandbox.cli("stop", str(ws)).returncode == 0
             assert_all_gone(sandbox, ws, procs)
+        assert not private.exists(), "the server's temp folder outlived it"
+        assert list(system_tmp.iterdir()) == []
     finally:
         shutil.rmtree(home, ignore_errors=True)
