@@ -25,6 +25,7 @@ from PySide6.QtWidgets import QApplication
 from smartspec_desktop import APP_NAME
 from smartspec_desktop.core import worktrees
 from smartspec_desktop.core.errors import SmartSpecError
+from smartspec_desktop.core.opencode.binary import cancel_probes
 from smartspec_desktop.core.readiness import Readiness
 from smartspec_desktop.core.redact import Redactor
 from smartspec_desktop.core.servers.brokerlink import workspace_records
@@ -250,6 +251,8 @@ class Application:
     def shutdown(self) -> None:
         self.servers.timer.stop()
         self.tasks.shutdown(wait_ms=3000)
+        # A readiness check may be waiting on `opencode --version`: its answer is not wanted.
+        cancel_probes()
         self.jobs.wait(5000)
         self.window.settings.flush()  # a save still wanted when the event loop stopped
         if self.server is not None:

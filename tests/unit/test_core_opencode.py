@@ -9,6 +9,8 @@ import json
 import os
 import stat
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from smartspec_desktop.core.opencode.binary import (
     NPM_PACKAGE,
     PINNED_VERSION,
     VersionCache,
+    cancel_probes,
     check_supported,
     find_opencode,
     install_opencode,
@@ -118,6 +121,34 @@ def test_read_version_of_a_hanging_binary_times_out(tmp_path: Path) -> None:
     oc = script(tmp_path / "opencode", "exec sleep 30")
     with pytest.raises(OpenCodeVersionError, match="did not finish within"):
         read_version(str(oc), timeout=1.0)
+
+
+def test_quitting_cancels_a_running_version_probe(tmp_path: Path) -> None:
+    """The window's shutdown kills a probe it would otherwise wait for (up to minutes on a
+    loaded machine); the probe's caller gets an error, never a version."""
+    started = tmp_path / "started"
+    oc = script(tmp_path / "opencode", f'touch "{started}"\nexec sleep 300')
+    outcome: list[BaseException | str] = []
+
+    def probe() -> None:
+        try:
+            outcome.append(read_version(str(oc), timeout=250, busy_timeout=250))
+        except BaseException as e:
+            outcome.append(e)
+
+    worker = threading.Thread(target=probe)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the probe never ran"
+    assert cancel_probes() == 1
+    worker.join(timeout=120)  # instead of the 250 s the probe would wait
+    assert not worker.is_alive()
+    (error,) = outcome
+    assert isinstance(error, OpenCodeVersionError), error
+    assert "failed (exit -9" in str(error)
+    assert cancel_probes() == 0, "a finished probe is forgotten"
 
 
 def test_supported_series_has_no_warning() -> None:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +101,23 @@ VERSION_TIMEOUT = 15.0
 VERSION_BUSY_TIMEOUT = 120.0
 
 
+#: The ``--version`` probes running now, so that quitting need not wait for them.
+_probes: set[subprocess.Popen[str]] = set()
+_probes_lock = threading.Lock()
+
+
+def cancel_probes() -> int:
+    """Kill every ``--version`` probe still running (the app is quitting: nobody waits for the
+    answer, which would hold the exit up to VERSION_BUSY_TIMEOUT on a loaded machine). Their
+    ``read_version`` fails, and nothing is cached. Returns how many were killed."""
+    with _probes_lock:
+        running = [p for p in _probes if p.poll() is None]
+    for proc in running:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    return len(running)
+
+
 def read_version(
     binary: str, *, timeout: float = VERSION_TIMEOUT, busy_timeout: float = VERSION_BUSY_TIMEOUT
 ) -> str:
@@ -119,12 +137,17 @@ def read_version(
                 stdin=subprocess.DEVNULL,
             ) as proc,
         ):
+            with _probes_lock:
+                _probes.add(proc)
             try:
                 stdout, stderr = _communicate(proc, timeout, max(busy_timeout, timeout))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
                 raise
+            finally:
+                with _probes_lock:
+                    _probes.discard(proc)
     except PermissionError:
         raise OpenCodeNotFound(
             f"{binary} is not executable.", f"Make it executable (chmod +x) or {INSTALL_HINT}"
