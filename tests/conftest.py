@@ -165,19 +165,17 @@ def find_test_opencode() -> str | None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _opencode_config_root(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Where the warm OpenCode config dir is kept (tests/opencode_config.py): the tests' cache
-    when tests/run-tests names it, else the folder this run's workers share (above each xdist
-    worker's own). The cache only on the temp folders' file system: sandboxes hard-link its
-    node_modules (a copy would be 64 MB for each)."""
+    """Where the warm OpenCode config dir is (tests/opencode_config.py): the tests' cache's
+    when tests/run-tests names it and it is on the temp folders' file system (sandboxes
+    hard-link its node_modules; a copy would be 64 MB for each), else this run's, in the folder
+    its workers share (above each xdist worker's own)."""
     base = tmp_path_factory.getbasetemp()
     run_root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    opencode_config.run_root = opencode_config.shared_root = run_root
+    opencode_config.run_root = run_root
     cache = os.environ.get(opencode_config.CACHE_ENV)
-    if cache:
-        with contextlib.suppress(OSError):
-            Path(cache).mkdir(parents=True, exist_ok=True)
-            if os.stat(cache).st_dev == os.stat(run_root).st_dev:
-                opencode_config.shared_root = Path(cache)
+    with contextlib.suppress(OSError):
+        if cache and os.stat(cache).st_dev == os.stat(run_root).st_dev:
+            opencode_config.cache_root = Path(cache)
 
 
 @pytest.fixture(scope="session")

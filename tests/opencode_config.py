@@ -7,10 +7,11 @@ it for each of its ~130 servers, one fresh HOME each. So it is made once, with t
 and every sandbox HOME starts from a copy (node_modules hard-linked, the files OpenCode writes
 itself copied): as on a machine where OpenCode ran before.
 
-It is made in the tests' cache (``$SMARTSPEC_TESTS_CONFIG_CACHE``, set by tests/run-tests; one
-per OpenCode binary), by scripts/setup-tests or else by the first run that needs it, and kept
-there like the tests' OpenCode install: otherwise each run waited ~30 s for it before its first
-server test could start. Without that variable it is made in the run's own temp folder.
+scripts/setup-tests makes it in the tests' cache (``$SMARTSPEC_TESTS_CONFIG_CACHE``, set by
+tests/run-tests; one per OpenCode binary), kept there like the tests' OpenCode install:
+otherwise each run waited ~30 s for it before its first server test could start. The tests only
+read it; a run whose cache lacks it (OpenCode reinstalled since, the cache on another file
+system) makes its own in its temp folder.
 
 ``python -m tests.opencode_config OPENCODE DIR`` makes it in DIR (scripts/setup-tests).
 """
@@ -34,20 +35,23 @@ import psutil
 
 #: tests/run-tests names the tests' cache for it here.
 CACHE_ENV = "SMARTSPEC_TESTS_CONFIG_CACHE"
-#: Set by the session fixture in conftest: where the warm config dirs are kept, and the folder
-#: this run's workers share (a failure to make one is noted there, for this run only).
-shared_root: Path | None = None
+#: Set by the session fixture in conftest: where scripts/setup-tests keeps the warm config dirs
+#: (only read by the tests), and the folder this run's workers share (where a run makes one the
+#: cache lacks, or notes that it could not).
+cache_root: Path | None = None
 run_root: Path | None = None
 
 
 def template_for(opencode: str) -> Path | None:
-    """The warm config dir for ``opencode`` (built by the first worker that asks, unless kept
-    from an earlier run), or None outside a pytest session or when it could not be built
+    """The warm config dir for ``opencode``: the tests' cache's, else this run's (built by the
+    first worker that asks), or None outside a pytest session or when it could not be built
     (sandboxes then start cold)."""
-    if shared_root is None:
+    name = template_name(opencode)
+    if cache_root is not None and (cache_root / name).is_dir():
+        return cache_root / name
+    if run_root is None:
         return None
-    dest = shared_root / template_name(opencode)
-    failed = (run_root or shared_root) / (dest.name + ".failed")
+    dest, failed = run_root / name, run_root / (name + ".failed")
     with filelock.FileLock(str(dest) + ".lock", timeout=300):
         if not dest.is_dir() and not failed.exists():
             try:
@@ -177,8 +181,8 @@ def main(argv: list[str]) -> int:
         return 2
     opencode, folder = argv[0], Path(argv[1])
     folder.mkdir(parents=True, exist_ok=True)
-    global shared_root, run_root
-    shared_root = run_root = folder
+    global run_root
+    run_root = folder
     keep = template_name(opencode)
     for old in folder.glob("opencode-config-*"):
         if old.name.startswith(keep):
