@@ -77,7 +77,7 @@ def _place(src: str, dst: str) -> None:
 
 
 def seed(home: Path, opencode: str) -> None:
-    """Give ``home`` this run's warm ``.config/opencode`` (no-op when there is none)."""
+    """Give ``home`` the warm ``.config/opencode`` (no-op when there is none)."""
     template = template_for(opencode)
     target = home / ".config" / "opencode"
     if template is None or target.exists():
