@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from smartspec_desktop.core.errors import (
     OpenCodeNotFound,
     OpenCodeVersionError,
 )
+from smartspec_desktop.core.opencode import binary as binary_module
 from smartspec_desktop.core.opencode.binary import (
     ALLOW_UNTESTED_ENV,
     NPM_PACKAGE,
@@ -398,6 +400,30 @@ def test_read_version_waits_for_a_binary_that_is_busy_starting(tmp_path: Path) -
         'while time.process_time() < end: pass"\necho 1.18.33',
     )
     assert read_version(str(oc), timeout=0.3, busy_timeout=600) == "1.18.33"
+
+
+def test_a_probes_cpu_keeps_what_its_finished_children_used(tmp_path: Path) -> None:
+    """A wrapper whose program has finished still counts that program's CPU (before, the tree's
+    total dropped when the child ended, and a loaded machine's probe looked idle)."""
+    done = tmp_path / "done"
+    wrapper = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            f'"{sys.executable}" -c "import time\nend = time.process_time() + 0.5\n'
+            f'while time.process_time() < end: pass"; touch "{done}"; exec sleep 60',
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert done.exists(), "the child never finished"
+        used = binary_module._cpu_seconds(wrapper.pid)
+        assert used is not None and used >= 0.5, used
+    finally:
+        wrapper.kill()
+        wrapper.wait()
 
 
 def test_read_version_of_a_busy_binary_stops_at_the_busy_timeout(tmp_path: Path) -> None:

@@ -198,14 +198,16 @@ def _communicate(
 
 
 def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` and its children so far (None once it is gone)."""
+    """User + system CPU seconds of ``pid`` and its children so far (None once it is gone),
+    those that ended included: a child that finished (a wrapper script's own program) must not
+    make the tree look idle."""
     try:
         root = psutil.Process(pid)
         total = 0.0
         for p in [root, *root.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 t = p.cpu_times()
-                total += t.user + t.system
+                total += t.user + t.system + t.children_user + t.children_system
         return total
     except psutil.Error:
         return None
