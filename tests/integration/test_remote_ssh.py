@@ -136,7 +136,9 @@ def test_a_remote_workspace_starts_runs_through_the_broker_and_stops(
     )
     assert password and password not in models.read_text()
     assert password.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
-    with httpx.Client(auth=("opencode", password), trust_env=False, timeout=10) as c:
+    # The first request for the folder waits while OpenCode makes its instance there: 10 s was
+    # not enough beside 4 busy processes (a bound for a hang, not for speed).
+    with httpx.Client(auth=("opencode", password), trust_env=False, timeout=120) as c:
         providers = c.get(started["url"] + "/config/providers").json()
     assert [p["id"] for p in providers["providers"]] == ["smartspec"]
 
