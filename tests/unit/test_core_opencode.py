@@ -140,13 +140,17 @@ def test_quitting_cancels_a_running_version_probe(tmp_path: Path) -> None:
 
     worker = threading.Thread(target=probe)
     worker.start()
-    deadline = time.monotonic() + 60
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert started.exists(), "the probe never ran"
-    assert cancel_probes() == 1
-    worker.join(timeout=120)  # instead of the 250 s the probe would wait
-    assert not worker.is_alive()
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "the probe never ran"
+        assert cancel_probes() == 1
+        worker.join(timeout=120)  # instead of the 250 s the probe would wait
+        assert not worker.is_alive()
+    finally:  # a failed check above leaves no `sleep 300` behind
+        cancel_probes()
+        worker.join(timeout=120)
     (error,) = outcome
     assert isinstance(error, OpenCodeVersionError), error
     assert "failed (exit -9" in str(error)
