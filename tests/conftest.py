@@ -39,6 +39,12 @@ IN_CI = os.environ.get("CI") == "true"
 
 #: The timeout of a test marked ``slow`` (pyproject's default, 180 s, is for the others).
 SLOW_TIMEOUT = 600
+# The product's bound for a start that hangs (`Settings.start_timeout`, 30 s by default), as the
+# tests' settings set it: a bound for a hang, not for speed. In a CI run beside other jobs
+# OpenCode once took 26 s just to load its bundle, and 30 s ran out for 11 tests at once.
+START_TIMEOUT_S = 120
+# How long a test waits for a Start it asked for: that bound and a margin (ms, for qtbot).
+START_MS = (START_TIMEOUT_S + 30) * 1000
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -261,11 +267,13 @@ class Sandbox:
 
     def write_settings(self, **values: object) -> None:
         """Merge ``values`` into the data dir's settings.json (which always holds the sandbox's
-        private preferred port range)."""
+        private preferred port range and, unless ``values`` names one, the tests' start
+        timeout)."""
         path = self.data_dir / "config" / "settings.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         current = json.loads(path.read_text()) if path.exists() else {}
         current.update(values)
+        current.setdefault("start_timeout", START_TIMEOUT_S)
         current.setdefault("port_range_start", self.ports[0])
         current.setdefault("port_range_end", self.ports[1])
         path.write_text(json.dumps(current))
@@ -280,7 +288,7 @@ class Sandbox:
         *args: str,
         input: str | None = None,
         env: dict[str, str] | None = None,
-        timeout: float = 120,
+        timeout: float = START_TIMEOUT_S + 120,
     ) -> subprocess.CompletedProcess[str]:
         cmd = [
             sys.executable,

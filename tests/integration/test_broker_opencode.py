@@ -38,7 +38,7 @@ from smartspec_desktop.core.process.supervisor import supervised_command
 from smartspec_desktop.core.servers.brokerlink import summarize, usage_report
 from smartspec_desktop.demo.backend import DemoScript, _message_text
 from tests.backend_standin import BackendStandIn, ErrorChunk, Step, Text, ToolCall
-from tests.conftest import reap, sandbox_env
+from tests.conftest import START_TIMEOUT_S, reap, sandbox_env
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +150,7 @@ def serve(tmp_path: Path, backend: BackendStandIn, opencode_bin: str) -> Iterato
             key,
             log,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + START_TIMEOUT_S
         with served.client() as c:
             while True:
                 try:

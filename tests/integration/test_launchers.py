@@ -29,7 +29,7 @@ from smartspec_desktop.core.servers.manager import ServerManager
 from smartspec_desktop.core.storage.config import Settings
 from smartspec_desktop.core.storage.paths import Paths
 from smartspec_desktop.core.storage.secrets import Credentials, FileStore
-from tests.conftest import ROOT, Sandbox
+from tests.conftest import ROOT, START_TIMEOUT_S, Sandbox
 from tests.handoff_browser import handoff_form, open_handoff
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def manager(box: Sandbox, **settings: object) -> ServerManager:
         backend_url=box.backend.url,
         port_range_start=box.ports[0],
         port_range_end=box.ports[1],
-        **settings,  # type: ignore[arg-type]
+        **{"start_timeout": START_TIMEOUT_S, **settings},  # type: ignore[arg-type]
     )
     return ServerManager(paths, conf, creds, environ=box.env)
 

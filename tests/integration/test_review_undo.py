@@ -21,7 +21,7 @@ import pytest
 from smartspec_desktop.core import review, worktrees
 from smartspec_desktop.core.opencode.client import OpenCodeClient
 from tests.backend_standin import BackendStandIn, Delay, Text, ToolCall
-from tests.conftest import processes_under, sandbox_env
+from tests.conftest import START_TIMEOUT_S, processes_under, sandbox_env
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +134,7 @@ def _serve(
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         url = ""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + START_TIMEOUT_S
         while not url and time.monotonic() < deadline:
             if not sel.select(timeout=1):
                 continue

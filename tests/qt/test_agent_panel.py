@@ -34,11 +34,11 @@ from smartspec_desktop.services.tasks import BrokerAccess, TaskService
 from smartspec_desktop.services.worker import Jobs
 from smartspec_desktop.ui.agent import AgentPanel
 from tests.backend_standin import Text, ToolCall
-from tests.conftest import Sandbox
+from tests.conftest import START_MS, Sandbox
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
-WAIT = 60_000  # ms: generous bound for a real opencode turn on a busy 2-core machine
+WAIT = START_MS  # ms: a real opencode start or turn on a busy 2-core machine
 
 
 def cell(table: QTableWidget, row: int, column: int) -> QTableWidgetItem:

@@ -8,12 +8,11 @@ import pytest
 from PySide6.QtCore import Qt
 
 from tests.backend_standin import Text
-from tests.conftest import server_processes
+from tests.conftest import START_MS, server_processes
 from tests.qt.conftest import Gui
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
-START_MS = 60_000
 #: The server sleeps ~6 s after its last activity (later under load): long enough for the window
 #: to show it running with its CPU figure first on a loaded machine (parallel test workers).
 IDLE_MINUTES = "0.1"

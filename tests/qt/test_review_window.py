@@ -20,12 +20,13 @@ from smartspec_desktop.core import worktrees
 from smartspec_desktop.services.review import ReviewService, WorktreeService
 from smartspec_desktop.ui.agent import AgentPanel
 from smartspec_desktop.ui.worktrees import WorktreesPanel
+from tests.conftest import START_MS
 from tests.integration.test_cli_review import _WriteWhatIsAsked
 from tests.qt.conftest import Gui
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
 
-WAIT = 90_000  # ms: generous bound for a real opencode start + turn on a busy 2-core machine
+WAIT = START_MS + 60_000  # ms: a real opencode start and turn on a busy 2-core machine
 
 
 def _click_until(qtbot: QtBot, view: Any, button: Any, done: Callable[[], bool]) -> None:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
+from tests.conftest import START_MS
 from tests.integration.test_trust import project_with_code
 from tests.qt.conftest import Gui
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
-
-START_MS = 60_000
 
 
 def test_untrusted_banner_trust_and_restart(gui: Gui, qtbot) -> None:  # type: ignore[no-untyped-def]

@@ -18,12 +18,10 @@ from PySide6.QtWidgets import QMessageBox
 
 from smartspec_desktop.core.storage.secrets import MemoryStore
 from tests.backend_standin import Text
-from tests.conftest import seed_version_cache, server_processes
+from tests.conftest import START_MS, seed_version_cache, server_processes
 from tests.qt.conftest import Gui, Heartbeat
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
-
-START_MS = 60_000
 
 
 def status_text(gui: Gui) -> str:

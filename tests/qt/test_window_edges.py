@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 from PySide6.QtCore import Qt
 
+from tests.conftest import START_MS
 from tests.integration.test_launchers import standin_binary
 from tests.qt.conftest import Gui
 
 pytestmark = [pytest.mark.gui, pytest.mark.integration]
-
-START_MS = 60_000
 
 
 def status_text(gui: Gui) -> str:
