@@ -184,6 +184,9 @@ def main(argv: list[str]) -> int:
     global run_root
     run_root = folder
     keep = template_name(opencode)
+    failed = folder / (keep + ".failed")
+    # A failure noted by an earlier set-up (the registry unreachable, say) is tried again here.
+    failed.unlink(missing_ok=True)
     for old in folder.glob("opencode-config-*"):
         if old.name.startswith(keep):
             continue
@@ -193,7 +196,13 @@ def main(argv: list[str]) -> int:
             old.unlink()
     made = template_for(opencode)
     if made is None:
-        print(f"could not make OpenCode's warm config dir in {folder}", file=sys.stderr)
+        why = failed.read_text().strip() if failed.exists() else "no reason noted"
+        print(
+            f"could not make OpenCode's warm config dir in {folder}: {why}. OpenCode installs"
+            " its plugin package there from the npm registry: run scripts/setup-tests again"
+            " once the registry can be reached.",
+            file=sys.stderr,
+        )
         return 1
     print(f"tests' warm OpenCode config: {made}")
     return 0
