@@ -251,12 +251,24 @@ class Application:
     def shutdown(self) -> None:
         self.servers.timer.stop()
         self.tasks.shutdown(wait_ms=3000)
-        # A readiness check may be waiting on `opencode --version`: its answer is not wanted.
-        cancel_probes()
-        self.jobs.wait(5000)
+        finish_jobs(self.jobs, 5000)
         self.window.settings.flush()  # a save still wanted when the event loop stopped
         if self.server is not None:
             self.server.close()
+
+
+def finish_jobs(jobs: Jobs, msecs: int) -> bool:
+    """Wait up to ``msecs`` for the background jobs, killing meanwhile every ``opencode
+    --version`` probe they run: its answer is not wanted once the app quits, and a readiness
+    check queued before the quit may start one only now. True when every job finished."""
+    deadline = time.monotonic() + msecs / 1000
+    while True:
+        cancel_probes()
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if jobs.wait(max(0, min(100, left_ms))):
+            return True
+        if left_ms <= 0:
+            return False
 
 
 def process_age_s() -> float:
