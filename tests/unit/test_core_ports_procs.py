@@ -227,6 +227,25 @@ def test_processes_ignoring_sigterm_are_killed_after_the_grace(
     assert gone(root)
 
 
+def test_a_recorded_process_that_ends_while_it_is_checked_is_skipped_quietly(
+    spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crashed server's supervisor can exit between the identity check and the look at its
+    command line (which a zombie's reads as empty): nothing to kill, and no warning about a
+    process that is "not one this app started" (which the log check fails a test on)."""
+    p = start("exec sleep 60", spawned)
+    ident = ProcIdentity.of(p.pid)
+    assert ident is not None
+    checked = psutil.Process(p.pid)  # what the identity check saw, alive
+    monkeypatch.setattr(ProcIdentity, "process", lambda self: checked)
+    os.kill(p.pid, signal.SIGKILL)  # it ends now, unreaped: a zombie
+    deadline = time.monotonic() + 30
+    while checked.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checked.status() == psutil.STATUS_ZOMBIE
+    assert kill_recorded([(ident.pid, ident.create_time)], grace=1.0) == []
+
+
 def test_a_root_that_does_not_lead_its_group_never_drags_the_group_in(
     spawned: list[subprocess.Popen[bytes]],
 ) -> None:

@@ -114,6 +114,8 @@ def kill_recorded(
         if proc is None:
             continue
         if not spawned_by_us(proc):
+            if _ended(proc):  # it ended after the identity check (a crashed server's exit)
+                continue
             log.warning(
                 "not killing pid %s: it matches a recorded process but is not one this app "
                 "started (another user's, or another program's command line)",
@@ -122,6 +124,14 @@ def kill_recorded(
             continue
         leftovers += kill_tree(proc, grace=grace)
     return leftovers
+
+
+def _ended(proc: psutil.Process) -> bool:
+    """Whether ``proc`` has exited (a zombie too: its command line reads as empty)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 #: The flags every supervisor we start carries (core.process.supervisor.supervised_command).
