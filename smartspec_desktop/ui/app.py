@@ -13,11 +13,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psutil
 from filelock import FileLock, Timeout
-from PySide6.QtCore import QDeadlineTimer, QEventLoop, QProcess, QTimer
+from PySide6.QtCore import QDeadlineTimer, QEventLoop, QObject, QProcess, QTimer, Signal, qVersion
 from PySide6.QtGui import QIcon
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QApplication
@@ -327,9 +328,36 @@ def no_display_error(environ: dict[str, str] | os._Environ[str] = os.environ) ->
     )
 
 
+class _Probe(QObject):
+    ping = Signal()
+
+
+def broken_binding_error(emit: Callable[[], object] | None = None) -> str | None:
+    """PySide6 6.12.0 on Python < 3.12 drops a reference to ``True`` on every ``Signal.emit()``
+    (``True`` is not immortal there): a few hundred emits and the interpreter aborts or crashes.
+    Measured, not looked up by version, so a later release with the same fault is caught too."""
+    probe = _Probe()  # held here: a signal of a deleted object raises instead of emitting
+    if emit is None:
+        emit = probe.ping.emit
+    before = sys.getrefcount(True)
+    for _ in range(8):
+        emit()
+    if sys.getrefcount(True) >= before:
+        return None
+    import PySide6
+
+    return (
+        f"error: this PySide6 ({PySide6.__version__}, Qt {qVersion()}) loses a reference to True "
+        f"each time a signal is emitted on Python {sys.version_info.major}."
+        f"{sys.version_info.minor}, and the window would crash after a few hundred signals. "
+        "Install the locked version (bash scripts/setup-app, or pip install "
+        "'PySide6-Essentials!=6.12.0'), or use Python 3.12 or newer.\n"
+    )
+
+
 def run_gui(args: argparse.Namespace) -> int:
     paths = Paths.resolve(getattr(args, "data_dir", None))
-    problem = no_display_error()
+    problem = no_display_error() or broken_binding_error()
     if problem:
         sys.stderr.write(problem)
         return 1
