@@ -10,6 +10,12 @@ that talk HTTP, not by ``status`` or ``stop``. A module that uses it declares it
 
 The type checker sees the real module; at run time the first attribute asked for
 (``httpx.Client``, ``httpx.HTTPError`` in an ``except`` being reached) imports it.
+
+Not ``importlib.util.LazyLoader``: there the first attribute access finishes loading the module
+object in place, and two threads reaching it at once could see it half-loaded before Python
+3.11.9 / 3.12.3 (CPython gh-114763); Debian 12's python3 is 3.11.2, and the window's background
+jobs are such threads. Here the first use goes through ``importlib.import_module``, whose module
+lock makes a second thread wait for the finished module.
 """
 
 from __future__ import annotations
