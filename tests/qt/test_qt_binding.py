@@ -21,7 +21,7 @@ from smartspec_desktop.ui.app import broken_binding_error
 
 pytestmark = pytest.mark.gui
 
-EMITS = 200  # well below True's few hundred references: a fault fails the test, not the worker
+EMITS = 200  # below True's ~570 references in a bare process: the test fails, no abort
 
 
 class _Source(QObject):
